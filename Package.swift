@@ -1,0 +1,57 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Airlock: a GitLab Runner custom executor that hands jobs short-lived, scoped cloud credentials.
+/// Modules follow the data path (see README "How a job flows"): imports point down the path only.
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "airlock",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "airlock", targets: ["airlock"]),
+        .executable(name: "airlock-config", targets: ["airlock-config"]),
+        .executable(name: "airlock-prepare", targets: ["airlock-prepare"]),
+        .executable(name: "airlock-run", targets: ["airlock-run"]),
+        .executable(name: "airlock-cleanup", targets: ["airlock-cleanup"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", "4.5.2"..<"5.0.0"),
+    ],
+    targets: [
+        .target(name: "RunnerContract", swiftSettings: strict),
+        .target(name: "Identity", dependencies: [
+            "RunnerContract",
+            .product(name: "JWTKit", package: "jwt-kit"),
+        ], swiftSettings: strict),
+        .target(name: "Policy", dependencies: ["Identity"], swiftSettings: strict),
+        .target(name: "Ledger", dependencies: [
+            "RunnerContract", .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: strict),
+        .target(name: "Delivery", dependencies: ["RunnerContract", "Ledger"], swiftSettings: strict),
+        .target(name: "AirlockCore", dependencies: [
+            "RunnerContract", "Identity", "Policy", "Ledger", "Delivery",
+            .product(name: "TOMLKit", package: "TOMLKit"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "airlock-config", dependencies: ["AirlockCore"], swiftSettings: strict),
+        .executableTarget(name: "airlock-prepare", dependencies: ["AirlockCore"], swiftSettings: strict),
+        .executableTarget(name: "airlock-run", dependencies: ["AirlockCore"], swiftSettings: strict),
+        .executableTarget(name: "airlock-cleanup", dependencies: ["AirlockCore"], swiftSettings: strict),
+        .executableTarget(name: "airlock", dependencies: [
+            "AirlockCore", "AirlockTesting",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
+        .target(name: "AirlockTesting", dependencies: [
+            "AirlockCore", "RunnerContract", "Identity",
+            .product(name: "JWTKit", package: "jwt-kit"),
+        ], swiftSettings: strict),
+        .testTarget(name: "RunnerContractTests", dependencies: ["RunnerContract"], swiftSettings: strict),
+        .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockTesting"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["AirlockCore", "AirlockTesting", "RunnerContract"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,107 @@
+import Foundation
+import RunnerContract
+
+/// How the run stage isolates a job.
+public enum Isolation: String, Sendable, CaseIterable {
+    /// bubblewrap: new PID/IPC/UTS namespaces, read-only system, Airlock's files invisible.
+    case bubblewrap
+    /// No sandbox: the script runs as the runner's user with the host's view. Weaker: the job can
+    /// read Airlock's config, state and the runner's temp dir if file permissions allow.
+    case none
+}
+
+/// `[runner]`: where jobs live and how they are isolated.
+public struct RunnerSettings: Sendable {
+    public static let defaultBuildsRoot = "/var/lib/airlock/builds"
+    public static let defaultCacheRoot = "/var/lib/airlock/cache"
+    public static let defaultStateDir = "/var/lib/airlock/state"
+    public static let defaultAuditLog = "/var/log/airlock/audit.jsonl"
+    public static let defaultGracefulKill = 10.0
+
+    public var buildsRoot: String
+    public var cacheRoot: String
+    /// Per-job state (ledger, scrubbed scripts); 0700, never visible to jobs.
+    public var stateDir: String
+    /// Where each job's HOME is made; defaults to `<builds_root>/.homes`.
+    public var homesRoot: String
+    public var auditLog: String
+    public var isolation: Isolation
+    /// Seconds between SIGTERM and SIGKILL when a stage is cancelled.
+    public var gracefulKill: Double
+    /// The PATH jobs get; nil means the runner's own PATH.
+    public var jobPath: String?
+    /// The bubblewrap binary.
+    public var bwrap: String
+}
+
+/// The resolved configuration: plain values with defaults applied.
+public struct AirlockConfig: Sendable {
+    /// The file it came from, for messages.
+    public var path: String
+    public var runner: RunnerSettings
+
+    /// Where the runner's `*_args` point by default.
+    public static let defaultPath = "/etc/airlock/airlock.toml"
+
+    /// Loads and validates a configuration file.
+    /// - Throws: `ConfigError` naming the file, line and key, and what is allowed.
+    public static func load(path: String) throws(ConfigError) -> AirlockConfig {
+        let data: Data
+        do {
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
+        } catch {
+            throw ConfigError(message: "\(path): cannot read the Airlock configuration (\(Self.reason(error))); pass --config FILE or create it from runner-config/airlock.toml.example")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(message: "\(path): not UTF-8 text")
+        }
+        return try parse(text, path: path)
+    }
+
+    /// Parses configuration text.
+    /// - Throws: `ConfigError` naming the line and key.
+    public static func parse(_ text: String, path: String = "airlock.toml") throws(ConfigError) -> AirlockConfig {
+        var top = try TOMLCursor.parse(source: text, file: path)
+        guard var r = try top.table("runner") else {
+            throw top.error("runner", "the [runner] table is required (builds_root, cache_root, state_dir, audit_log)")
+        }
+        func absolute(_ key: String, _ def: String, _ r: inout TOMLCursor) throws(ConfigError) -> String {
+            let v = try r.string(key) ?? def
+            guard v.hasPrefix("/") else { throw r.error(key, "must be an absolute path, got \(v.debugDescription)") }
+            guard !v.split(separator: "/").contains("..") else { throw r.error(key, "must not contain '..'") }
+            return v.count > 1 && v.hasSuffix("/") ? String(v.dropLast()) : v
+        }
+        let buildsRoot = try absolute("builds_root", RunnerSettings.defaultBuildsRoot, &r)
+        let cacheRoot = try absolute("cache_root", RunnerSettings.defaultCacheRoot, &r)
+        let stateDir = try absolute("state_dir", RunnerSettings.defaultStateDir, &r)
+        let homesRoot = try absolute("homes_root", buildsRoot + "/.homes", &r)
+        let auditLog = try absolute("audit_log", RunnerSettings.defaultAuditLog, &r)
+        let isoText = try r.string("isolation") ?? Isolation.bubblewrap.rawValue
+        guard let isolation = Isolation(rawValue: isoText) else {
+            throw r.error("isolation", "expected one of \"bubblewrap\", \"none\", got \(isoText.debugDescription)")
+        }
+        let grace = try r.duration("graceful_kill") ?? RunnerSettings.defaultGracefulKill
+        let jobPath = try r.string("job_path")
+        let bwrap = try r.string("bwrap") ?? "bwrap"
+        for (key, dir) in [("builds_root", buildsRoot), ("cache_root", cacheRoot), ("homes_root", homesRoot)] {
+            if dir == stateDir || dir.hasPrefix(stateDir + "/") || stateDir.hasPrefix(dir + "/") {
+                throw r.error(key, "must not overlap state_dir (\(stateDir)): jobs can write to \(key) and must never see the state")
+            }
+        }
+        try r.finish()
+        try top.finish(allowed: ["runner"])
+        return AirlockConfig(
+            path: path,
+            runner: RunnerSettings(
+                buildsRoot: buildsRoot, cacheRoot: cacheRoot, stateDir: stateDir, homesRoot: homesRoot,
+                auditLog: auditLog, isolation: isolation, gracefulKill: grace, jobPath: jobPath, bwrap: bwrap))
+    }
+
+    static func reason(_ error: any Error) -> String {
+        let ns = error as NSError
+        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(u.code)))
+        }
+        return ns.localizedDescription
+    }
+}

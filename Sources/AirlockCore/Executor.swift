@@ -1,0 +1,88 @@
+import Foundation
+import Ledger
+import RunnerContract
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The version printed as the driver version and in audit records.
+public let airlockVersion = "0.1.0"
+
+/// Arguments every executor takes: `[--config FILE] [positional...]`.
+public struct ExecutorArguments: Sendable {
+    public var configPath: String = AirlockConfig.defaultPath
+    public var positional: [String] = []
+
+    /// Parses `--config FILE`, `--config=FILE` and positionals.
+    /// - Throws: `AirlockFailure` (system) for an unknown option.
+    public init(_ args: [String]) throws(AirlockFailure) {
+        var i = 0
+        while i < args.count {
+            let a = args[i]
+            if a == "--config" {
+                guard i + 1 < args.count else { throw AirlockFailure(.system, "--config needs a file path") }
+                configPath = args[i + 1]
+                i += 2
+            } else if a.hasPrefix("--config=") {
+                configPath = String(a.dropFirst("--config=".count))
+                i += 1
+            } else if a.hasPrefix("--") {
+                throw AirlockFailure(.system, "unknown option \(a); executors take only --config FILE")
+            } else {
+                positional.append(a)
+                i += 1
+            }
+        }
+    }
+}
+
+/// The entry point of the four executables: reads the environment (the only place that does, with
+/// RunnerContract), runs one stage, and turns its error into the runner's exit code.
+public enum Executor {
+    /// Which executor is running.
+    public enum Kind: String, Sendable { case config, prepare, run, cleanup }
+
+    /// Runs `kind` with the process's arguments and environment, and exits.
+    public static func main(_ kind: Kind) async -> Never {
+        let env = RunnerEnvironment(ProcessInfo.processInfo.environment)
+        let code: Int32
+        do {
+            let args = try ExecutorArguments(Array(CommandLine.arguments.dropFirst()))
+            code = try await run(kind, args: args, env: env)
+        } catch let e as any BlamedError {
+            code = report(kind, e, env: env)
+        } catch {
+            code = report(kind, AirlockFailure(.system, "unexpected error: \(error)"), env: env)
+        }
+        exit(code)
+    }
+
+    static func report(_ kind: Kind, _ e: any BlamedError, env: RunnerEnvironment) -> Int32 {
+        let who = e.fault == .job ? "job error" : "system error"
+        FileHandle.standardError.write(Data("airlock-\(kind.rawValue): \(who): \(e.description)\n".utf8))
+        return env.exitCode(for: e.fault)
+    }
+
+    /// Runs one stage; returns the exit code for success or a script failure.
+    /// - Throws: `BlamedError` for Airlock's own failures.
+    public static func run(_ kind: Kind, args: ExecutorArguments, env: RunnerEnvironment) async throws -> Int32 {
+        let config = try AirlockConfig.load(path: args.configPath)
+        switch kind {
+        case .config:
+            let out = try Stages.config(config: config, env: env)
+            FileHandle.standardOutput.write(out)
+            return 0
+        case .prepare:
+            try await Stages.prepare(config: config, env: env)
+            return 0
+        case .run:
+            guard args.positional.count == 2 else {
+                throw AirlockFailure(.system, "airlock-run expects <script> <stage>, got \(args.positional.count) argument(s); check run_args in the runner's config.toml")
+            }
+            return try Stages.run(config: config, env: env, script: args.positional[0], stage: args.positional[1])
+        case .cleanup:
+            try Stages.cleanup(config: config, env: env)
+            return 0
+        }
+    }
+}

@@ -1,0 +1,165 @@
+import Delivery
+import Foundation
+import Ledger
+import RunnerContract
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What prepare leaves for later stages in the job's state directory.
+struct JobRecord: Codable {
+    var job: JobContext
+    var paths: JobPaths
+    var preparedAt: Date
+}
+
+/// The four stage operations. Each takes resolved values; only `Executor` reads the environment.
+public enum Stages {
+    static let recordFile = "job.json"
+
+    /// config_exec: the runner JSON.
+    /// - Throws: `AirlockFailure` when the job's variables are unusable.
+    public static func config(config: AirlockConfig, env: RunnerEnvironment) throws(AirlockFailure) -> Data {
+        let job = try JobContext(variables: env.jobVariables)
+        let paths = JobPaths(runner: config.runner, job: job)
+        let out = ConfigOutput(
+            buildsDir: paths.buildsDir, cacheDir: paths.cacheDir, hostname: ProcessInfo.processInfo.hostName,
+            driver: .init(name: "airlock", version: airlockVersion),
+            jobEnv: ["AIRLOCK_JOB_STATE": paths.state])
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return (try? enc.encode(out)) ?? Data()
+    }
+
+    /// prepare_exec: the job's directories and state; identity and federation plug in here.
+    /// - Throws: `BlamedError`; the job's fault for a bad token or a denial, the system's otherwise.
+    public static func prepare(config: AirlockConfig, env: RunnerEnvironment) async throws {
+        let job = try JobContext(variables: env.jobVariables)
+        let paths = JobPaths(runner: config.runner, job: job)
+        if config.runner.isolation == .bubblewrap {
+            try Sandboxing.requireBubblewrap(config.runner)
+        }
+        let store = JobStateStore(root: config.runner.stateDir)
+        try store.create(jobID: job.jobID)
+        for dir in [paths.buildsDir, paths.cacheDir] { try Files.makeDirectories(dir, mode: 0o755) }
+        try Files.makeDirectories(config.runner.homesRoot, mode: 0o755)
+        try Files.makeDirectory(paths.home, mode: 0o700)
+        let record = JobRecord(job: job, paths: paths, preparedAt: Date())
+        try saveRecord(record, paths: paths)
+        try AuditLog(path: config.runner.auditLog).append(event: "prepare", Audit.identity(job))
+        print("Airlock \(airlockVersion): job \(job.jobID) prepared (isolation: \(config.runner.isolation.rawValue))")
+    }
+
+    /// run_exec: one stage script in the sandbox, output masked.
+    /// Returns 0, or the build-failure exit code after writing the script's code to BUILD_EXIT_CODE_FILE.
+    /// - Throws: `BlamedError` (system) when the stage cannot be started.
+    public static func run(config: AirlockConfig, env: RunnerEnvironment, script: String, stage: String) throws -> Int32 {
+        let job = try JobContext(variables: env.jobVariables)
+        let paths = JobPaths(runner: config.runner, job: job)
+        guard FileManager.default.fileExists(atPath: "\(paths.state)/\(recordFile)") else {
+            throw AirlockFailure(.system, "no state for job \(job.jobID) at \(paths.state): prepare_exec did not run or cleanup already removed it; check that prepare_exec and run_exec use the same --config")
+        }
+        guard let body = FileManager.default.contents(atPath: script), let text = String(data: body, encoding: .utf8) else {
+            throw AirlockFailure(.system, "cannot read the stage script \(script)")
+        }
+        let secrets: [String] = []
+        let scrubbed = ScriptScrubber.scrub(text, removing: secrets).script
+        let stageName = Stage.isValidName(stage) ? stage : "stage"
+        try Files.makeDirectory("\(paths.state)/scripts", mode: 0o700)
+        let stagePath = "\(paths.state)/scripts/\(stageName).sh"
+        try Files.writeAtomically(Data(scrubbed.utf8), to: stagePath, mode: 0o600)
+        defer { unlink(stagePath) }
+
+        let spec = Sandboxing.spec(config: config, env: env, paths: paths, scriptPath: stagePath, extraEnvironment: [:])
+        let child: ChildProcess
+        do {
+            child = try ChildProcess(argv: spec.argv(), environment: spec.environment, directory: spec.useBubblewrap ? nil : spec.directory)
+        } catch {
+            throw AirlockFailure(.system, "cannot start the \(stage) stage: \(error)")
+        }
+        let watcher = StageWatcher(child: child, bubblewrap: spec.useBubblewrap, graceful: config.runner.gracefulKill)
+        watcher.start()
+        let patterns = MaskPatterns(secrets: secrets)
+        child.pump(stdout: StreamMasker(patterns), stderr: StreamMasker(patterns))
+        let code = child.wait()
+        watcher.finish()
+        if code == 0 { return 0 }
+        if let file = env.buildExitCodeFile {
+            try Files.writeAtomically(Data("\(code)\n".utf8), to: file, mode: 0o644)
+        }
+        return env.buildFailureExitCode
+    }
+
+    /// cleanup_exec: removes everything the job left; safe to run any number of times.
+    /// - Throws: `AirlockFailure` (system) when something could not be removed.
+    public static func cleanup(config: AirlockConfig, env: RunnerEnvironment) throws(AirlockFailure) {
+        let job = try JobContext(variables: env.jobVariables)
+        let paths = JobPaths(runner: config.runner, job: job)
+        let existed = FileManager.default.fileExists(atPath: paths.state)
+        try Files.removeTree(paths.home)
+        try JobStateStore(root: config.runner.stateDir).remove(jobID: job.jobID)
+        var fields = Audit.identity(job)
+        fields["state"] = .string(existed ? "removed" : "already-clean")
+        try AuditLog(path: config.runner.auditLog).append(event: "cleanup", fields)
+        print("airlock-cleanup: job \(job.jobID): \(existed ? "state removed" : "nothing left to clean")")
+    }
+
+    static func saveRecord(_ record: JobRecord, paths: JobPaths) throws(AirlockFailure) {
+        let enc = JSONEncoder()
+        enc.dateEncodingStrategy = .iso8601
+        guard let data = try? enc.encode(record) else { throw AirlockFailure(.system, "cannot encode job state") }
+        try Files.writeAtomically(data, to: "\(paths.state)/\(recordFile)")
+    }
+}
+
+/// Audit field helpers.
+enum Audit {
+    /// The job identity every record carries.
+    static func identity(_ job: JobContext) -> [String: JSONValue] {
+        var f: [String: JSONValue] = ["job_id": .string(job.jobID), "project_id": .string(job.projectID),
+                                      "project_path": .string(job.projectPath), "airlock_version": .string(airlockVersion)]
+        if let p = job.pipelineID { f["pipeline_id"] = .string(p) }
+        return f
+    }
+}
+
+/// Forwards a cancel (SIGTERM from the runner) to the sandboxed process tree, then SIGKILLs it after
+/// the grace period; after the stage ends, kills whatever the script left in the background.
+final class StageWatcher: @unchecked Sendable {
+    let child: ChildProcess
+    let bubblewrap: Bool
+    let graceful: Double
+    private let lock = NSLock()
+    private var done = false
+
+    init(child: ChildProcess, bubblewrap: Bool, graceful: Double) {
+        self.child = child
+        self.bubblewrap = bubblewrap
+        self.graceful = graceful
+    }
+
+    func start() {
+        let pgid = child.pid
+        let spare: pid_t? = bubblewrap ? child.pid : nil
+        SignalRelay.install { [self] sig in
+            guard !self.isDone else { return }
+            // TERM to the script and everything it started; bubblewrap's own process is spared so
+            // the script gets its grace period instead of dying with the sandbox at once.
+            ProcessGroup.signal(pgid, SIGTERM, sparing: spare)
+            let grace = self.graceful
+            Thread.detachNewThread {
+                Thread.sleep(forTimeInterval: grace)
+                if !self.isDone { ProcessGroup.signal(pgid, SIGKILL) }
+            }
+        }
+    }
+
+    var isDone: Bool { lock.withLock { done } }
+
+    func finish() {
+        lock.withLock { done = true }
+        // Nothing survives the stage: with bubblewrap the PID namespace is already gone; without it
+        // the script's process group is killed.
+        ProcessGroup.signal(child.pid, SIGKILL)
+    }
+}

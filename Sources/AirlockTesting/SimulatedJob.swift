@@ -1,0 +1,79 @@
+import Foundation
+
+/// A job for the runner simulator, read from a JSON job file.
+///
+///     {"script": ["aws sts get-caller-identity"], "after_script": ["echo done"],
+///      "variables": {"AWS_REGION": "eu-west-1"}, "id_tokens": {"AIRLOCK_ID_TOKEN": "eyJ..."},
+///      "project_id": 42, "project_path": "platform/api", "ref": "main", "timeout": 3600}
+public struct SimulatedJob: Codable, Sendable {
+    public var name: String = "build"
+    public var jobID: Int = Int.random(in: 100_000...999_999_999)
+    public var pipelineID: Int = 7001
+    public var projectID: Int = 42
+    public var projectPath: String = "platform/api"
+    public var ref: String = "main"
+    public var sha: String = "0123456789abcdef0123456789abcdef01234567"
+    public var runnerShortToken: String = "t3stRunr"
+    public var concurrentProjectID: Int = 0
+    /// Seconds; sets CI_JOB_TIMEOUT and is enforced like the runner's job timeout.
+    public var timeout: Int = 3600
+    /// Job variables (`variables:` in .gitlab-ci.yml), public and unmasked.
+    public var variables: [String: String] = [:]
+    /// Masked job variables: the simulator masks their exact values in the log, as the runner does.
+    public var maskedVariables: [String: String] = [:]
+    /// File-type variables: the job gets a path to a file with this content.
+    public var fileVariables: [String: String] = [:]
+    /// `id_tokens:` entries, already minted: name → JWT.
+    public var idTokens: [String: String] = [:]
+    public var script: [String] = []
+    public var afterScript: [String] = []
+
+    public init(script: [String]) { self.script = script }
+
+    enum CodingKeys: String, CodingKey {
+        case name, jobID = "job_id", pipelineID = "pipeline_id", projectID = "project_id", projectPath = "project_path"
+        case ref, sha, runnerShortToken = "runner_short_token", concurrentProjectID = "concurrent_project_id", timeout
+        case variables, maskedVariables = "masked_variables", fileVariables = "file_variables", idTokens = "id_tokens"
+        case script, afterScript = "after_script"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let d = SimulatedJob(script: [])
+        name = try c.decodeIfPresent(String.self, forKey: .name) ?? d.name
+        jobID = try c.decodeIfPresent(Int.self, forKey: .jobID) ?? d.jobID
+        pipelineID = try c.decodeIfPresent(Int.self, forKey: .pipelineID) ?? d.pipelineID
+        projectID = try c.decodeIfPresent(Int.self, forKey: .projectID) ?? d.projectID
+        projectPath = try c.decodeIfPresent(String.self, forKey: .projectPath) ?? d.projectPath
+        ref = try c.decodeIfPresent(String.self, forKey: .ref) ?? d.ref
+        sha = try c.decodeIfPresent(String.self, forKey: .sha) ?? d.sha
+        runnerShortToken = try c.decodeIfPresent(String.self, forKey: .runnerShortToken) ?? d.runnerShortToken
+        concurrentProjectID = try c.decodeIfPresent(Int.self, forKey: .concurrentProjectID) ?? d.concurrentProjectID
+        timeout = try c.decodeIfPresent(Int.self, forKey: .timeout) ?? d.timeout
+        variables = try c.decodeIfPresent([String: String].self, forKey: .variables) ?? [:]
+        maskedVariables = try c.decodeIfPresent([String: String].self, forKey: .maskedVariables) ?? [:]
+        fileVariables = try c.decodeIfPresent([String: String].self, forKey: .fileVariables) ?? [:]
+        idTokens = try c.decodeIfPresent([String: String].self, forKey: .idTokens) ?? [:]
+        script = try c.decodeIfPresent([String].self, forKey: .script) ?? []
+        afterScript = try c.decodeIfPresent([String].self, forKey: .afterScript) ?? []
+    }
+
+    /// Loads a job file.
+    /// - Throws: a message naming the file and the JSON problem.
+    public static func load(_ path: String) throws -> SimulatedJob {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw SimulatorError("cannot read job file \(path)")
+        }
+        do {
+            return try JSONDecoder().decode(SimulatedJob.self, from: data)
+        } catch {
+            throw SimulatorError("job file \(path) is not a valid job: \(error)")
+        }
+    }
+}
+
+/// A simulator failure (bad job file, executable missing).
+public struct SimulatorError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}

@@ -1,0 +1,155 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A child process in its own process group, with stdout and stderr on pipes.
+///
+/// posix_spawn directly rather than Foundation's `Process`: Airlock needs the child in a new process
+/// group with a clean signal mask, and an exact environment, none of which `Process` exposes.
+public final class ChildProcess: @unchecked Sendable {
+    /// The child's pid, which is also its process group id.
+    public let pid: pid_t
+    /// Read ends of the child's stdout and stderr.
+    public let stdoutFD: Int32
+    public let stderrFD: Int32
+
+    /// Spawns `argv` with exactly `environment`, stdin from /dev/null, in `directory`.
+    /// - Throws: `SpawnError` with the OS reason when the spawn fails.
+    public init(argv: [String], environment: [String: String], directory: String?) throws {
+        var outPipe: [Int32] = [0, 0]
+        var errPipe: [Int32] = [0, 0]
+        guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw SpawnError(argv0: argv[0], errno: errno) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
+        for fd in [outPipe[0], outPipe[1], errPipe[0], errPipe[1]] { posix_spawn_file_actions_addclose(&actions, fd) }
+
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for s in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT, SIGCHLD] { sigaddset(&defaults, s) }
+        posix_spawnattr_setsigmask(&attr, &empty)
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        posix_spawnattr_setpgroup(&attr, 0)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        // posix_spawn_file_actions_addchdir_np is not exported by Swift's Glibc module: cd in a shell.
+        let argv = directory.map { ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", $0] + argv } ?? argv
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { (cArgs + cEnv).forEach { free($0) } }
+        var child: pid_t = 0
+        let rc = posix_spawnp(&child, argv[0], &actions, &attr, cArgs, cEnv)
+        close(outPipe[1])
+        close(errPipe[1])
+        guard rc == 0 else {
+            close(outPipe[0]); close(errPipe[0])
+            throw SpawnError(argv0: argv[0], errno: rc)
+        }
+        pid = child
+        stdoutFD = outPipe[0]
+        stderrFD = errPipe[0]
+    }
+
+    /// Copies both output streams through their maskers to this process's stdout and stderr until
+    /// both close. Held-back bytes are flushed after `idleFlush` seconds without output.
+    public func pump(stdout: StreamMasker, stderr: StreamMasker, idleFlush: Double = 0.2,
+                     sink: (Int32, [UInt8]) -> Void = { fd, bytes in ChildProcess.writeAll(fd, bytes) }) {
+        var fds = [pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0), pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)]
+        let maskers = [stdout, stderr]
+        let sinks: [Int32] = [1, 2]
+        var open = [true, true]
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var lastData = [Date(), Date()]
+        while open[0] || open[1] {
+            for i in 0..<2 { fds[i].fd = open[i] ? (i == 0 ? stdoutFD : stderrFD) : -1; fds[i].revents = 0 }
+            let pending = maskers.contains { $0.hasPending }
+            let r = poll(&fds, 2, pending ? Int32(idleFlush * 1000 / 2) : -1)
+            if r < 0 { if errno == EINTR { continue }; break }
+            for i in 0..<2 where open[i] && fds[i].revents != 0 {
+                let n = buffer.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
+                if n > 0 {
+                    sink(sinks[i], maskers[i].feed(buffer[0..<n]))
+                    lastData[i] = Date()
+                } else if n == 0 || (errno != EINTR && errno != EAGAIN) {
+                    sink(sinks[i], maskers[i].flush())
+                    open[i] = false
+                    close(fds[i].fd)
+                }
+            }
+            for i in 0..<2 where open[i] && maskers[i].hasPending && Date().timeIntervalSince(lastData[i]) >= idleFlush {
+                sink(sinks[i], maskers[i].flush())
+            }
+        }
+    }
+
+    /// Waits for the child; returns its exit code, or 128 + signal when a signal ended it.
+    public func wait() -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let low = status & 0x7f
+        if low == 0 { return (status >> 8) & 0xff }
+        return 128 + low
+    }
+
+    /// Writes every byte to `fd`, retrying on EINTR.
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+        var off = 0
+        while off < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + off, bytes.count - off) }
+            if n < 0 { if errno == EINTR { continue }; return }
+            off += n
+        }
+    }
+}
+
+/// A spawn that failed, with the OS's reason.
+public struct SpawnError: Error, CustomStringConvertible {
+    public let argv0: String
+    public let errno: Int32
+    public var description: String { "cannot start \(argv0): \(String(cString: strerror(errno)))" }
+}
+
+/// Blocks termination signals in every thread and hands them to one waiting thread.
+///
+/// Must be installed before any other thread starts, so that no thread receives them by default.
+public enum SignalRelay {
+    /// Blocks SIGTERM, SIGINT and SIGHUP process-wide and calls `handler` on a dedicated thread for each.
+    public static func install(_ handler: @escaping @Sendable (Int32) -> Void) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, s) }
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        let waitSet = set
+        let t = Thread {
+            var s = waitSet
+            while true {
+                var sig: Int32 = 0
+                if sigwait(&s, &sig) == 0 { handler(sig) }
+            }
+        }
+        t.start()
+    }
+}
+
+/// Signals processes of a group, optionally sparing one (bubblewrap's outer process, whose death
+/// would SIGKILL the sandbox at once and leave the script no grace period).
+public enum ProcessGroup {
+    /// Sends `signal` to every process in group `pgid` except `spare`.
+    public static func signal(_ pgid: pid_t, _ sig: Int32, sparing spare: pid_t? = nil) {
+        guard let spare else { kill(-pgid, sig); return }
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
+        for e in entries {
+            guard let pid = pid_t(e), pid != spare else { continue }
+            if getpgid(pid) == pgid { kill(pid, sig) }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+import Foundation
+
+/// The byte patterns that must never reach a log: each secret and the forms a job is likely to print
+/// it in (base64 at every alignment, base64url, URL-encoded, JSON-escaped).
+///
+/// The runner's own masker covers exact values only and never learns of driver-created secrets
+/// (custom-executor.md §4), so Airlock masks what it issues itself.
+public struct MaskPatterns: Sendable {
+    /// The patterns, longest first, deduplicated.
+    public let patterns: [[UInt8]]
+
+    /// Shortest pattern worth masking; shorter fragments would mask ordinary text.
+    public static let minimumLength = 8
+
+    /// Builds patterns for these secret values; multi-line values are masked line by line.
+    public init(secrets: [String]) {
+        var set = Set<[UInt8]>()
+        for secret in secrets {
+            for line in secret.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
+                let v = line.trimmingCharacters(in: .whitespaces)
+                guard v.utf8.count >= Self.minimumLength else { continue }
+                for form in Self.forms(of: v) where form.count >= Self.minimumLength && !form.contains(0x0a) {
+                    set.insert(form)
+                }
+            }
+        }
+        patterns = set.sorted { $0.count != $1.count ? $0.count > $1.count : $0.lexicographicallyPrecedes($1) }
+    }
+
+    /// Exact values only, as GitLab Runner's own phrase masker does (custom-executor.md §4).
+    public init(exact values: [String]) {
+        patterns = Set(values.map { Array($0.trimmingCharacters(in: .whitespacesAndNewlines).utf8) }.filter { $0.count >= 2 })
+            .sorted { $0.count > $1.count }
+    }
+
+    static func forms(of value: String) -> [[UInt8]] {
+        let raw = Array(value.utf8)
+        var out: [[UInt8]] = [raw]
+        // URL-encoded: every reserved byte, upper and lower hex, with and without '/' kept (Python's quote default).
+        for keepSlash in [false, true] {
+            for upper in [true, false] {
+                out.append(percentEncode(raw, keepSlash: keepSlash, upper: upper))
+            }
+        }
+        out.append(percentEncode(raw, keepSlash: false, upper: true, spaceAsPlus: true))
+        // JSON-escaped, with and without "\/".
+        out.append(jsonEscape(raw, slash: false))
+        out.append(jsonEscape(raw, slash: true))
+        // base64 at the three alignments: keep only the characters that depend on the secret alone.
+        for offset in 0..<3 {
+            let data = Data(repeating: 0, count: offset) + Data(raw)
+            let b64 = Array(data.base64EncodedString().utf8)
+            let drop = [0, 2, 3][offset]
+            let keep = ((offset + raw.count) * 8) / 6
+            guard keep > drop, keep <= b64.count else { continue }
+            let core = Array(b64[drop..<keep])
+            out.append(core)
+            out.append(core.map { $0 == 0x2b ? 0x2d : $0 == 0x2f ? 0x5f : $0 })  // base64url
+        }
+        return out
+    }
+
+    static func percentEncode(_ bytes: [UInt8], keepSlash: Bool, upper: Bool, spaceAsPlus: Bool = false) -> [UInt8] {
+        let hex = Array((upper ? "0123456789ABCDEF" : "0123456789abcdef").utf8)
+        var out: [UInt8] = []
+        for b in bytes {
+            let unreserved = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a)
+                || b == 0x2d || b == 0x2e || b == 0x5f || b == 0x7e || (keepSlash && b == 0x2f)
+            if unreserved { out.append(b) }
+            else if spaceAsPlus && b == 0x20 { out.append(0x2b) }
+            else { out += [0x25, hex[Int(b >> 4)], hex[Int(b & 0xf)]] }
+        }
+        return out
+    }
+
+    static func jsonEscape(_ bytes: [UInt8], slash: Bool) -> [UInt8] {
+        var out: [UInt8] = []
+        for b in bytes {
+            switch b {
+            case 0x22: out += [0x5c, 0x22]
+            case 0x5c: out += [0x5c, 0x5c]
+            case 0x2f where slash: out += [0x5c, 0x2f]
+            case 0x09: out += [0x5c, 0x74]
+            case ..<0x20: out += Array(String(format: "\\u%04x", b).utf8)
+            default: out.append(b)
+            }
+        }
+        return out
+    }
+}
+
+/// A streaming masker for one output stream: replaces every pattern with `[MASKED]`, also when a
+/// pattern is split across reads. Memory is bounded: it holds back at most the longest pattern
+/// minus one byte, and only while the tail of what it has seen could still become a secret.
+public final class StreamMasker {
+    private var buckets: [UInt16: [Int]] = [:]
+    private var pairFilter = [UInt64](repeating: 0, count: 1024)
+    private var firstByte = [Bool](repeating: false, count: 256)
+    private var patterns: [[UInt8]]
+    private var pending: [UInt8] = []
+    public static let replacement = Array("[MASKED]".utf8)
+
+    /// Creates a masker; `patterns` may grow later with `add`.
+    public init(_ patterns: MaskPatterns) {
+        self.patterns = []
+        add(patterns)
+    }
+
+    /// Adds patterns (new credentials issued while the stage runs).
+    public func add(_ more: MaskPatterns) {
+        for p in more.patterns where !patterns.contains(p) {
+            patterns.append(p)
+        }
+        patterns.sort { $0.count > $1.count }
+        buckets = [:]
+        pairFilter = [UInt64](repeating: 0, count: 1024)
+        firstByte = [Bool](repeating: false, count: 256)
+        for (i, p) in patterns.enumerated() {
+            let key = UInt16(p[0]) << 8 | UInt16(p[1])
+            buckets[key, default: []].append(i)
+            pairFilter[Int(key >> 6)] |= 1 << UInt64(key & 63)
+            firstByte[Int(p[0])] = true
+        }
+    }
+
+    /// Whether bytes are held back waiting for more input.
+    public var hasPending: Bool { !pending.isEmpty }
+
+    /// Feeds bytes; returns what is safe to emit now.
+    public func feed(_ bytes: some Collection<UInt8>) -> [UInt8] {
+        if patterns.isEmpty { return Array(bytes) }
+        pending.append(contentsOf: bytes)
+        return drain(final: false)
+    }
+
+    /// Emits everything held back (end of stream, or the stream went idle).
+    public func flush() -> [UInt8] {
+        drain(final: true)
+    }
+
+    private func drain(final: Bool) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(pending.count)
+        var emitFrom = 0
+        var holdFrom = pending.count
+        pending.withUnsafeBufferPointer { buf in
+            let n = buf.count
+            var i = 0
+            while i < n {
+                if i + 1 < n {
+                    let key = UInt16(buf[i]) << 8 | UInt16(buf[i + 1])
+                    if pairFilter[Int(key >> 6)] & (1 << UInt64(key & 63)) == 0 { i += 1; continue }
+                    var matched = 0
+                    var partial = false
+                    for idx in buckets[key] ?? [] {
+                        let p = patterns[idx]
+                        let avail = n - i
+                        if avail >= p.count {
+                            // A longer pattern still partially matching wins: hold rather than mask a prefix of it.
+                            if Self.equal(buf, i, p, p.count) { if !partial { matched = p.count }; break }
+                        } else if !final && Self.equal(buf, i, p, avail) {
+                            partial = true
+                        }
+                    }
+                    if matched > 0 {
+                        out.append(contentsOf: buf[emitFrom..<i])
+                        out.append(contentsOf: Self.replacement)
+                        i += matched
+                        emitFrom = i
+                        continue
+                    }
+                    if partial { holdFrom = i; break }
+                    i += 1
+                } else {
+                    if !final && firstByte[Int(buf[i])] { holdFrom = i; break }
+                    i += 1
+                }
+            }
+            if holdFrom == n || final { holdFrom = n }
+            out.append(contentsOf: buf[emitFrom..<holdFrom])
+        }
+        pending.removeFirst(holdFrom)
+        return out
+    }
+
+    @inline(__always)
+    private static func equal(_ buf: UnsafeBufferPointer<UInt8>, _ at: Int, _ p: [UInt8], _ len: Int) -> Bool {
+        p.withUnsafeBufferPointer { pb in
+            memcmp(buf.baseAddress! + at, pb.baseAddress!, len) == 0
+        }
+    }
+}

@@ -1,0 +1,89 @@
+import Crypto
+import Foundation
+import RunnerContract
+
+/// A JSON value for audit records: enough to write any record without `Any`.
+public enum JSONValue: Sendable, Codable, Equatable {
+    case string(String), int(Int), bool(Bool), null
+    case array([JSONValue]), object([String: JSONValue])
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.singleValueContainer()
+        switch self {
+        case .string(let s): try c.encode(s)
+        case .int(let i): try c.encode(i)
+        case .bool(let b): try c.encode(b)
+        case .null: try c.encodeNil()
+        case .array(let a): try c.encode(a)
+        case .object(let o): try c.encode(o)
+        }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if c.decodeNil() { self = .null }
+        else if let b = try? c.decode(Bool.self) { self = .bool(b) }
+        else if let i = try? c.decode(Int.self) { self = .int(i) }
+        else if let s = try? c.decode(String.self) { self = .string(s) }
+        else if let a = try? c.decode([JSONValue].self) { self = .array(a) }
+        else { self = .object(try c.decode([String: JSONValue].self)) }
+    }
+
+    /// The string inside, if this is a string.
+    public var stringValue: String? { if case .string(let s) = self { s } else { nil } }
+}
+
+/// The append-only audit trail: one JSON object per line, written with a single `write` under an
+/// exclusive lock so that concurrent jobs never interleave. Records carry fingerprints, never secrets.
+public struct AuditLog: Sendable {
+    /// `[runner] audit_log`.
+    public let path: String
+
+    public init(path: String) { self.path = path }
+
+    /// Appends one record with `time` and `event` set.
+    /// - Throws: `AirlockFailure` (system) when the log cannot be written: an unaudited credential
+    ///   must not be issued, so callers treat this as fatal.
+    public func append(event: String, _ fields: [String: JSONValue], now: Date = Date()) throws(AirlockFailure) {
+        var record = fields
+        record["time"] = .string(Self.timestamp(now))
+        record["event"] = .string(event)
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        guard var line = try? enc.encode(record) else { throw AirlockFailure(.system, "cannot encode audit record") }
+        line.append(0x0a)
+        let dir = (path as NSString).deletingLastPathComponent
+        try Files.makeDirectories(dir, mode: 0o750)
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else {
+            throw AirlockFailure(.system, "cannot open the audit log \(path): \(String(cString: strerror(errno))); check [runner] audit_log")
+        }
+        defer { close(fd) }
+        flock(fd, LOCK_EX)
+        let n = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard n == line.count else {
+            throw AirlockFailure(.system, "cannot write the audit log \(path): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Every record, for tests and `airlock` tools; unparsable lines are skipped.
+    public func records() -> [[String: JSONValue]] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap {
+            try? JSONDecoder().decode([String: JSONValue].self, from: Data($0.utf8))
+        }
+    }
+
+    static func timestamp(_ d: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: d)
+    }
+}
+
+/// A short, non-reversible fingerprint of a secret for logs and audit records: `sha256:` + 12 hex.
+public enum Fingerprint {
+    public static func of(_ secret: String) -> String {
+        "sha256:" + SHA256.hash(data: Data(secret.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import RunnerContract
+
+/// Per-job state on disk: one directory per job under `state_dir`, 0700, files 0600, written atomically.
+public struct JobStateStore: Sendable {
+    /// `[runner] state_dir`.
+    public let root: String
+
+    public init(root: String) { self.root = root }
+
+    /// The job's directory (whether or not it exists).
+    public func directory(jobID: String) -> String { "\(root)/jobs/\(jobID)" }
+
+    /// Creates the job's directory, 0700, and the root if missing.
+    /// - Throws: `AirlockFailure` (system) naming the path and the OS error.
+    @discardableResult
+    public func create(jobID: String) throws(AirlockFailure) -> String {
+        for dir in [root, "\(root)/jobs", directory(jobID: jobID)] {
+            try Files.makeDirectory(dir, mode: 0o700)
+        }
+        return directory(jobID: jobID)
+    }
+
+    /// Removes the job's directory; succeeds when it is already gone.
+    /// - Throws: `AirlockFailure` (system) when it exists and cannot be removed.
+    public func remove(jobID: String) throws(AirlockFailure) {
+        try Files.removeTree(directory(jobID: jobID))
+    }
+
+    /// Every job directory present, for sweep.
+    public func jobIDs() -> [String] {
+        (try? FileManager.default.contentsOfDirectory(atPath: "\(root)/jobs"))?.filter { $0.allSatisfy(\.isNumber) }.sorted() ?? []
+    }
+}
+
+/// Small file helpers with Airlock's permissions and messages.
+public enum Files {
+    /// mkdir with `mode`; an existing directory has its mode enforced.
+    /// - Throws: `AirlockFailure` (system) naming the path.
+    public static func makeDirectory(_ path: String, mode: mode_t) throws(AirlockFailure) {
+        if mkdir(path, mode) != 0 && errno != EEXIST {
+            throw AirlockFailure(.system, "cannot create \(path): \(String(cString: strerror(errno)))")
+        }
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw AirlockFailure(.system, "\(path) exists and is not a directory (a symlink is refused)")
+        }
+        if st.st_mode & 0o777 != mode { chmod(path, mode) }
+    }
+
+    /// mkdir -p with `mode` for each created component.
+    /// - Throws: `AirlockFailure` (system) naming the path.
+    public static func makeDirectories(_ path: String, mode: mode_t) throws(AirlockFailure) {
+        var cur = ""
+        for part in path.split(separator: "/") {
+            cur += "/" + part
+            if mkdir(cur, mode) != 0 && errno != EEXIST {
+                throw AirlockFailure(.system, "cannot create \(cur): \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+
+    /// Writes `data` to `path` atomically (temp file, fsync, rename) with `mode`.
+    /// - Throws: `AirlockFailure` (system) naming the path.
+    public static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o600) throws(AirlockFailure) {
+        let tmp = "\(path).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw AirlockFailure(.system, "cannot write \(path): \(String(cString: strerror(errno)))") }
+        var ok = true
+        data.withUnsafeBytes { buf in
+            var off = 0
+            while off < buf.count {
+                let n = write(fd, buf.baseAddress! + off, buf.count - off)
+                if n < 0 { if errno == EINTR { continue }; ok = false; break }
+                off += n
+            }
+        }
+        fchmod(fd, mode)
+        if fsync(fd) != 0 { ok = false }
+        close(fd)
+        guard ok, rename(tmp, path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(tmp)
+            throw AirlockFailure(.system, "cannot write \(path): \(reason)")
+        }
+    }
+
+    /// rm -rf that does not follow symlinks; an absent path is success.
+    /// - Throws: `AirlockFailure` (system) naming what could not be removed.
+    public static func removeTree(_ path: String) throws(AirlockFailure) {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        do {
+            try FileManager.default.removeItem(atPath: path)
+        } catch {
+            if lstat(path, &st) != 0 { return }  // a concurrent cleanup removed it
+            throw AirlockFailure(.system, "cannot remove \(path): \(error.localizedDescription)")
+        }
+    }
+}

@@ -1,0 +1,4 @@
+import AirlockCore
+
+// GitLab Runner's cleanup_exec: `airlock-cleanup [--config FILE]`.
+await Executor.main(.cleanup)
