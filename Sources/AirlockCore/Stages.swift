@@ -79,10 +79,10 @@ public enum Stages {
         }
         let watcher = StageWatcher(child: child, bubblewrap: spec.useBubblewrap, graceful: config.runner.gracefulKill)
         watcher.start()
+        child.startReaper { watcher.finish() }
         let patterns = MaskPatterns(secrets: secrets)
         child.pump(stdout: StreamMasker(patterns), stderr: StreamMasker(patterns))
         let code = child.wait()
-        watcher.finish()
         if code == 0 { return 0 }
         if let file = env.buildExitCodeFile {
             try Files.writeAtomically(Data("\(code)\n".utf8), to: file, mode: 0o644)

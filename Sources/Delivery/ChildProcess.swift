@@ -13,6 +13,9 @@ public final class ChildProcess: @unchecked Sendable {
     /// Read ends of the child's stdout and stderr.
     public let stdoutFD: Int32
     public let stderrFD: Int32
+    private let exitState = NSCondition()
+    private var exitStatus: Int32?
+    private var exitedAt: Date?
 
     /// Spawns `argv` with exactly `environment`, stdin from /dev/null, in `directory`.
     /// - Throws: `SpawnError` with the OS reason when the spawn fails.
@@ -59,9 +62,30 @@ public final class ChildProcess: @unchecked Sendable {
         stderrFD = errPipe[0]
     }
 
+    /// Reaps the child on its own thread and calls `onExit` at once, before the output pipes close:
+    /// a background process the script left holds them open, and `onExit` is where it is killed.
+    public func startReaper(onExit: @escaping @Sendable () -> Void) {
+        let pid = self.pid
+        Thread.detachNewThread { [self] in
+            var status: Int32 = 0
+            while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+            onExit()
+            exitState.lock()
+            exitStatus = status
+            exitedAt = Date()
+            exitState.broadcast()
+            exitState.unlock()
+        }
+    }
+
+    private var exitedSince: Date? {
+        exitState.lock(); defer { exitState.unlock() }
+        return exitedAt
+    }
+
     /// Copies both output streams through their maskers to this process's stdout and stderr until
     /// both close. Held-back bytes are flushed after `idleFlush` seconds without output.
-    public func pump(stdout: StreamMasker, stderr: StreamMasker, idleFlush: Double = 0.2,
+    public func pump(stdout: StreamMasker, stderr: StreamMasker, idleFlush: Double = 0.2, drainAfterExit: Double = 1.0,
                      sink: (Int32, [UInt8]) -> Void = { fd, bytes in ChildProcess.writeAll(fd, bytes) }) {
         var fds = [pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0), pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)]
         let maskers = [stdout, stderr]
@@ -69,10 +93,18 @@ public final class ChildProcess: @unchecked Sendable {
         var open = [true, true]
         var buffer = [UInt8](repeating: 0, count: 65536)
         var lastData = [Date(), Date()]
+        defer {
+            for i in 0..<2 where open[i] {
+                sink(sinks[i], maskers[i].flush())
+                close(i == 0 ? stdoutFD : stderrFD)
+            }
+        }
         while open[0] || open[1] {
             for i in 0..<2 { fds[i].fd = open[i] ? (i == 0 ? stdoutFD : stderrFD) : -1; fds[i].revents = 0 }
-            let pending = maskers.contains { $0.hasPending }
-            let r = poll(&fds, 2, pending ? Int32(idleFlush * 1000 / 2) : -1)
+            // Once the child is gone, give its output a moment to drain, then stop even if a process
+            // that escaped its group still holds a pipe.
+            if let gone = exitedSince, Date().timeIntervalSince(gone) > drainAfterExit { break }
+            let r = poll(&fds, 2, 100)
             if r < 0 { if errno == EINTR { continue }; break }
             for i in 0..<2 where open[i] && fds[i].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
@@ -91,10 +123,12 @@ public final class ChildProcess: @unchecked Sendable {
         }
     }
 
-    /// Waits for the child; returns its exit code, or 128 + signal when a signal ended it.
+    /// Waits for the child (reaped by `startReaper`); returns its exit code, or 128 + signal.
     public func wait() -> Int32 {
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        exitState.lock()
+        while exitStatus == nil { exitState.wait() }
+        let status = exitStatus!
+        exitState.unlock()
         let low = status & 0x7f
         if low == 0 { return (status >> 8) & 0xff }
         return 128 + low

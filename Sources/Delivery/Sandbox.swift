@@ -57,7 +57,9 @@ public struct SandboxSpec: Sendable {
         for d in hiddenDirectories where !underTmpfs(d) && fm.fileExists(atPath: d) {
             a += ["--tmpfs", d]
         }
-        for f in hiddenFiles where !underTmpfs(f) && fm.fileExists(atPath: f) {
+        // A file inside a hidden directory is already gone; binding over it would recreate its name.
+        let inHiddenDir = { (f: String) in self.hiddenDirectories.contains { f.hasPrefix($0 + "/") } }
+        for f in hiddenFiles where !underTmpfs(f) && !inHiddenDir(f) && fm.fileExists(atPath: f) {
             a += ["--ro-bind", "/dev/null", f]
         }
         for f in readOnlyFiles { a += ["--ro-bind", f.host, f.inside] }

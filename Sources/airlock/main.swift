@@ -1,1 +1,101 @@
-print("airlock")
+import AirlockCore
+import AirlockTesting
+import ArgumentParser
+import Foundation
+
+/// `airlock`: the platform team's admin tool.
+@main
+struct Airlock: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Airlock: scoped, short-lived cloud credentials for GitLab CI jobs (a custom executor).",
+        version: airlockVersion,
+        subcommands: [Simulate.self, Demo.self])
+}
+
+/// Writes to stdout unbuffered, so that it interleaves correctly with the job log the simulator streams.
+func say(_ text: String, terminator: String = "\n") {
+    FileHandle.standardOutput.write(Data((text + terminator).utf8))
+}
+
+/// The directory the four executables are in: beside this binary.
+func binDirectory() -> String {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    return (exe as NSString).deletingLastPathComponent
+}
+
+struct Simulate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a job file through the executor exactly as GitLab Runner 19.x drives it, and print the job log.")
+
+    @Argument(help: "The job file (JSON: script, after_script, variables, id_tokens, timeout, project_id, ...).")
+    var jobFile: String
+
+    @Option(help: "The Airlock configuration passed to every executable.")
+    var config: String = AirlockConfig.defaultPath
+
+    @Option(help: "Directory of airlock-config/prepare/run/cleanup (default: beside this binary).")
+    var binDir: String?
+
+    @Option(help: "Instead of Airlock, drive this run_exec alone (a baseline driver, e.g. for benchmarks).")
+    var bareRunExec: String?
+
+    @Option(help: "Cancel the job this many seconds into build_script (SIGTERM to the process group).")
+    var cancelAfter: Double?
+
+    @Option(help: "graceful_kill_timeout in seconds.")
+    var gracefulKillTimeout: Double = 600
+
+    @Option(help: "Seconds between prepare retries (the runner waits 3).")
+    var retryDelay: Double = 3
+
+    @Option(help: "Write a JSON summary (status, exit codes, stages, runner log) here.")
+    var summary: String?
+
+    @Flag(help: "Do not print the job log.")
+    var quiet = false
+
+    func run() throws {
+        let job = try SimulatedJob.load(jobFile)
+        let driver = bareRunExec.map { DriverSpec(configExec: nil, prepareExec: nil, runExec: [$0], cleanupExec: nil) }
+            ?? DriverSpec.airlock(binDir: binDir ?? binDirectory(), config: config)
+        var options = SimulatorOptions()
+        options.cancelAfter = cancelAfter
+        options.gracefulKillTimeout = gracefulKillTimeout
+        options.retryDelay = retryDelay
+        options.echo = !quiet
+        let result = RunnerSimulator(job: job, driver: driver, options: options).run()
+        if let summary {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try enc.encode(result).write(to: URL(fileURLWithPath: summary))
+        }
+        if result.status != "success" { throw ExitCode(1) }
+    }
+}
+
+struct Demo: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a real job through all four executables on an embedded default configuration, and print its log.")
+
+    @Option(help: "Working directory for the demo (builds, state, audit log).")
+    var workdir: String?
+
+    @Option(help: "Isolation: bubblewrap or none.")
+    var isolation: String = "bubblewrap"
+
+    func run() async throws {
+        let dir = workdir ?? NSTemporaryDirectory() + "airlock-demo-\(getpid())"
+        let demo = try await DemoEnvironment.start(directory: dir, isolation: isolation)
+        defer { demo.stop() }
+        say("== Airlock demo in \(dir)")
+        say("== config: \(demo.configPath)\n")
+        var options = SimulatorOptions()
+        options.echo = true
+        let result = RunnerSimulator(job: demo.job, driver: .airlock(binDir: binDirectory(), config: demo.configPath), options: options).run()
+        say("\n== runner log (cleanup output, not masked by the runner):")
+        say(result.runnerLog, terminator: "")
+        say("\n== audit log \(demo.auditLog):")
+        say((try? String(contentsOfFile: demo.auditLog, encoding: .utf8)) ?? "(empty)", terminator: "")
+        if result.status != "success" { throw ExitCode(1) }
+    }
+}

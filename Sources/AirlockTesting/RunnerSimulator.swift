@@ -1,0 +1,409 @@
+import Delivery
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The executables a runner's `[runners.custom]` block registers; each with its `*_args`.
+public struct DriverSpec: Sendable {
+    public var configExec: [String]?
+    public var prepareExec: [String]?
+    public var runExec: [String]
+    public var cleanupExec: [String]?
+
+    public init(configExec: [String]?, prepareExec: [String]?, runExec: [String], cleanupExec: [String]?) {
+        self.configExec = configExec
+        self.prepareExec = prepareExec
+        self.runExec = runExec
+        self.cleanupExec = cleanupExec
+    }
+
+    /// Airlock's four executables from `binDir`, each with `--config configPath`.
+    public static func airlock(binDir: String, config: String) -> DriverSpec {
+        func exe(_ n: String) -> [String] { ["\(binDir)/airlock-\(n)", "--config", config] }
+        return DriverSpec(configExec: exe("config"), prepareExec: exe("prepare"), runExec: exe("run"), cleanupExec: exe("cleanup"))
+    }
+}
+
+/// How the simulated runner behaves.
+public struct SimulatorOptions: Sendable {
+    /// Seconds between prepare attempts (the runner waits 3 s).
+    public var retryDelay: Double = 3
+    /// Send a cancel (SIGTERM to the process group) this many seconds into build_script.
+    public var cancelAfter: Double?
+    /// `graceful_kill_timeout` (runner default 600 s) and `force_kill_timeout` (10 s).
+    public var gracefulKillTimeout: Double = 600
+    public var forceKillTimeout: Double = 10
+    /// Print the job log live to stdout.
+    public var echo: Bool = false
+    /// Where the runner's own temp dirs go (the runner uses its TMPDIR).
+    public var tempRoot: String = NSTemporaryDirectory()
+    /// Environment of the runner process; the simulator's own by default.
+    public var environment: [String: String] = ProcessInfo.processInfo.environment
+
+    public init() {}
+}
+
+/// What happened to a simulated job.
+public struct SimulationResult: Codable, Sendable {
+    public struct StageRun: Codable, Sendable {
+        public var stage: String
+        public var exitCode: Int32
+        public var scriptPath: String
+    }
+    /// "success", "failed" or "canceled".
+    public var status: String = "success"
+    /// The job's exit code (from BUILD_EXIT_CODE_FILE) when the script failed.
+    public var jobExitCode: Int?
+    /// "script_failure", "system_failure", "unknown_failure", "canceled", "job_execution_timeout".
+    public var failureReason: String?
+    /// The job log as GitLab would show it (runner-masked).
+    public var log: String = ""
+    /// cleanup_exec's output: the runner logs it unmasked at DEBUG/WARN.
+    public var runnerLog: String = ""
+    public var stages: [StageRun] = []
+    public var prepareAttempts: Int = 0
+    public var cleanupRuns: Int = 0
+}
+
+/// Drives a custom executor exactly as GitLab Runner 19.x does (custom-executor.md §1): temp dir with
+/// response.json, environment, config → prepare (retried) → run per stage → cleanup, cancel and
+/// timeout by SIGTERM to the process group, then after_script and the failure stages.
+public final class RunnerSimulator: @unchecked Sendable {
+    let job: SimulatedJob
+    let driver: DriverSpec
+    let options: SimulatorOptions
+    private var result = SimulationResult()
+    private let jobToken = "glcbt-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+    private var runnerMasks: MaskPatterns
+
+    public init(job: SimulatedJob, driver: DriverSpec, options: SimulatorOptions = .init()) {
+        self.job = job
+        self.driver = driver
+        self.options = options
+        runnerMasks = MaskPatterns(exact: [jobToken] + Array(job.maskedVariables.values) + Array(job.idTokens.values))
+    }
+
+    /// Runs the job to its end and returns what happened.
+    public func run() -> SimulationResult {
+        log("Running with gitlab-runner 19.4.0 (airlock runner simulator)")
+        log("  on simulated-runner \(job.runnerShortToken), system ID: s_simulated")
+        log("Preparing the \"custom\" executor")
+        var tmp = ""
+        var env: [String: String] = [:]
+        var configOut = ConfigJSON()
+        var prepared = false
+        for attempt in 1...3 {
+            result.prepareAttempts = attempt
+            tmp = makeTempDir()
+            env = baseEnvironment(tmp: tmp)
+            do {
+                configOut = try runConfig(env: env)
+            } catch {
+                log("ERROR: Preparation failed: \(error)")
+                if attempt < 3 { retryWait(); continue } else { break }
+            }
+            for (k, v) in configOut.jobEnv ?? [:] { env[k] = v }
+            env = addJobVariables(env, config: configOut)
+            writeResponse(tmp: tmp, env: env)
+            if let d = configOut.driver { log("Using Custom executor with driver \(d.name ?? "") \(d.version ?? "")...") }
+            guard let prep = driver.prepareExec else { prepared = true; break }
+            let code = exec(prep, env: env, cwd: tmp, captureTo: .jobLog).code
+            if code == 0 { prepared = true; break }
+            if code == buildFailure {
+                log("ERROR: Job failed: exit code \(buildFailure)")
+                result.status = "failed"; result.failureReason = "script_failure"
+                runCleanup(env: env, tmp: tmp)
+                return finish()
+            }
+            log("ERROR: Preparation failed: exit code \(code)")
+            runCleanup(env: env, tmp: tmp)
+            if attempt < 3 { log("Will be retried in \(Int(options.retryDelay))s ..."); retryWait() }
+        }
+        guard prepared else {
+            result.status = "failed"; result.failureReason = "system_failure"
+            log("ERROR: Job failed (system failure): preparation failed 3 times")
+            return finish()
+        }
+
+        let projectDir = (configOut.buildsDir ?? "") + "/" + job.projectPath
+        var failed = false
+        var canceled = false
+        let deadline = Date().addingTimeInterval(Double(job.timeout))
+        let mainStages: [(String, String?, [String])] = [
+            ("prepare_script", nil, ["echo \"Running on $(hostname)...\""]),
+            ("get_sources", "Getting source from Git repository", getSourcesBody(projectDir)),
+            ("build_script", "Executing \"step_script\" stage of the job script", userBody(job.script, projectDir)),
+        ]
+        for (stage, banner, body) in mainStages where !failed {
+            if let banner { log(banner) } else { log("Preparing environment") }
+            let isScript = stage == "build_script"
+            let outcome = runStage(stage, body: variableBody(projectDir) + body, env: env, tmp: tmp,
+                                   cancelAfter: isScript ? options.cancelAfter : nil, deadline: deadline)
+            if outcome.canceled { canceled = true }
+            if !outcome.ok { failed = true; if !outcome.canceled && result.failureReason == nil { record(outcome) } }
+        }
+        if !job.afterScript.isEmpty {
+            log("Running after_script")
+            let outcome = runStage("after_script", body: variableBody(projectDir) + userBody(job.afterScript, projectDir),
+                                   env: env, tmp: tmp, cancelAfter: nil, deadline: Date().addingTimeInterval(300))
+            if !outcome.ok { log("WARNING: after_script failed, but job will continue unaffected: exit code \(outcome.jobCode ?? 1)") }
+        }
+        if failed {
+            _ = runStage("upload_artifacts_on_failure", body: variableBody(projectDir) + ["echo \"Uploading artifacts (none)\""],
+                         env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
+        }
+        log("Cleaning up project directory and file based variables")
+        _ = runStage("cleanup_file_variables", body: ["rm -rf \(BashScript.escape(projectDir + ".tmp"))"], env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
+        runCleanup(env: env, tmp: tmp)
+        if canceled {
+            result.status = "canceled"; result.failureReason = result.failureReason ?? "canceled"
+            log("ERROR: Job failed: canceled")
+        } else if failed {
+            result.status = "failed"
+            if result.failureReason == "script_failure" {
+                log("ERROR: Job failed: exit code \(result.jobExitCode ?? 1)")
+            } else {
+                log("ERROR: Job failed (\(result.failureReason ?? "system failure"))")
+            }
+        } else {
+            log("Job succeeded")
+        }
+        try? FileManager.default.removeItem(atPath: tmp)
+        return finish()
+    }
+
+    // MARK: stages
+
+    struct Outcome { var ok: Bool; var canceled: Bool; var jobCode: Int?; var reason: String? }
+
+    private func record(_ o: Outcome) {
+        result.failureReason = o.reason
+        result.jobExitCode = o.jobCode
+    }
+
+    private func runStage(_ stage: String, body: [String], env: [String: String], tmp: String,
+                          cancelAfter: Double?, deadline: Date?) -> Outcome {
+        let dir = "\(tmp)/script\(UInt32.random(in: 0...UInt32.max))"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
+        let path = "\(dir)/script"
+        FileManager.default.createFile(atPath: path, contents: Data(BashScript.script(body: body).utf8), attributes: [.posixPermissions: 0o700])
+        let codeFile = "\(tmp)/build_exit_code"
+        try? FileManager.default.removeItem(atPath: codeFile)
+        var killAfter: Double? = cancelAfter
+        var timedOut = false
+        if let deadline {
+            let left = deadline.timeIntervalSinceNow
+            if killAfter == nil || left < killAfter! { killAfter = max(0, left); timedOut = cancelAfter == nil || left < cancelAfter! }
+        }
+        let r = exec(driver.runExec + [path, stage], env: env, cwd: tmp, captureTo: .jobLog, signalAfter: killAfter)
+        result.stages.append(.init(stage: stage, exitCode: r.code, scriptPath: path))
+        if r.signaled {
+            let reason = timedOut ? "job_execution_timeout" : "canceled"
+            if timedOut { log("ERROR: Job failed: execution took longer than \(job.timeout) seconds") }
+            return Outcome(ok: false, canceled: !timedOut, jobCode: nil, reason: reason)
+        }
+        if r.code == 0 { return Outcome(ok: true, canceled: false, jobCode: nil, reason: nil) }
+        if r.code == buildFailure {
+            let text = (try? String(contentsOfFile: codeFile, encoding: .utf8)) ?? ""
+            if let n = Int(text.split(separator: "\n").first?.trimmingCharacters(in: .whitespaces) ?? "") {
+                return Outcome(ok: false, canceled: false, jobCode: n, reason: "script_failure")
+            }
+            return Outcome(ok: false, canceled: false, jobCode: 1, reason: "script_failure")
+        }
+        if r.code == systemFailure { return Outcome(ok: false, canceled: false, jobCode: nil, reason: "system_failure") }
+        log("ERROR: unknown Custom executor executable exit code \(r.code)")
+        return Outcome(ok: false, canceled: false, jobCode: nil, reason: "unknown_failure")
+    }
+
+    private func runCleanup(env: [String: String], tmp: String) {
+        guard let c = driver.cleanupExec else { return }
+        result.cleanupRuns += 1
+        _ = exec(c, env: env, cwd: tmp, captureTo: .runnerLog)
+    }
+
+    // MARK: processes
+
+    enum Capture { case jobLog, runnerLog, none }
+
+    private func exec(_ argv: [String], env: [String: String], cwd: String, captureTo: Capture,
+                      signalAfter: Double? = nil) -> (code: Int32, out: Data, signaled: Bool) {
+        let child: ChildProcess
+        do {
+            child = try ChildProcess(argv: argv, environment: env, directory: cwd)
+        } catch {
+            log("ERROR: \(error)")
+            return (systemFailure, Data(), false)
+        }
+        let state = SignalState()
+        child.startReaper {}
+        if let after = signalAfter {
+            let pgid = child.pid
+            let graceful = options.gracefulKillTimeout
+            Thread.detachNewThread {
+                if state.waitDone(timeout: after) { return }
+                state.markSignaled()
+                kill(-pgid, SIGTERM)
+                if state.waitDone(timeout: graceful) { return }
+                kill(-pgid, SIGKILL)
+            }
+        }
+        var out = Data()
+        let masks = captureTo == .runnerLog ? MaskPatterns(exact: []) : runnerMasks
+        child.pump(stdout: StreamMasker(masks), stderr: StreamMasker(masks)) { fd, bytes in
+            out.append(contentsOf: bytes)
+            let text = String(decoding: bytes, as: UTF8.self)
+            switch captureTo {
+            case .jobLog:
+                result.log += text
+                if options.echo { ChildProcess.writeAll(1, bytes) }
+            case .runnerLog:
+                let level = fd == 1 ? "DEBUG" : "WARN"
+                let lines = text.split(separator: "\n").map { "[runner \(level)] \($0)\n" }.joined()
+                result.runnerLog += lines
+                if options.echo { ChildProcess.writeAll(2, Array(lines.utf8)) }
+            case .none: break
+            }
+        }
+        let code = child.wait()
+        state.markDone()
+        return (code, out, state.signaled)
+    }
+
+    // MARK: environment and payload
+
+    private var buildFailure: Int32 { 1 }
+    private var systemFailure: Int32 { 2 }
+
+    private func makeTempDir() -> String {
+        let root = options.tempRoot.hasSuffix("/") ? String(options.tempRoot.dropLast()) : options.tempRoot
+        var template = Array("\(root)/custom-executorXXXXXX".utf8CString)
+        return template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
+    }
+
+    private func baseEnvironment(tmp: String) -> [String: String] {
+        var env = options.environment
+        env["TMPDIR"] = tmp
+        env["BUILD_FAILURE_EXIT_CODE"] = "\(buildFailure)"
+        env["SYSTEM_FAILURE_EXIT_CODE"] = "\(systemFailure)"
+        env["BUILD_EXIT_CODE_FILE"] = "\(tmp)/build_exit_code"
+        env["JOB_RESPONSE_FILE"] = "\(tmp)/response.json"
+        env = addJobVariables(env, config: nil)
+        return env
+    }
+
+    /// Every job variable as the runner has it: predefined, the job's own, masked, file and ID tokens.
+    func jobVariables(config: ConfigJSON?) -> [(key: String, value: String, masked: Bool, file: Bool)] {
+        var v: [(String, String, Bool, Bool)] = []
+        let ns = job.projectPath.split(separator: "/").dropLast().joined(separator: "/")
+        let pre: [String: String] = [
+            "CI": "true", "GITLAB_CI": "true", "CI_JOB_ID": "\(job.jobID)", "CI_JOB_NAME": job.name,
+            "CI_JOB_STAGE": "test", "CI_PIPELINE_ID": "\(job.pipelineID)", "CI_PROJECT_ID": "\(job.projectID)",
+            "CI_PROJECT_PATH": job.projectPath, "CI_PROJECT_NAMESPACE": ns,
+            "CI_PROJECT_NAME": String(job.projectPath.split(separator: "/").last ?? ""),
+            "CI_COMMIT_REF_NAME": job.ref, "CI_COMMIT_SHA": job.sha, "CI_RUNNER_SHORT_TOKEN": job.runnerShortToken,
+            "CI_CONCURRENT_PROJECT_ID": "\(job.concurrentProjectID)", "CI_CONCURRENT_ID": "\(job.concurrentProjectID)",
+            "CI_JOB_TIMEOUT": "\(job.timeout)", "CI_SERVER_URL": "https://gitlab.example.com",
+            "CI_JOB_IMAGE": "", "CI_RUNNER_VERSION": "19.4.0",
+        ]
+        for (k, val) in pre.sorted(by: { $0.key < $1.key }) { v.append((k, val, false, false)) }
+        if let b = config?.buildsDir {
+            v.append(("CI_BUILDS_DIR", b, false, false))
+            v.append(("CI_PROJECT_DIR", b + "/" + job.projectPath, false, false))
+        }
+        v.append(("CI_JOB_TOKEN", jobToken, true, false))
+        for (k, val) in job.variables.sorted(by: { $0.key < $1.key }) { v.append((k, val, false, false)) }
+        for (k, val) in job.maskedVariables.sorted(by: { $0.key < $1.key }) { v.append((k, val, true, false)) }
+        for (k, val) in job.fileVariables.sorted(by: { $0.key < $1.key }) { v.append((k, val, false, true)) }
+        for (k, val) in job.idTokens.sorted(by: { $0.key < $1.key }) { v.append((k, val, true, false)) }
+        return v
+    }
+
+    private func addJobVariables(_ base: [String: String], config: ConfigJSON?) -> [String: String] {
+        var env = base
+        for v in jobVariables(config: config) { env["CUSTOM_ENV_\(v.key)"] = v.value }
+        return env
+    }
+
+    private func writeResponse(tmp: String, env: [String: String]) {
+        let vars: [[String: Any]] = jobVariables(config: nil).map {
+            ["key": $0.key, "value": $0.value, "public": !$0.masked, "file": $0.file, "masked": $0.masked, "raw": false]
+        }
+        let payload: [String: Any] = ["id": job.jobID, "token": jobToken, "variables": vars,
+                                      "job_info": ["name": job.name, "project_id": job.projectID]]
+        let data = (try? JSONSerialization.data(withJSONObject: payload, options: [.sortedKeys])) ?? Data()
+        FileManager.default.createFile(atPath: "\(tmp)/response.json", contents: data, attributes: [.posixPermissions: 0o600])
+    }
+
+    /// `export` lines for every variable, as the runner puts in every stage script.
+    private func variableBody(_ projectDir: String) -> [String] {
+        var lines: [String] = []
+        let tmpDir = projectDir + ".tmp"
+        for v in jobVariables(config: ConfigJSON(buildsDir: String(projectDir.dropLast(job.projectPath.count + 1)))) {
+            if v.file {
+                lines.append("mkdir -p \(BashScript.escape(tmpDir))")
+                lines.append("printf '%s' \(BashScript.escape(v.value)) > \(BashScript.escape(tmpDir + "/" + v.key))")
+                lines.append(BashScript.export(v.key, tmpDir + "/" + v.key))
+            } else {
+                lines.append(BashScript.export(v.key, v.value))
+            }
+        }
+        return lines
+    }
+
+    private func getSourcesBody(_ projectDir: String) -> [String] {
+        ["echo \"Fetching changes...\"", "mkdir -p \(BashScript.escape(projectDir))", "cd \(BashScript.escape(projectDir))",
+         "echo 'simulated checkout of \(job.sha)' > .simulated-checkout", "echo \"Checking out \(job.sha.prefix(8)) as detached HEAD (ref is \(job.ref))...\""]
+    }
+
+    private func userBody(_ lines: [String], _ projectDir: String) -> [String] {
+        ["cd \(BashScript.escape(projectDir))"] + lines.flatMap { [BashScript.echoCommand($0), $0] }
+    }
+
+    private func runConfig(env: [String: String]) throws -> ConfigJSON {
+        guard let c = driver.configExec else { return ConfigJSON() }
+        let r = exec(c, env: env, cwd: env["TMPDIR"] ?? "/tmp", captureTo: .none)
+        guard r.code == 0 else { throw SimulatorError("config_exec exited with \(r.code)") }
+        if r.out.isEmpty { return ConfigJSON() }
+        do {
+            return try JSONDecoder().decode(ConfigJSON.self, from: r.out)
+        } catch {
+            throw SimulatorError("config_exec printed invalid JSON")
+        }
+    }
+
+    private func retryWait() { Thread.sleep(forTimeInterval: options.retryDelay) }
+
+    private func log(_ line: String) {
+        result.log += line + "\n"
+        if options.echo { ChildProcess.writeAll(1, Array((line + "\n").utf8)) }
+    }
+
+    private func finish() -> SimulationResult { result }
+}
+
+/// config_exec's JSON as the runner reads it.
+struct ConfigJSON: Decodable {
+    struct Driver: Decodable { var name: String?; var version: String? }
+    var buildsDir: String?
+    var cacheDir: String?
+    var driver: Driver?
+    var jobEnv: [String: String]?
+    enum CodingKeys: String, CodingKey { case buildsDir = "builds_dir", cacheDir = "cache_dir", driver, jobEnv = "job_env" }
+    init(buildsDir: String? = nil) { self.buildsDir = buildsDir }
+}
+
+/// Shared between a stage and its kill timer.
+final class SignalState: @unchecked Sendable {
+    private let cond = NSCondition()
+    private var done = false
+    private(set) var signaled = false
+    func markDone() { cond.lock(); done = true; cond.broadcast(); cond.unlock() }
+    func markSignaled() { cond.lock(); signaled = true; cond.unlock() }
+    func waitDone(timeout: Double) -> Bool {
+        cond.lock(); defer { cond.unlock() }
+        let until = Date().addingTimeInterval(timeout)
+        while !done { if !cond.wait(until: until) { return done } }
+        return true
+    }
+}
