@@ -27,6 +27,7 @@ let package = Package(
         .target(name: "Identity", dependencies: [
             "RunnerContract",
             .product(name: "JWTKit", package: "jwt-kit"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: strict),
         .target(name: "Policy", dependencies: ["Identity"], swiftSettings: strict),
         .target(name: "Ledger", dependencies: [
@@ -47,8 +48,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         .target(name: "AirlockTesting", dependencies: [
-            "AirlockCore", "RunnerContract", "Identity",
-            .product(name: "JWTKit", package: "jwt-kit"),
+            "AirlockCore", "RunnerContract", "Identity", "Delivery",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "_CryptoExtras", package: "swift-crypto"),
         ], swiftSettings: strict),
         .testTarget(name: "RunnerContractTests", dependencies: ["RunnerContract"], swiftSettings: strict),
         .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockTesting"], swiftSettings: strict),

@@ -46,8 +46,12 @@ public enum Stages {
         try Files.makeDirectory(paths.home, mode: 0o700)
         let record = JobRecord(job: job, paths: paths, preparedAt: Date())
         try saveRecord(record, paths: paths)
-        try AuditLog(path: config.runner.auditLog).append(event: "prepare", Audit.identity(job))
-        print("Airlock \(airlockVersion): job \(job.jobID) prepared (isolation: \(config.runner.isolation.rawValue))")
+        let auth = try await Authorizer.authorize(
+            config: config, env: env, job: job, now: Date(), transport: HTTP.transport(for: config),
+            warn: { FileHandle.standardError.write(Data("airlock-prepare: warning: \($0)\n".utf8)) })
+        let granted = auth.grants.map(\.profile)
+        print("Airlock \(airlockVersion): job \(job.jobID) prepared (isolation: \(config.runner.isolation.rawValue)); "
+              + (auth.verified == nil ? "no verified ID token, no credentials" : granted.isEmpty ? "identity verified, no profile granted" : "granted: \(granted.joined(separator: ", "))"))
     }
 
     /// run_exec: one stage script in the sandbox, output masked.
@@ -62,7 +66,8 @@ public enum Stages {
         guard let body = FileManager.default.contents(atPath: script), let text = String(data: body, encoding: .utf8) else {
             throw AirlockFailure(.system, "cannot read the stage script \(script)")
         }
-        let secrets: [String] = []
+        // The ID tokens Airlock consumes never reach the job: scrubbed from the script, masked in output.
+        let secrets = config.consumedTokenVariables.compactMap { env.jobVariables[$0] }.filter { !$0.isEmpty }
         let scrubbed = ScriptScrubber.scrub(text, removing: secrets).script
         let stageName = Stage.isValidName(stage) ? stage : "stage"
         try Files.makeDirectory("\(paths.state)/scripts", mode: 0o700)

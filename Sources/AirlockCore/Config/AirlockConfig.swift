@@ -1,4 +1,6 @@
 import Foundation
+import Identity
+import Policy
 import RunnerContract
 
 /// How the run stage isolates a job.
@@ -39,6 +41,15 @@ public struct AirlockConfig: Sendable {
     /// The file it came from, for messages.
     public var path: String
     public var runner: RunnerSettings
+    /// `[gitlab]`; nil when absent (then jobs run with no grants).
+    public var gitlab: IssuerSettings?
+    /// `[gitlab] ca_file`, for the HTTP client.
+    public var gitlabCAFile: String?
+    public var providers: [String: ProviderSpec]
+    public var profiles: [String: ProfileSpec]
+    public var policy: Policy
+    /// Findings that are not errors (for `airlock check`).
+    public var warnings: [String]
 
     /// Where the runner's `*_args` point by default.
     public static let defaultPath = "/etc/airlock/airlock.toml"
@@ -89,12 +100,30 @@ public struct AirlockConfig: Sendable {
             }
         }
         try r.finish()
-        try top.finish(allowed: ["runner"])
+        var warnings: [String] = []
+        if isolation == .none {
+            warnings.append("[runner] isolation = \"none\": jobs see the host, including files Airlock cannot hide")
+        }
+        var gitlab: IssuerSettings?
+        var caFile: String?
+        if var g = try top.table("gitlab") {
+            caFile = g.entries["ca_file"].flatMap { if case .string(let s) = $0 { s } else { nil } }
+            gitlab = try parseGitLab(&g)
+        }
+        let providers = try top.table("providers").map { c throws(ConfigError) in try parseProviders(c) } ?? [:]
+        let profiles = try top.table("profiles").map { c throws(ConfigError) in try parseProfiles(c, providers: providers) } ?? [:]
+        let rules = try parseRules(try top.tableArray("rules"), profiles: profiles, warnings: &warnings)
+        if !rules.isEmpty && gitlab == nil {
+            throw top.error("rules", "rules need a [gitlab] section (issuer, audience) to verify the tokens they match")
+        }
+        try top.finish(allowed: ["runner", "gitlab", "providers", "profiles", "rules"])
         return AirlockConfig(
             path: path,
             runner: RunnerSettings(
                 buildsRoot: buildsRoot, cacheRoot: cacheRoot, stateDir: stateDir, homesRoot: homesRoot,
-                auditLog: auditLog, isolation: isolation, gracefulKill: grace, jobPath: jobPath, bwrap: bwrap))
+                auditLog: auditLog, isolation: isolation, gracefulKill: grace, jobPath: jobPath, bwrap: bwrap),
+            gitlab: gitlab, gitlabCAFile: caFile, providers: providers, profiles: profiles,
+            policy: Policy(rules: rules), warnings: warnings)
     }
 
     static func reason(_ error: any Error) -> String {

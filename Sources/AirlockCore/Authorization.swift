@@ -1,0 +1,110 @@
+import Foundation
+import Identity
+import Ledger
+import Policy
+import RunnerContract
+
+/// What prepare decided about a job: who it is (if it proved it) and what it is granted.
+public struct Authorization: Sendable {
+    public var verified: VerifiedJob?
+    public var decision: Decision?
+    public var grants: [Grant]
+    /// The raw ID token, kept only in memory (and later the 0600 state) for federation.
+    public var token: Secret?
+}
+
+/// A secret string whose description is redacted; unwrap it only where it is sent or injected.
+public struct Secret: Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+    public let value: String
+    public init(_ value: String) { self.value = value }
+    public var description: String { "[secret \(Fingerprint.of(value))]" }
+    public var debugDescription: String { description }
+}
+
+/// Identity → Policy: verifies the job's ID token and decides its grants, writing one audit record
+/// for the decision whatever it is.
+public enum Authorizer {
+    /// - Throws: `TokenRejection` and policy refusals (job's fault) or `KeySetUnavailable` (system).
+    public static func authorize(config: AirlockConfig, env: RunnerEnvironment, job: JobContext, now: Date,
+                                 transport: any HTTPTransport, warn: @escaping @Sendable (String) -> Void) async throws -> Authorization {
+        let audit = AuditLog(path: config.runner.auditLog)
+        var base = Audit.identity(job)
+        guard let gitlab = config.gitlab else {
+            base["decision"] = .string("no_policy")
+            base["profiles"] = .array([])
+            try audit.append(event: "decision", base, now: now)
+            return Authorization(verified: nil, decision: nil, grants: [], token: nil)
+        }
+        guard let token = env.jobVariables[gitlab.tokenVariable], !token.isEmpty else {
+            if gitlab.requireToken {
+                base["decision"] = .string("denied")
+                base["reason"] = .string("no_token")
+                try audit.append(event: "decision", base, now: now)
+                throw AirlockFailure(.job, """
+                this runner requires a GitLab ID token and the job declares none. Add to the job:
+                  id_tokens:
+                    \(gitlab.tokenVariable):
+                      aud: \(gitlab.audience)
+                """)
+            }
+            base["decision"] = .string("no_token")
+            base["profiles"] = .array([])
+            try audit.append(event: "decision", base, now: now)
+            return Authorization(verified: nil, decision: nil, grants: [], token: nil)
+        }
+        let store = JWKSStore(settings: gitlab, cacheDirectory: "\(config.runner.stateDir)/jwks", transport: transport, warn: warn)
+        let verified: VerifiedJob
+        do {
+            verified = try await TokenVerifier(settings: gitlab, keys: store).verify(token, now: now)
+            // The token must be this job's own: another job's token (leaked, replayed) proves nothing here.
+            if verified["job_id"] != job.jobID || verified["project_id"] != job.projectID {
+                throw TokenRejection(.wrongJob, "the token belongs to job \(verified["job_id"] ?? "?") of project \(verified["project_id"] ?? "?"), not to this job \(job.jobID) of project \(job.projectID)")
+            }
+        } catch let r as TokenRejection {
+            base["decision"] = .string("denied")
+            base["reason"] = .string("token_\(r.check.rawValue)")
+            base["detail"] = .string(r.detail)
+            base["token_fingerprint"] = .string(Fingerprint.of(token))
+            try audit.append(event: "decision", base, now: now)
+            throw r
+        } catch let e as KeySetUnavailable {
+            base["decision"] = .string("error")
+            base["reason"] = .string("jwks_unavailable")
+            base["detail"] = .string(e.message)
+            try audit.append(event: "decision", base, now: now)
+            throw e
+        }
+        let decision = config.policy.evaluate(verified)
+        var fields = identity(verified, job: job)
+        fields["rules"] = .array(decision.matchedRules.map { .string($0) })
+        let requested = (env.jobVariables["AIRLOCK_PROFILES"] ?? "").split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        var grants = decision.grants
+        if !requested.isEmpty {
+            fields["requested_profiles"] = .array(requested.map { .string($0) })
+            do {
+                grants = try config.policy.narrow(decision, to: requested)
+            } catch {
+                fields["decision"] = .string("denied")
+                fields["reason"] = .string("profile_not_granted")
+                fields["detail"] = .string(error.message)
+                try audit.append(event: "decision", fields, now: now)
+                throw error
+            }
+        }
+        fields["decision"] = .string(grants.isEmpty ? "no_grant" : "granted")
+        fields["profiles"] = .array(grants.map { .string($0.profile) })
+        try audit.append(event: "decision", fields, now: now)
+        return Authorization(verified: verified, decision: decision, grants: grants, token: Secret(token))
+    }
+
+    /// The job identity an audit record carries, from verified claims; never the token.
+    static func identity(_ v: VerifiedJob, job: JobContext) -> [String: JSONValue] {
+        var f = Audit.identity(job)
+        for claim in ["job_id", "pipeline_id", "project_id", "project_path", "namespace_id", "ref", "ref_type", "ref_protected",
+                      "environment", "environment_protected", "pipeline_source", "user_login", "sha", "runner_id", "jti", "sub"] {
+            if let value = v[claim] { f[claim == "jti" ? "token_jti" : claim] = .string(value) }
+        }
+        return f
+    }
+}

@@ -1,0 +1,225 @@
+import Foundation
+import Identity
+import Policy
+import RunnerContract
+
+/// `[providers.NAME]`: an identity provider Airlock federates with.
+public enum ProviderSpec: Sendable {
+    case aws(AWSProviderSpec)
+
+    public var typeName: String {
+        switch self { case .aws: "aws" }
+    }
+}
+
+/// `type = "aws"`: AWS STS AssumeRoleWithWebIdentity (federation.md A1).
+public struct AWSProviderSpec: Sendable {
+    public static let defaultEndpoint = "https://sts.amazonaws.com"
+    public var name: String
+    public var stsEndpoint: String
+    public var region: String
+}
+
+/// How a profile's credentials reach the job.
+public enum DeliveryMode: String, Sendable, CaseIterable {
+    /// Environment variables of the stage.
+    case env
+    /// Files in the job's secrets dir, their paths in the environment.
+    case file
+}
+
+/// `[profiles.NAME]`: what a grant hands out.
+public struct ProfileSpec: Sendable {
+    public var name: String
+    public var provider: String
+    /// The stages that receive it; nil means build_script, step_* and after_script.
+    public var stages: [String]?
+    public var deliver: DeliveryMode
+    public var aws: AWSProfileSpec?
+
+    /// Whether `stage` receives this profile's credentials.
+    public func delivers(to stage: String) -> Bool {
+        stages.map { $0.contains(stage) } ?? Stage.receivesCredentialsByDefault(stage)
+    }
+}
+
+/// AWS profile parameters; templates are rendered against the job's claims at prepare.
+public struct AWSProfileSpec: Sendable {
+    public static let minimumDuration = 900.0
+    public static let defaultMaxDuration = 3600.0
+    public var roleARN: String
+    public var sessionName: String
+    public var maxDuration: Double
+    public var sessionPolicy: String?
+    public var policyARNs: [String]
+    public var region: String?
+}
+
+/// Every claim GitLab may put in a job's ID token (custom-executor.md §2): a rule on another name is
+/// most likely a typo, which `airlock check` reports.
+public let knownGitLabClaims: Set<String> = [
+    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "namespace_id", "namespace_path", "project_id", "project_path",
+    "user_id", "user_login", "user_email", "user_access_level", "job_project_id", "job_project_path", "job_namespace_id",
+    "job_namespace_path", "pipeline_id", "pipeline_source", "job_id", "ref", "ref_type", "ref_path", "ref_protected",
+    "environment", "environment_protected", "deployment_tier", "environment_action", "runner_id", "runner_environment",
+    "sha", "ci_config_ref_uri", "ci_config_sha", "project_visibility", "user_identities", "groups_direct",
+    "job_source", "job_config",
+]
+
+extension AirlockConfig {
+    static func parseGitLab(_ g: inout TOMLCursor) throws(ConfigError) -> IssuerSettings {
+        let issuer = try g.requiredString("issuer", hint: "the GitLab URL, exactly as the token's iss, e.g. \"https://gitlab.example.com\"")
+        guard let u = URL(string: issuer), u.scheme == "https" || u.scheme == "http", u.host != nil else {
+            throw g.error("issuer", "must be an https URL, got \(issuer.debugDescription)")
+        }
+        let audience = try g.requiredString("audience", hint: "the aud jobs put in their id_tokens: block, e.g. \"https://airlock.example.com\"")
+        var s = IssuerSettings(issuer: issuer, audience: audience)
+        s.tokenVariable = try g.string("token_variable") ?? IssuerSettings.defaultTokenVariable
+        guard s.tokenVariable.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil else {
+            throw g.error("token_variable", "must be a variable name, got \(s.tokenVariable.debugDescription)")
+        }
+        s.jwksCacheTTL = try g.duration("jwks_cache_ttl") ?? s.jwksCacheTTL
+        s.jwksGrace = try g.duration("jwks_grace") ?? s.jwksGrace
+        s.jwksFile = try g.string("jwks_file")
+        _ = try g.string("ca_file")  // passed to the HTTP client by the executor
+        s.clockSkew = try g.duration("clock_skew") ?? s.clockSkew
+        guard s.clockSkew <= 300 else { throw g.error("clock_skew", "must be at most 5m; a large skew accepts expired tokens") }
+        s.maxTokenBytes = try g.int("max_token_bytes") ?? s.maxTokenBytes
+        s.unknownKidRefreshInterval = try g.duration("unknown_kid_refresh_interval") ?? s.unknownKidRefreshInterval
+        s.requireToken = try g.bool("require_token") ?? false
+        if let algs = try g.stringArray("algorithms") {
+            let allowed = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
+            for a in algs where !allowed.contains(a) {
+                throw g.error("algorithms", "\(a.debugDescription) is not allowed; choose from \(allowed.joined(separator: ", ")) (none and HMAC are never accepted)")
+            }
+            s.algorithms = algs
+        }
+        if let extra = try g.stringArray("required_claims") { s.requiredClaims = Array(Set(s.requiredClaims + extra)).sorted() }
+        try g.finish()
+        return s
+    }
+
+    static func parseProviders(_ p: TOMLCursor) throws(ConfigError) -> [String: ProviderSpec] {
+        var out: [String: ProviderSpec] = [:]
+        for (name, var c) in try p.subtables() {
+            let type = try c.requiredString("type", hint: "one of \"aws\"")
+            switch type {
+            case "aws":
+                let endpoint = try c.string("sts_endpoint") ?? AWSProviderSpec.defaultEndpoint
+                guard let u = URL(string: endpoint), u.scheme == "https" || u.scheme == "http", u.host != nil else {
+                    throw c.error("sts_endpoint", "must be a URL, got \(endpoint.debugDescription)")
+                }
+                let region = try c.string("region") ?? "us-east-1"
+                out[name] = .aws(AWSProviderSpec(name: name, stsEndpoint: endpoint, region: region))
+            default:
+                throw c.error("type", "unknown provider type \(type.debugDescription); this build supports: \"aws\"")
+            }
+            try c.finish()
+        }
+        return out
+    }
+
+    static func parseProfiles(_ p: TOMLCursor, providers: [String: ProviderSpec]) throws(ConfigError) -> [String: ProfileSpec] {
+        var out: [String: ProfileSpec] = [:]
+        for (name, var c) in try p.subtables() {
+            let provider = try c.requiredString("provider", hint: "the name of a [providers.NAME] section")
+            guard let spec = providers[provider] else {
+                throw c.error("provider", "\(provider.debugDescription) is not defined: add a [providers.\(provider)] section with its type (defined: \(providers.keys.sorted().joined(separator: ", ")))")
+            }
+            let stages = try c.stringArray("stages")
+            for s in stages ?? [] where !Stage.isValidName(s) {
+                throw c.error("stages", "\(s.debugDescription) is not a stage name")
+            }
+            let deliverText = try c.string("deliver") ?? DeliveryMode.env.rawValue
+            guard let deliver = DeliveryMode(rawValue: deliverText) else {
+                throw c.error("deliver", "expected one of \(DeliveryMode.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), got \(deliverText.debugDescription)")
+            }
+            _ = try c.string("description")
+            var profile = ProfileSpec(name: name, provider: provider, stages: stages, deliver: deliver, aws: nil)
+            switch spec {
+            case .aws:
+                let role = try c.requiredString("role_arn", hint: "e.g. \"arn:aws:iam::123456789012:role/gitlab-{project_id}\"")
+                guard role.hasPrefix("arn:") else { throw c.error("role_arn", "must be an IAM role ARN, got \(role.debugDescription)") }
+                let session = try c.string("session_name") ?? "gitlab-{project_id}-{job_id}"
+                let maxDuration = try c.duration("max_duration") ?? AWSProfileSpec.defaultMaxDuration
+                guard maxDuration >= AWSProfileSpec.minimumDuration, maxDuration <= 43_200 else {
+                    throw c.error("max_duration", "must be between 15m and 12h (STS DurationSeconds 900-43200)")
+                }
+                let policy = try c.string("session_policy")
+                if let policy {
+                    guard (try? JSONSerialization.jsonObject(with: Data(policy.utf8))) != nil else {
+                        throw c.error("session_policy", "is not valid JSON")
+                    }
+                    guard policy.utf8.count <= 2048 else { throw c.error("session_policy", "is over STS's 2048-character limit") }
+                }
+                let arns = try c.stringArray("policy_arns") ?? []
+                guard arns.count <= 10 else { throw c.error("policy_arns", "STS takes at most 10 managed policy ARNs") }
+                let region = try c.string("region")
+                for t in [role, session] {
+                    for ph in Template.placeholders(in: t) where !knownGitLabClaims.contains(ph) {
+                        throw c.error(t == role ? "role_arn" : "session_name", "{\(ph)} is not a GitLab ID token claim")
+                    }
+                }
+                profile.aws = AWSProfileSpec(roleARN: role, sessionName: session, maxDuration: maxDuration,
+                                             sessionPolicy: policy, policyARNs: arns, region: region)
+            }
+            try c.finish()
+            out[name] = profile
+        }
+        return out
+    }
+
+    static func parseRules(_ cursors: [TOMLCursor], profiles: [String: ProfileSpec], warnings: inout [String]) throws(ConfigError) -> [Rule] {
+        var rules: [Rule] = []
+        var names = Set<String>()
+        for var c in cursors {
+            let name = try c.requiredString("name", hint: "a name for the audit log, e.g. \"protected main of platform projects\"")
+            guard names.insert(name).inserted else { throw c.error("name", "duplicate rule name \(name.debugDescription)") }
+            guard let grants = try c.stringArray("grant"), !grants.isEmpty else {
+                throw c.error("grant", "is required: the profiles this rule grants, e.g. [\"deploy-prod\"]")
+            }
+            for g in grants where profiles[g] == nil {
+                throw c.error("grant", "profile \(g.debugDescription) is not defined (defined: \(profiles.keys.sorted().joined(separator: ", ")))")
+            }
+            _ = try c.string("description")
+            var conditions: [Condition] = []
+            for key in c.order where !["name", "grant", "description"].contains(key) {
+                guard let node = c.raw(key) else { continue }
+                let m: Matcher
+                do { m = try matcher(node) } catch { throw c.error(key, error.message) }
+                conditions.append(Condition(claim: key, matcher: m))
+                if !knownGitLabClaims.contains(key) {
+                    warnings.append("\(c.describe(key)): \(key) is not a GitLab ID token claim; this condition never holds unless your GitLab adds it")
+                }
+                if key == "project_path" || key == "namespace_path" {
+                    warnings.append("rule \(name.debugDescription) matches \(key): paths can be reused after a rename or deletion; prefer \(key == "project_path" ? "project_id" : "namespace_id")")
+                }
+            }
+            guard !conditions.isEmpty else {
+                throw c.error(nil, "rule \(name.debugDescription) has no conditions and would grant every job; add at least one claim condition")
+            }
+            try c.finish()
+            rules.append(Rule(name: name, conditions: conditions, grants: grants))
+        }
+        return rules
+    }
+
+    struct MatcherError: Error { let message: String }
+
+    static func matcher(_ node: TOMLNode) throws(MatcherError) -> Matcher {
+        switch node {
+        case .string(let s): return s.contains("*") || s.contains("?") ? .glob(s) : .exact(s)
+        case .bool(let b): return .bool(b)
+        case .int(let i): return .exact(String(i))
+        case .array(let items):
+            guard !items.isEmpty else { throw MatcherError(message: "an empty list matches nothing") }
+            var ms: [Matcher] = []
+            for i in items {
+                if case .array = i { throw MatcherError(message: "lists cannot nest") }
+                ms.append(try matcher(i))
+            }
+            return .anyOf(ms)
+        default: throw MatcherError(message: "expected a string, glob, boolean, integer or a list of them, got \(node.typeName)")
+        }
+    }
+}
