@@ -53,7 +53,8 @@ let package = Package(
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ], swiftSettings: strict),
         .testTarget(name: "RunnerContractTests", dependencies: ["RunnerContract"], swiftSettings: strict),
-        .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockTesting"], swiftSettings: strict),
+        .testTarget(name: "PolicyTests", dependencies: ["Policy", "Identity"], swiftSettings: strict),
+        .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockTesting", "Identity", "Policy", "Ledger", "RunnerContract", "Delivery"], swiftSettings: strict),
         .testTarget(name: "EndToEndTests", dependencies: ["AirlockCore", "AirlockTesting", "RunnerContract"], swiftSettings: strict),
     ]
 )

@@ -139,7 +139,7 @@ public struct JWKSStore: Sendable {
         let enc = JSONEncoder()
         enc.dateEncodingStrategy = .secondsSince1970
         guard let data = try? enc.encode(c) else { return }
-        mkdir(cacheDirectory, 0o700)
+        try? FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let tmp = "\(cachePath).tmp-\(getpid())"
         guard FileManager.default.createFile(atPath: tmp, contents: data, attributes: [.posixPermissions: 0o600]) else { return }
         if rename(tmp, cachePath) != 0 { unlink(tmp) }

@@ -22,7 +22,7 @@ public struct TokenVerifier: Sendable {
             throw TokenRejection(.size, "the token is \(bytes) bytes, over the \(settings.maxTokenBytes)-byte limit")
         }
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, parts.allSatisfy({ !$0.isEmpty && $0.utf8.allSatisfy(Base64URL.isAlphabet) }) else {
+        guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty, parts.allSatisfy({ $0.utf8.allSatisfy(Base64URL.isAlphabet) }) else {
             throw TokenRejection(.format, "not a signed JWT: expected three non-empty base64url segments separated by '.', got \(parts.count) segment(s)")
         }
         guard let headerData = Base64URL.decode(parts[0]),
@@ -41,6 +41,7 @@ public struct TokenVerifier: Sendable {
         guard !kid.isEmpty, kid.count <= 128, kid.utf8.allSatisfy({ Base64URL.isAlphabet($0) || $0 == 0x2e }) else {
             throw TokenRejection(.keyID, "the kid has characters outside [A-Za-z0-9._-] or is longer than 128")
         }
+        guard !parts[2].isEmpty else { throw TokenRejection(.signature, "the signature segment is empty") }
         let untrustedKeyHeaders = ["jku", "x5u", "x5c", "jwk"].filter { header[$0] != nil }
 
         var set = try await keys.current(now: now)

@@ -1,0 +1,76 @@
+import AirlockCore
+import AirlockTesting
+import Foundation
+import Identity
+import Ledger
+import RunnerContract
+import RunnerContract
+
+/// A test issuer, a config that trusts it, and a job to authorize.
+final class IdentityFixture: @unchecked Sendable {
+    let issuer: TestIssuer
+    let dir: String
+    let config: AirlockConfig
+    var job = SimulatedJob(script: [])
+    static let audience = "https://airlock.test"
+
+    init(extraGitLab: String = "", rules: String? = nil) throws {
+        issuer = try TestIssuer()
+        dir = "/var/tmp/airlock-unit-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let text = """
+        [runner]
+        builds_root = "\(dir)/builds"
+        cache_root = "\(dir)/cache"
+        state_dir = "\(dir)/state"
+        audit_log = "\(dir)/audit.jsonl"
+
+        [gitlab]
+        issuer = "\(issuer.issuer)"
+        audience = "\(Self.audience)"
+        \(extraGitLab)
+
+        [providers.aws-main]
+        type = "aws"
+        sts_endpoint = "http://127.0.0.1:1"
+
+        [profiles.deploy-prod]
+        provider = "aws-main"
+        role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
+
+        [profiles.read-only]
+        provider = "aws-main"
+        role_arn = "arn:aws:iam::123456789012:role/ro"
+
+        \(rules ?? """
+        [[rules]]
+        name = "protected main of platform projects"
+        project_path = "platform/*"
+        ref = "main"
+        ref_protected = true
+        grant = ["deploy-prod"]
+        """)
+        """
+        config = try AirlockConfig.parse(text, path: "\(dir)/airlock.toml")
+    }
+
+    var audit: AuditLog { AuditLog(path: config.runner.auditLog) }
+
+    func claims(now: Date = Date()) -> [String: Any] { issuer.claims(for: job, audience: Self.audience, now: now) }
+
+    func env(token: String?, extra: [String: String] = [:]) -> RunnerEnvironment {
+        var e = ["CUSTOM_ENV_CI_JOB_ID": "\(job.jobID)", "CUSTOM_ENV_CI_PROJECT_ID": "\(job.projectID)",
+                 "CUSTOM_ENV_CI_PROJECT_PATH": job.projectPath]
+        if let token { e["CUSTOM_ENV_AIRLOCK_ID_TOKEN"] = token }
+        for (k, v) in extra { e["CUSTOM_ENV_\(k)"] = v }
+        return RunnerEnvironment(e)
+    }
+
+    func authorize(_ token: String?, extra: [String: String] = [:], now: Date = Date()) async throws -> Authorization {
+        let env = env(token: token, extra: extra)
+        return try await Authorizer.authorize(config: config, env: env, job: try JobContext(variables: env.jobVariables),
+                                              now: now, transport: URLSessionTransport(), warn: { _ in })
+    }
+
+    deinit { try? FileManager.default.removeItem(atPath: dir) }
+}
