@@ -34,6 +34,9 @@ public struct SimulatorOptions: Sendable {
     /// `graceful_kill_timeout` (runner default 600 s) and `force_kill_timeout` (10 s).
     public var gracefulKillTimeout: Double = 600
     public var forceKillTimeout: Double = 10
+    /// Mask the job's masked variables in the log as the runner does. Tests switch it off to see
+    /// what Airlock itself lets through.
+    public var runnerMasking: Bool = true
     /// Print the job log live to stdout.
     public var echo: Bool = false
     /// Where the runner's own temp dirs go (the runner uses its TMPDIR).
@@ -249,7 +252,7 @@ public final class RunnerSimulator: @unchecked Sendable {
             }
         }
         var out = Data()
-        let masks = captureTo == .runnerLog ? MaskPatterns(exact: []) : runnerMasks
+        let masks = captureTo == .runnerLog || !options.runnerMasking ? MaskPatterns(exact: []) : runnerMasks
         child.pump(stdout: StreamMasker(masks), stderr: StreamMasker(masks)) { fd, bytes in
             out.append(contentsOf: bytes)
             let text = String(decoding: bytes, as: UTF8.self)

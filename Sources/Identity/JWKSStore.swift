@@ -101,6 +101,12 @@ public struct JWKSStore: Sendable {
         }
     }
 
+    /// Fetches discovery and the JWKS now, updating the cache (for `airlock check`).
+    /// - Throws: the transport or format error, with the URL that failed.
+    public func fetchNow(now: Date) async throws -> KeySet {
+        try await fetch(now: now, previous: readCache(), forced: false)
+    }
+
     private func fetch(now: Date, previous: CacheFile?, forced: Bool) async throws -> KeySet {
         let base = settings.issuer.hasSuffix("/") ? String(settings.issuer.dropLast()) : settings.issuer
         guard let discoveryURL = URL(string: base + "/.well-known/openid-configuration") else {

@@ -9,7 +9,7 @@ struct Airlock: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Airlock: scoped, short-lived cloud credentials for GitLab CI jobs (a custom executor).",
         version: airlockVersion,
-        subcommands: [Simulate.self, Demo.self])
+        subcommands: [Check.self, Explain.self, Simulate.self, Demo.self])
 }
 
 /// Writes to stdout unbuffered, so that it interleaves correctly with the job log the simulator streams.
@@ -97,5 +97,55 @@ struct Demo: AsyncParsableCommand {
         say("\n== audit log \(demo.auditLog):")
         say((try? String(contentsOfFile: demo.auditLog, encoding: .utf8)) ?? "(empty)", terminator: "")
         if result.status != "success" { throw ExitCode(1) }
+    }
+}
+
+struct Check: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Validate the configuration (key and line in every error), check the sandbox and fetch GitLab's keys; non-zero on any problem.")
+
+    @Option(help: "The Airlock configuration.")
+    var config: String = AirlockConfig.defaultPath
+
+    func run() async throws {
+        let (problems, notes) = await AdminTools.check(configPath: config)
+        for n in notes { say(n) }
+        for p in problems { say("problem: \(p)") }
+        say(problems.isEmpty ? "ok: \(config)" : "\(problems.count) problem(s) in \(config)")
+        if !problems.isEmpty { throw ExitCode(1) }
+    }
+}
+
+struct Explain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Dry run without federation: verify a token (or take claims), and show each rule's first failing condition or \"matched\", and the granted profiles.")
+
+    @Option(help: "The Airlock configuration.")
+    var config: String = AirlockConfig.defaultPath
+
+    @Option(help: "An ID token to verify against GitLab's keys (it is never printed).")
+    var token: String?
+
+    @Option(help: "A JSON file of claims to evaluate without verification.")
+    var claims: String?
+
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        let cfg = try AirlockConfig.load(path: config)
+        let data = try claims.map { path -> Data in
+            guard let d = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read \(path)") }
+            return d
+        }
+        let report = try await AdminTools.explain(config: cfg, token: token, claimsJSON: data)
+        if json {
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            say(String(decoding: try enc.encode(report), as: UTF8.self))
+        } else {
+            say(report.text)
+        }
+        if !report.verified { throw ExitCode(1) }
     }
 }

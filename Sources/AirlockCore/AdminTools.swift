@@ -1,0 +1,106 @@
+import Foundation
+import Identity
+import Policy
+import RunnerContract
+
+/// `airlock explain`: a dry run of verification and policy, with no federation and no audit record.
+public struct ExplainReport: Sendable, Codable {
+    public struct RuleLine: Sendable, Codable {
+        public var rule: String
+        public var matched: Bool
+        public var firstFailure: String?
+        public var grants: [String]
+    }
+    /// "verified", "claims given (not verified)", or the rejection.
+    public var verification: String
+    public var verified: Bool
+    public var rules: [RuleLine]
+    public var profiles: [String]
+
+    /// Human-readable lines.
+    public var text: String {
+        var out = ["verification: \(verification)"]
+        for r in rules {
+            out.append(r.matched
+                ? "rule \(r.rule.debugDescription): matched → \(r.grants.joined(separator: ", "))"
+                : "rule \(r.rule.debugDescription): not matched: \(r.firstFailure ?? "")")
+        }
+        out.append("granted profiles: \(profiles.isEmpty ? "(none)" : profiles.joined(separator: ", "))")
+        return out.joined(separator: "\n")
+    }
+}
+
+/// The admin tools' logic; the `airlock` CLI only parses arguments and prints.
+public enum AdminTools {
+    /// Explains what the policy decides for a token (verified against the live JWKS) or a claims file.
+    /// - Throws: `ConfigError` or an unreadable claims file.
+    public static func explain(config: AirlockConfig, token: String?, claimsJSON: Data?, now: Date = Date()) async throws -> ExplainReport {
+        var verification: String
+        var job: VerifiedJob?
+        if let claimsJSON {
+            guard let obj = try JSONSerialization.jsonObject(with: claimsJSON) as? [String: Any] else {
+                throw AirlockFailure(.system, "the claims file must hold a JSON object of claims")
+            }
+            var strings: [String: String] = [:]
+            var lists: [String: [String]] = [:]
+            for (k, v) in obj {
+                if let s = v as? String { strings[k] = s } else if let l = v as? [String] { lists[k] = l } else { strings[k] = "\(v)" }
+            }
+            job = VerifiedJob(claims: strings, listClaims: lists)
+            verification = "claims given (not verified)"
+        } else if let token {
+            guard let gitlab = config.gitlab else { throw AirlockFailure(.system, "\(config.path) has no [gitlab] section to verify tokens with") }
+            let store = JWKSStore(settings: gitlab, cacheDirectory: "\(config.runner.stateDir)/jwks", transport: HTTP.transport(for: config))
+            do {
+                job = try await TokenVerifier(settings: gitlab, keys: store).verify(token, now: now)
+                verification = "verified (issuer \(gitlab.issuer), audience \(gitlab.audience))"
+            } catch {
+                verification = "REJECTED: \(error)"
+            }
+        } else {
+            throw AirlockFailure(.system, "give --token JWT or --claims FILE.json")
+        }
+        guard let job else { return ExplainReport(verification: verification, verified: false, rules: [], profiles: []) }
+        let d = config.policy.evaluate(job)
+        return ExplainReport(
+            verification: verification, verified: true,
+            rules: d.evaluations.map { .init(rule: $0.rule, matched: $0.matched, firstFailure: $0.failure, grants: $0.grants) },
+            profiles: d.grants.map(\.profile))
+    }
+
+    /// `airlock check`: every problem a platform engineer should fix before rollout.
+    /// Returns (problems, notes); a non-empty problems list means exit non-zero.
+    public static func check(configPath: String, now: Date = Date()) async -> (problems: [String], notes: [String]) {
+        let config: AirlockConfig
+        do {
+            config = try AirlockConfig.load(path: configPath)
+        } catch {
+            return (["\(error)"], [])
+        }
+        var problems: [String] = []
+        var notes: [String] = config.warnings.map { "warning: \($0)" }
+        if config.runner.isolation == .bubblewrap {
+            do { try Sandboxing.requireBubblewrap(config.runner) } catch { problems.append(error.message) }
+        }
+        for (what, dir) in [("state_dir", config.runner.stateDir), ("builds_root", config.runner.buildsRoot),
+                            ("audit_log's directory", (config.runner.auditLog as NSString).deletingLastPathComponent)] {
+            var d = dir
+            while !FileManager.default.fileExists(atPath: d) { d = (d as NSString).deletingLastPathComponent }
+            if !FileManager.default.isWritableFile(atPath: d) { problems.append("[runner] \(what) \(dir) is not writable by this user (nearest existing: \(d))") }
+        }
+        if let gitlab = config.gitlab {
+            let store = JWKSStore(settings: gitlab, cacheDirectory: "\(config.runner.stateDir)/jwks", transport: HTTP.transport(for: config))
+            do {
+                let set = gitlab.jwksFile == nil ? try await store.fetchNow(now: now) : try await store.current(now: now)
+                notes.append("GitLab keys: \(set.keys.count) from \(set.source)")
+                if set.keys.isEmpty { problems.append("the JWKS at \(set.source) has no keys") }
+            } catch {
+                problems.append("cannot fetch GitLab's keys for \(gitlab.issuer): \(error)")
+            }
+        } else {
+            notes.append("no [gitlab] section: jobs run sandboxed with no credentials")
+        }
+        notes.append("\(config.policy.rules.count) rule(s), \(config.profiles.count) profile(s), \(config.providers.count) provider(s)")
+        return (problems, notes)
+    }
+}

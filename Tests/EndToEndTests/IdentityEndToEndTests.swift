@@ -1,0 +1,152 @@
+import AirlockTesting
+import Foundation
+import Testing
+
+/// Issue 3 through the built executables: decisions in the audit log, the ID token never reaching
+/// the job, and `airlock explain`.
+@Suite(.serialized)
+struct IdentityEndToEndTests {
+    static let audience = "https://airlock.test"
+
+    static func gitlabSection(_ issuer: TestIssuer, rules: String) -> String {
+        """
+        [gitlab]
+        issuer = "\(issuer.issuer)"
+        audience = "\(audience)"
+
+        [providers.aws-main]
+        type = "aws"
+        sts_endpoint = "http://127.0.0.1:1"
+
+        [profiles.read-only]
+        provider = "aws-main"
+        role_arn = "arn:aws:iam::123456789012:role/ro"
+
+        \(rules)
+        """
+    }
+
+    @Test func tokenIsVerifiedAuditedAndNeverReachesTheJob() throws {
+        let issuer = try TestIssuer()
+        // A rule that does not match: identity verified, no grant (federation is not under test here).
+        let world = try TestWorld(extra: Self.gitlabSection(issuer, rules: """
+        [[rules]]
+        name = "tags only"
+        ref_type = "tag"
+        grant = ["read-only"]
+        """))
+        var job = SimulatedJob(script: [
+            "env > \"$CI_PROJECT_DIR/../env.txt\"",
+            "cat /tmp/.airlock-stage.sh > \"$CI_PROJECT_DIR/../script.txt\"",
+            "echo \"token=[$AIRLOCK_ID_TOKEN]\"",
+            "echo \"$AIRLOCK_ID_TOKEN\" | base64",
+        ])
+        let token = issuer.mint(issuer.claims(for: job, audience: Self.audience))
+        job.idTokens = ["AIRLOCK_ID_TOKEN": token]
+        let r = world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("token=[]"))
+        #expect(r.log.contains("identity verified, no profile granted"))
+        #expect(!r.log.contains(token))
+        #expect(!r.runnerLog.contains(token))
+        let root = "\(world.root)/builds/\(job.runnerShortToken)/0/project-\(job.projectID)/platform"
+        for f in ["env.txt", "script.txt"] {
+            let text = try String(contentsOfFile: "\(root)/\(f)", encoding: .utf8)
+            #expect(!text.contains(token), "\(f) holds the ID token")
+            #expect(!text.contains(String(token.prefix(40))))
+        }
+        let audit = try String(contentsOfFile: world.auditLog, encoding: .utf8)
+        #expect(!audit.contains(token))
+        let decision = try #require(AuditLogReader.records(world.auditLog).first { $0["event"] as? String == "decision" })
+        #expect(decision["decision"] as? String == "no_grant")
+        #expect(decision["job_id"] as? String == "\(job.jobID)")
+        #expect(decision["ref"] as? String == "main")
+        #expect(decision["user_login"] as? String == "alice")
+        #expect(decision["token_jti"] != nil)
+    }
+
+    @Test func hostileTokenFailsTheJobAsBuildFailure() throws {
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.gitlabSection(issuer, rules: ""))
+        var job = SimulatedJob(script: ["echo should-not-run"])
+        var claims = issuer.claims(for: job, audience: "https://wrong-audience.example")
+        claims["aud"] = "https://wrong-audience.example"
+        job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(claims)]
+        let r = world.simulate(job)
+        #expect(r.status == "failed")
+        #expect(r.failureReason == "script_failure")  // BUILD_FAILURE from prepare: the job's fault, not retried
+        #expect(r.prepareAttempts == 1)
+        #expect(r.log.contains("ID token rejected (audience)"))
+        #expect(r.log.contains("aud: https://airlock.test"))
+        #expect(!r.log.contains("\nshould-not-run"))
+    }
+
+    @Test func gitlabUnreachableIsASystemFailure() throws {
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.gitlabSection(issuer, rules: ""))
+        var job = SimulatedJob(script: ["true"])
+        job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: Self.audience))]
+        issuer.setDown(true)
+        let r = world.simulate(job)
+        #expect(r.failureReason == "system_failure")
+        #expect(r.prepareAttempts == 3)
+        #expect(r.log.contains("cannot fetch GitLab's signing keys"))
+    }
+
+    @Test func explainSaysWhyARuleDidNotMatch() throws {
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.gitlabSection(issuer, rules: """
+        [[rules]]
+        name = "protected main"
+        project_id = 42
+        ref = "main"
+        ref_protected = true
+        grant = ["read-only"]
+        """))
+        let claimsFile = "\(world.root)/claims.json"
+        try JSONSerialization.data(withJSONObject: ["project_id": "42", "ref": "feature/x", "ref_protected": "false"])
+            .write(to: URL(fileURLWithPath: claimsFile))
+        let r = world.run(["explain", "--config", world.configPath, "--claims", claimsFile])
+        #expect(r.stdout.contains("rule \"protected main\": not matched: ref is \"feature/x\", rule wants \"main\""), "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("granted profiles: (none)"))
+
+        var job = SimulatedJob(script: [])
+        job.jobID = 5
+        let token = issuer.mint(issuer.claims(for: job, audience: Self.audience))
+        let v = world.run(["explain", "--config", world.configPath, "--token", token])
+        #expect(v.stdout.contains("verification: verified"), "\(v.stdout)\(v.stderr)")
+        #expect(v.stdout.contains("rule \"protected main\": matched → read-only"))
+        #expect(!v.stdout.contains(token))
+    }
+
+    @Test func checkReportsKeyAndLineAndFetchesKeys() throws {
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.gitlabSection(issuer, rules: ""))
+        let ok = world.run(["check", "--config", world.configPath])
+        #expect(ok.code == 0, "\(ok.stdout)\(ok.stderr)")
+        #expect(ok.stdout.contains("GitLab keys: 1 from \(issuer.issuer)/oauth/discovery/keys"))
+        try world.writeConfig(extra: Self.gitlabSection(issuer, rules: """
+        [[rules]]
+        name = "typo"
+        ref = "main"
+        grant = ["no-such-profile"]
+        """))
+        let bad = world.run(["check", "--config", world.configPath])
+        #expect(bad.code != 0)
+        #expect(bad.stdout.contains("airlock.toml:25: [rules #1] grant: profile \"no-such-profile\" is not defined"), "\(bad.stdout)")
+        issuer.setDown(true)
+        try world.writeConfig(extra: Self.gitlabSection(issuer, rules: ""))
+        let down = world.run(["check", "--config", world.configPath])
+        #expect(down.code != 0)
+        #expect(down.stdout.contains("cannot fetch GitLab's keys"))
+    }
+}
+
+/// Reads the audit log as JSON objects.
+enum AuditLogReader {
+    static func records(_ path: String) -> [[String: Any]] {
+        ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+}
