@@ -30,12 +30,13 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: strict),
         .target(name: "Policy", dependencies: ["Identity"], swiftSettings: strict),
+        .target(name: "Federation", dependencies: ["RunnerContract", "Identity", "Policy"], swiftSettings: strict),
         .target(name: "Ledger", dependencies: [
-            "RunnerContract", .product(name: "Crypto", package: "swift-crypto"),
+            "RunnerContract", "Federation", "Identity",
         ], swiftSettings: strict),
-        .target(name: "Delivery", dependencies: ["RunnerContract", "Ledger"], swiftSettings: strict),
+        .target(name: "Delivery", dependencies: ["RunnerContract", "Federation", "Ledger"], swiftSettings: strict),
         .target(name: "AirlockCore", dependencies: [
-            "RunnerContract", "Identity", "Policy", "Ledger", "Delivery",
+            "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "Delivery",
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),

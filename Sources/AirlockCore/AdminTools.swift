@@ -1,5 +1,6 @@
 import Foundation
 import Identity
+import Ledger
 import Policy
 import RunnerContract
 
@@ -102,5 +103,41 @@ public enum AdminTools {
         }
         notes.append("\(config.policy.rules.count) rule(s), \(config.profiles.count) profile(s), \(config.providers.count) provider(s)")
         return (problems, notes)
+    }
+}
+
+extension AdminTools {
+    /// `airlock sweep`: revokes the ledgers of jobs that never got their cleanup (runner crash,
+    /// host reboot) once they are older than their job timeout plus `[runner] sweep_grace`, and
+    /// removes their state. Returns one line per job looked at.
+    public static func sweep(config: AirlockConfig, now: Date = Date(), force: Bool = false) async -> [String] {
+        let store = JobStateStore(root: config.runner.stateDir)
+        var lines: [String] = []
+        let dec = JSONDecoder()
+        dec.dateDecodingStrategy = .iso8601
+        for id in store.jobIDs() {
+            let dir = store.directory(jobID: id)
+            guard let data = FileManager.default.contents(atPath: "\(dir)/\(Stages.recordFile)"),
+                  let record = try? dec.decode(JobRecord.self, from: data) else {
+                // prepare died before writing its record: nothing was issued (the ledger comes after).
+                let age = ((try? FileManager.default.attributesOfItem(atPath: dir))?[.modificationDate] as? Date).map { now.timeIntervalSince($0) } ?? 0
+                if force || age > config.runner.sweepGrace {
+                    try? store.remove(jobID: id)
+                    lines.append("job \(id): no job record, removed")
+                }
+                continue
+            }
+            let due = record.preparedAt.addingTimeInterval(Double(record.job.jobTimeoutSeconds) + config.runner.sweepGrace)
+            guard force || now >= due else {
+                lines.append("job \(id): still within its timeout + grace (until \(ISO8601DateFormatter().string(from: due))), left alone")
+                continue
+            }
+            let failed = await Revoker.settleJob(config: config, job: record.job, paths: record.paths, reason: "sweep")
+            var f = Audit.identity(record.job)
+            f["outcome"] = .string(failed == 0 ? "settled" : "revoke_failed")
+            try? AuditLog(path: config.runner.auditLog).append(event: "swept", f)
+            lines.append("job \(id): " + (failed == 0 ? "ledger settled, state removed" : "\(failed) credential(s) could not be revoked, kept"))
+        }
+        return lines
     }
 }

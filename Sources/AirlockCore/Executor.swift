@@ -81,7 +81,7 @@ public enum Executor {
             }
             return try Stages.run(config: config, env: env, script: args.positional[0], stage: args.positional[1])
         case .cleanup:
-            try Stages.cleanup(config: config, env: env)
+            try await Stages.cleanup(config: config, env: env)
             return 0
         }
     }

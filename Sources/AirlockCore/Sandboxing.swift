@@ -7,6 +7,8 @@ import RunnerContract
 enum Sandboxing {
     /// The inside path of the stage script.
     static let scriptInside = "/tmp/.airlock-stage.sh"
+    /// Where the stage's secret files appear inside the sandbox (under its private /run).
+    static let secretsInside = "/run/airlock/secrets"
 
     /// - Throws: `AirlockFailure` (system) when bubblewrap is configured but absent.
     static func requireBubblewrap(_ runner: RunnerSettings) throws(AirlockFailure) {
@@ -37,7 +39,7 @@ enum Sandboxing {
     static func spec(config: AirlockConfig, env: RunnerEnvironment, paths: JobPaths, scriptPath: String,
                      extraEnvironment: [String: String]) -> SandboxSpec {
         let bw = config.runner.isolation == .bubblewrap
-        var hiddenDirs = [config.runner.stateDir]
+        var hiddenDirs = [config.runner.stateDir, config.runner.secretsRoot]
         var hiddenFiles = [config.path, config.runner.auditLog]
         if let t = env.runnerTempDir { hiddenDirs.append(t) }
         if let r = env.jobResponseFile {

@@ -1,4 +1,5 @@
 import Delivery
+import Federation
 import Foundation
 import Ledger
 import RunnerContract
@@ -46,12 +47,24 @@ public enum Stages {
         try Files.makeDirectory(paths.home, mode: 0o700)
         let record = JobRecord(job: job, paths: paths, preparedAt: Date())
         try saveRecord(record, paths: paths)
+        let transport = HTTP.transport(for: config)
         let auth = try await Authorizer.authorize(
-            config: config, env: env, job: job, now: Date(), transport: HTTP.transport(for: config),
+            config: config, env: env, job: job, now: Date(), transport: transport,
             warn: { FileHandle.standardError.write(Data("airlock-prepare: warning: \($0)\n".utf8)) })
         let granted = auth.grants.map(\.profile)
         print("Airlock \(airlockVersion): job \(job.jobID) prepared (isolation: \(config.runner.isolation.rawValue)); "
               + (auth.verified == nil ? "no verified ID token, no credentials" : granted.isEmpty ? "identity verified, no profile granted" : "granted: \(granted.joined(separator: ", "))"))
+        // A retried prepare (the runner retries after a system failure) starts from a clean ledger:
+        // whatever an earlier attempt issued is revoked first.
+        let ledger = JobLedger(stateDirectory: paths.state)
+        if let old = try? ledger.entries(), old.contains(where: { $0.state != .settled }) {
+            await Revoker.revokeAll(config: config, ledger: ledger, providers: Federator.providers(config: config, transport: transport),
+                                    identity: Audit.identity(job), reason: "prepare_retry", now: Date())
+        }
+        let issued = try await Federator.federate(config: config, auth: auth, job: job, ledger: ledger, transport: transport, now: Date())
+        for c in issued {
+            print("Airlock: issued \(c.profile) (\(c.provider): \(c.details["role_arn"] ?? c.providerType)), expires \(ISO8601.format(c.expiresAt)), fingerprint \(c.fingerprint)")
+        }
     }
 
     /// run_exec: one stage script in the sandbox, output masked.
@@ -75,7 +88,22 @@ public enum Stages {
         try Files.writeAtomically(Data(scrubbed.utf8), to: stagePath, mode: 0o600)
         defer { unlink(stagePath) }
 
-        let spec = Sandboxing.spec(config: config, env: env, paths: paths, scriptPath: stagePath, extraEnvironment: [:])
+        let credentials = try JobLedger(stateDirectory: paths.state).entries().filter { $0.state == .issued }.map(\.credential)
+        let secretsHost = "\(config.runner.secretsRoot)/\(job.jobID)/\(stageName)"
+        let secretsInside = config.runner.isolation == .bubblewrap ? Sandboxing.secretsInside : secretsHost
+        let rules = config.profiles.mapValues { DeliveryRule(profile: $0.name, asFile: $0.deliver == .file, stages: $0.stages) }
+        let plan = try InjectionPlan.make(stage: stage, credentials: credentials, rules: rules, secretsDir: secretsInside)
+        if !plan.files.isEmpty {
+            try Files.makeDirectories(config.runner.secretsRoot, mode: 0o711)
+            try Files.makeDirectory("\(config.runner.secretsRoot)/\(job.jobID)", mode: 0o700)
+            try Files.makeDirectory(secretsHost, mode: 0o700)
+            for (name, content) in plan.files {
+                try Files.writeAtomically(Data(content.utf8), to: "\(secretsHost)/\(name)", mode: 0o600)
+            }
+        }
+        defer { if !plan.files.isEmpty { try? Files.removeTree(secretsHost) } }
+        var spec = Sandboxing.spec(config: config, env: env, paths: paths, scriptPath: stagePath, extraEnvironment: plan.environment)
+        if !plan.files.isEmpty && spec.useBubblewrap { spec.readOnlyFiles.append((secretsHost, Sandboxing.secretsInside)) }
         let child: ChildProcess
         do {
             child = try ChildProcess(argv: spec.argv(), environment: spec.environment, directory: spec.useBubblewrap ? nil : spec.directory)
@@ -85,7 +113,7 @@ public enum Stages {
         let watcher = StageWatcher(child: child, bubblewrap: spec.useBubblewrap, graceful: config.runner.gracefulKill)
         watcher.start()
         child.startReaper { watcher.finish() }
-        let patterns = MaskPatterns(secrets: secrets)
+        let patterns = MaskPatterns(secrets: secrets + credentials.flatMap { $0.secrets.values })
         child.pump(stdout: StreamMasker(patterns), stderr: StreamMasker(patterns))
         let code = child.wait()
         if code == 0 { return 0 }
@@ -97,15 +125,18 @@ public enum Stages {
 
     /// cleanup_exec: removes everything the job left; safe to run any number of times.
     /// - Throws: `AirlockFailure` (system) when something could not be removed.
-    public static func cleanup(config: AirlockConfig, env: RunnerEnvironment) throws(AirlockFailure) {
+    /// Its output goes to the runner's log unmasked: it names profiles and fingerprints, never values.
+    public static func cleanup(config: AirlockConfig, env: RunnerEnvironment) async throws {
         let job = try JobContext(variables: env.jobVariables)
         let paths = JobPaths(runner: config.runner, job: job)
         let existed = FileManager.default.fileExists(atPath: paths.state)
-        try Files.removeTree(paths.home)
-        try JobStateStore(root: config.runner.stateDir).remove(jobID: job.jobID)
+        let failed = await Revoker.settleJob(config: config, job: job, paths: paths, reason: "cleanup")
         var fields = Audit.identity(job)
-        fields["state"] = .string(existed ? "removed" : "already-clean")
+        fields["state"] = .string(existed ? (failed == 0 ? "removed" : "kept_for_sweep") : "already-clean")
         try AuditLog(path: config.runner.auditLog).append(event: "cleanup", fields)
+        if failed > 0 {
+            throw AirlockFailure(.system, "job \(job.jobID): \(failed) credential(s) could not be revoked; the ledger is kept for `airlock sweep`")
+        }
         print("airlock-cleanup: job \(job.jobID): \(existed ? "state removed" : "nothing left to clean")")
     }
 

@@ -1,6 +1,6 @@
-import Crypto
 import Foundation
 import RunnerContract
+@_exported import Identity
 
 /// A JSON value for audit records: enough to write any record without `Any`.
 public enum JSONValue: Sendable, Codable, Equatable {
@@ -81,9 +81,3 @@ public struct AuditLog: Sendable {
     }
 }
 
-/// A short, non-reversible fingerprint of a secret for logs and audit records: `sha256:` + 12 hex.
-public enum Fingerprint {
-    public static func of(_ secret: String) -> String {
-        "sha256:" + SHA256.hash(data: Data(secret.utf8)).prefix(6).map { String(format: "%02x", $0) }.joined()
-    }
-}

@@ -46,6 +46,9 @@ public enum Template {
         return out
     }
 
+    /// `[\w+=,.@-]`, anything else becomes `-` (AWS IAM names, session names).
+    public static func escapeForAWS(_ v: String) -> String { escape(v, .awsName) }
+
     static func escape(_ v: String, _ e: Escaping) -> String {
         switch e {
         case .none: return v

@@ -9,7 +9,7 @@ struct Airlock: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Airlock: scoped, short-lived cloud credentials for GitLab CI jobs (a custom executor).",
         version: airlockVersion,
-        subcommands: [Check.self, Explain.self, Simulate.self, Demo.self])
+        subcommands: [Check.self, Explain.self, Sweep.self, Simulate.self, Demo.self])
 }
 
 /// Writes to stdout unbuffered, so that it interleaves correctly with the job log the simulator streams.
@@ -147,5 +147,23 @@ struct Explain: AsyncParsableCommand {
             say(report.text)
         }
         if !report.verified { throw ExitCode(1) }
+    }
+}
+
+struct Sweep: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Revoke the credentials of jobs that never got their cleanup, once past their timeout plus [runner] sweep_grace.")
+
+    @Option(help: "The Airlock configuration.")
+    var config: String = AirlockConfig.defaultPath
+
+    @Flag(help: "Sweep every job now, whatever its age (only when no job is running on this runner).")
+    var force = false
+
+    func run() async throws {
+        let cfg = try AirlockConfig.load(path: config)
+        let lines = await AdminTools.sweep(config: cfg, force: force)
+        for l in lines { say(l) }
+        say("sweep: \(lines.count) job(s) looked at")
     }
 }

@@ -34,6 +34,21 @@ public struct RunnerSettings: Sendable {
     public var jobPath: String?
     /// The bubblewrap binary.
     public var bwrap: String
+    /// One deadline for all of a job's federation, retries included.
+    public var federationTimeout: Double
+    /// sweep revokes a job's ledger once it is older than its job timeout plus this.
+    public var sweepGrace: Double
+    /// Where per-job secret files live (tmpfs where available); never under the builds dir.
+    public var secretsRoot: String
+
+    public static let defaultFederationTimeout = 30.0
+    public static let defaultSweepGrace = 3600.0
+    /// /dev/shm is a tmpfs on Debian: secret files then never touch a disk.
+    public static func defaultSecretsRoot(stateDir: String) -> String {
+        let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
+        let shmIsTmpfs = mounts.split(separator: "\n").contains { $0.split(separator: " ").dropFirst().prefix(2) == ["/dev/shm", "tmpfs"] }
+        return shmIsTmpfs && access("/dev/shm", W_OK) == 0 ? "/dev/shm/airlock-secrets" : stateDir + "/secrets"
+    }
 }
 
 /// The resolved configuration: plain values with defaults applied.
@@ -94,7 +109,13 @@ public struct AirlockConfig: Sendable {
         let grace = try r.duration("graceful_kill") ?? RunnerSettings.defaultGracefulKill
         let jobPath = try r.string("job_path")
         let bwrap = try r.string("bwrap") ?? "bwrap"
+        let fedTimeout = try r.duration("federation_timeout") ?? RunnerSettings.defaultFederationTimeout
+        let sweepGrace = try r.duration("sweep_grace") ?? RunnerSettings.defaultSweepGrace
+        let secretsRoot = try absolute("secrets_root", RunnerSettings.defaultSecretsRoot(stateDir: stateDir), &r)
         for (key, dir) in [("builds_root", buildsRoot), ("cache_root", cacheRoot), ("homes_root", homesRoot)] {
+            if secretsRoot.hasPrefix(dir + "/") {
+                throw r.error("secrets_root", "must not be inside \(key) (\(dir)): secret files would land in artifacts or caches")
+            }
             if dir == stateDir || dir.hasPrefix(stateDir + "/") || stateDir.hasPrefix(dir + "/") {
                 throw r.error(key, "must not overlap state_dir (\(stateDir)): jobs can write to \(key) and must never see the state")
             }
@@ -121,7 +142,8 @@ public struct AirlockConfig: Sendable {
             path: path,
             runner: RunnerSettings(
                 buildsRoot: buildsRoot, cacheRoot: cacheRoot, stateDir: stateDir, homesRoot: homesRoot,
-                auditLog: auditLog, isolation: isolation, gracefulKill: grace, jobPath: jobPath, bwrap: bwrap),
+                auditLog: auditLog, isolation: isolation, gracefulKill: grace, jobPath: jobPath, bwrap: bwrap,
+                federationTimeout: fedTimeout, sweepGrace: sweepGrace, secretsRoot: secretsRoot),
             gitlab: gitlab, gitlabCAFile: caFile, providers: providers, profiles: profiles,
             policy: Policy(rules: rules), warnings: warnings)
     }

@@ -1,0 +1,164 @@
+import Federation
+import Foundation
+import Identity
+import Ledger
+import Policy
+import RunnerContract
+
+/// Grant → IssuedCredential: all of a job's grants federate concurrently under one deadline. Each
+/// credential is in the ledger before anything else happens to it; if any grant fails, the ones
+/// already issued are revoked and nothing is injected.
+enum Federator {
+    /// The providers a config defines, each knowing its profiles.
+    static func providers(config: AirlockConfig, transport: any HTTPTransport) -> [String: any CredentialProvider] {
+        var out: [String: any CredentialProvider] = [:]
+        for (name, spec) in config.providers {
+            switch spec {
+            case .aws(let a):
+                var profiles: [String: AWSRoleProfile] = [:]
+                for (pn, p) in config.profiles where p.provider == name {
+                    guard let ap = p.aws else { continue }
+                    profiles[pn] = AWSRoleProfile(roleARN: ap.roleARN, sessionName: ap.sessionName, maxDuration: ap.maxDuration,
+                                                  sessionPolicy: ap.sessionPolicy, policyARNs: ap.policyARNs, region: ap.region ?? a.region)
+                }
+                out[name] = AWSProvider(name: name, endpoint: URL(string: a.stsEndpoint)!, profiles: profiles, transport: transport)
+            }
+        }
+        return out
+    }
+
+    /// Issues every grant; returns what was issued (already in the ledger).
+    /// - Throws: the first `FederationError` (after revoking what was issued), or a ledger/audit failure.
+    static func federate(config: AirlockConfig, auth: Authorization, job: JobContext, ledger: JobLedger,
+                         transport: any HTTPTransport, now: Date) async throws -> [IssuedCredential] {
+        guard let verified = auth.verified, let token = auth.token, !auth.grants.isEmpty else { return [] }
+        let providers = providers(config: config, transport: transport)
+        let audit = AuditLog(path: config.runner.auditLog)
+        let identity = Authorizer.identity(verified, job: job)
+        let deadline = now.addingTimeInterval(config.runner.federationTimeout)
+        var issued: [IssuedCredential] = []
+        var failure: (any Error)?
+        await withTaskGroup(of: Result<IssuedCredential, any Error>.self) { group in
+            for grant in auth.grants {
+                guard let profile = config.profiles[grant.profile], let provider = providers[profile.provider] else {
+                    failure = failure ?? AirlockFailure(.system, "profile \(grant.profile) has no provider")
+                    continue
+                }
+                let request = IssueRequest(profile: grant.profile, job: verified, idToken: token.value,
+                                           jobTimeoutSeconds: job.jobTimeoutSeconds, now: now, deadline: deadline)
+                group.addTask {
+                    do {
+                        let c = try await provider.issue(request)
+                        do {
+                            try ledger.record(c, at: Date())
+                        } catch {
+                            _ = try? await provider.revoke(c, now: Date())
+                            return .failure(error)
+                        }
+                        return .success(c)
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            for await r in group {
+                switch r {
+                case .success(let c): issued.append(c)
+                case .failure(let e):
+                    if failure == nil {
+                        failure = e
+                        group.cancelAll()
+                    }
+                }
+            }
+        }
+        for c in issued {
+            var f = identity
+            f.merge(issuedFields(c)) { $1 }
+            try audit.append(event: "issued", f)
+        }
+        if let failure {
+            var f = identity
+            f["profiles"] = .array(auth.grants.map { .string($0.profile) })
+            if let fe = failure as? FederationError {
+                f["profile"] = .string(fe.profile)
+                f["provider"] = .string(fe.provider)
+                f["code"] = .string(fe.code)
+                f["fault"] = .string(fe.fault.rawValue)
+            }
+            f["detail"] = .string("\(failure)")
+            try audit.append(event: "federation_failed", f)
+            // Nothing reaches the job: take back what was issued.
+            await Revoker.revokeAll(config: config, ledger: ledger, providers: providers, identity: identity,
+                                    reason: "rollback", now: Date())
+            throw failure
+        }
+        return issued
+    }
+
+    static func issuedFields(_ c: IssuedCredential) -> [String: JSONValue] {
+        var f: [String: JSONValue] = ["profile": .string(c.profile), "provider": .string(c.provider),
+                                      "provider_type": .string(c.providerType), "credential_id": .string(c.id),
+                                      "expires_at": .string(ISO8601.format(c.expiresAt)), "fingerprint": .string(c.fingerprint)]
+        for (k, v) in c.details { f[k] = .string(v) }
+        return f
+    }
+}
+
+/// Revocation, shared by rollback, cleanup and sweep: idempotent, every outcome audited.
+enum Revoker {
+    /// Revokes a job's ledger and, when nothing is left unrevoked, removes its state, HOME and secrets.
+    /// Returns how many credentials could not be revoked (their ledger is kept for sweep).
+    static func settleJob(config: AirlockConfig, job: JobContext, paths: JobPaths, reason: String) async -> Int {
+        let ledger = JobLedger(stateDirectory: paths.state)
+        let failed = await revokeAll(config: config, ledger: ledger,
+                                     providers: Federator.providers(config: config, transport: HTTP.transport(for: config)),
+                                     identity: Audit.identity(job), reason: reason, now: Date())
+        try? Files.removeTree("\(config.runner.secretsRoot)/\(job.jobID)")
+        try? Files.removeTree(paths.home)
+        if failed == 0 { try? JobStateStore(root: config.runner.stateDir).remove(jobID: job.jobID) }
+        return failed
+    }
+
+    /// Revokes every unsettled entry of a ledger. Returns how many could not be revoked.
+    @discardableResult
+    static func revokeAll(config: AirlockConfig, ledger: JobLedger, providers: [String: any CredentialProvider],
+                          identity: [String: JSONValue], reason: String, now: Date) async -> Int {
+        let audit = AuditLog(path: config.runner.auditLog)
+        guard let entries = try? ledger.entries() else { return 1 }
+        var failed = 0
+        for e in entries where e.state != .settled {
+            let c = e.credential
+            var f = identity
+            f["profile"] = .string(c.profile)
+            f["provider"] = .string(c.provider)
+            f["credential_id"] = .string(c.id)
+            f["fingerprint"] = .string(c.fingerprint)
+            f["reason"] = .string(reason)
+            guard let provider = providers[c.provider] else {
+                f["outcome"] = .string("provider_missing")
+                f["expires_at"] = .string(ISO8601.format(c.expiresAt))
+                try? audit.append(event: "revoke_failed", f)
+                try? ledger.settle(c.id, state: .revokeFailed, outcome: "provider \(c.provider) no longer configured")
+                failed += 1
+                continue
+            }
+            do {
+                let outcome = try await provider.revoke(c, now: now)
+                f["outcome"] = .string(outcome.auditName)
+                if case .notRevocable(let at) = outcome { f["expires_at"] = .string(ISO8601.format(at)) }
+                if case .expired(let at) = outcome { f["expires_at"] = .string(ISO8601.format(at)) }
+                try? audit.append(event: "revoked", f)
+                try? ledger.settle(c.id, state: .settled, outcome: outcome.auditName)
+            } catch {
+                f["outcome"] = .string("failed")
+                f["detail"] = .string("\(error)")
+                f["expires_at"] = .string(ISO8601.format(c.expiresAt))
+                try? audit.append(event: "revoke_failed", f)
+                try? ledger.settle(c.id, state: .revokeFailed, outcome: "\(error)")
+                failed += 1
+            }
+        }
+        return failed
+    }
+}
