@@ -141,7 +141,7 @@ public final class RunnerSimulator: @unchecked Sendable {
         for (stage, banner, body) in mainStages where !failed {
             if let banner { log(banner) } else { log("Preparing environment") }
             let isScript = stage == "build_script"
-            let outcome = runStage(stage, body: variableBody(projectDir) + body, env: env, tmp: tmp,
+            let outcome = runStage(stage, body: variableBody(projectDir) + body + (job.stageProbes[stage] ?? []), env: env, tmp: tmp,
                                    cancelAfter: isScript ? options.cancelAfter : nil, deadline: deadline)
             if outcome.canceled { canceled = true }
             if !outcome.ok { failed = true; if !outcome.canceled && result.failureReason == nil { record(outcome) } }

