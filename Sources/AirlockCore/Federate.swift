@@ -109,23 +109,32 @@ enum Federator {
 enum Revoker {
     /// Revokes a job's ledger and, when nothing is left unrevoked, removes its state, HOME and secrets.
     /// Returns how many credentials could not be revoked (their ledger is kept for sweep).
-    static func settleJob(config: AirlockConfig, job: JobContext, paths: JobPaths, reason: String) async -> Int {
+    static func settleJob(config: AirlockConfig, job: JobContext, paths: JobPaths, reason: String,
+                          report: (String) -> Void = { _ in }) async -> Int {
         let ledger = JobLedger(stateDirectory: paths.state)
-        let failed = await revokeAll(config: config, ledger: ledger,
+        let (failed, lines) = await revokeAllReporting(config: config, ledger: ledger,
                                      providers: Federator.providers(config: config, transport: HTTP.transport(for: config)),
                                      identity: Audit.identity(job), reason: reason, now: Date())
+        lines.forEach(report)
         try? Files.removeTree("\(config.runner.secretsRoot)/\(job.jobID)")
         try? Files.removeTree(paths.home)
         if failed == 0 { try? JobStateStore(root: config.runner.stateDir).remove(jobID: job.jobID) }
         return failed
     }
 
-    /// Revokes every unsettled entry of a ledger. Returns how many could not be revoked.
+    /// Revokes every unsettled entry of a ledger. Returns how many could not be revoked, and one
+    /// secret-free line per credential for the runner's log.
     @discardableResult
     static func revokeAll(config: AirlockConfig, ledger: JobLedger, providers: [String: any CredentialProvider],
                           identity: [String: JSONValue], reason: String, now: Date) async -> Int {
+        await revokeAllReporting(config: config, ledger: ledger, providers: providers, identity: identity, reason: reason, now: now).failed
+    }
+
+    static func revokeAllReporting(config: AirlockConfig, ledger: JobLedger, providers: [String: any CredentialProvider],
+                                   identity: [String: JSONValue], reason: String, now: Date) async -> (failed: Int, lines: [String]) {
+        var lines: [String] = []
         let audit = AuditLog(path: config.runner.auditLog)
-        guard let entries = try? ledger.entries() else { return 1 }
+        guard let entries = try? ledger.entries() else { return (1, ["the ledger is unreadable"]) }
         var failed = 0
         for e in entries where e.state != .settled {
             let c = e.credential
@@ -140,6 +149,7 @@ enum Revoker {
                 f["expires_at"] = .string(ISO8601.format(c.expiresAt))
                 try? audit.append(event: "revoke_failed", f)
                 try? ledger.settle(c.id, state: .revokeFailed, outcome: "provider \(c.provider) no longer configured")
+                lines.append("\(c.profile) (\(c.fingerprint)): provider \(c.provider) is no longer configured; expires \(ISO8601.format(c.expiresAt))")
                 failed += 1
                 continue
             }
@@ -150,15 +160,22 @@ enum Revoker {
                 if case .expired(let at) = outcome { f["expires_at"] = .string(ISO8601.format(at)) }
                 try? audit.append(event: "revoked", f)
                 try? ledger.settle(c.id, state: .settled, outcome: outcome.auditName)
+                switch outcome {
+                case .revoked: lines.append("\(c.profile) (\(c.fingerprint)): revoked")
+                case .alreadyGone: lines.append("\(c.profile) (\(c.fingerprint)): already revoked")
+                case .notRevocable(let at): lines.append("\(c.profile) (\(c.fingerprint)): \(c.providerType) cannot revoke it; expires \(ISO8601.format(at))")
+                case .expired(let at): lines.append("\(c.profile) (\(c.fingerprint)): expired at \(ISO8601.format(at))")
+                }
             } catch {
                 f["outcome"] = .string("failed")
                 f["detail"] = .string("\(error)")
                 f["expires_at"] = .string(ISO8601.format(c.expiresAt))
                 try? audit.append(event: "revoke_failed", f)
                 try? ledger.settle(c.id, state: .revokeFailed, outcome: "\(error)")
+                lines.append("\(c.profile) (\(c.fingerprint)): revocation failed: \(error)")
                 failed += 1
             }
         }
-        return failed
+        return (failed, lines)
     }
 }

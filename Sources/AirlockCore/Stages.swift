@@ -130,7 +130,9 @@ public enum Stages {
         let job = try JobContext(variables: env.jobVariables)
         let paths = JobPaths(runner: config.runner, job: job)
         let existed = FileManager.default.fileExists(atPath: paths.state)
-        let failed = await Revoker.settleJob(config: config, job: job, paths: paths, reason: "cleanup")
+        let failed = await Revoker.settleJob(config: config, job: job, paths: paths, reason: "cleanup") {
+            print("airlock-cleanup: job \(job.jobID): \($0)")
+        }
         var fields = Audit.identity(job)
         fields["state"] = .string(existed ? (failed == 0 ? "removed" : "kept_for_sweep") : "already-clean")
         try AuditLog(path: config.runner.auditLog).append(event: "cleanup", fields)

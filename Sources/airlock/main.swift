@@ -87,10 +87,12 @@ struct Demo: AsyncParsableCommand {
         let dir = workdir ?? NSTemporaryDirectory() + "airlock-demo-\(getpid())"
         let demo = try await DemoEnvironment.start(directory: dir, isolation: isolation)
         defer { demo.stop() }
-        say("== Airlock demo in \(dir)")
-        say("== config: \(demo.configPath)\n")
+        say("== Airlock demo in \(dir): a local GitLab issuer and moto (as AWS STS) on loopback, bubblewrap sandbox")
+        say("== config: \(demo.configPath)")
+        say("== job log (the runner simulator masks only the job's own masked variables; Airlock masks what it issued):\n")
         var options = SimulatorOptions()
         options.echo = true
+        options.runnerMasking = false  // show Airlock's own scrubbing and masking, not the runner's
         let result = RunnerSimulator(job: demo.job, driver: .airlock(binDir: binDirectory(), config: demo.configPath), options: options).run()
         say("\n== runner log (cleanup output, not masked by the runner):")
         say(result.runnerLog, terminator: "")
