@@ -23,8 +23,8 @@ public struct ExplainReport: Sendable, Codable {
         var out = ["verification: \(verification)"]
         for r in rules {
             out.append(r.matched
-                ? "rule \(r.rule.debugDescription): matched → \(r.grants.joined(separator: ", "))"
-                : "rule \(r.rule.debugDescription): not matched: \(r.firstFailure ?? "")")
+                ? "rule \(r.rule.quoted): matched → \(r.grants.joined(separator: ", "))"
+                : "rule \(r.rule.quoted): not matched: \(r.firstFailure ?? "")")
         }
         out.append("granted profiles: \(profiles.isEmpty ? "(none)" : profiles.joined(separator: ", "))")
         return out.joined(separator: "\n")

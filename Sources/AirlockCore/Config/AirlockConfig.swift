@@ -93,7 +93,7 @@ public struct AirlockConfig: Sendable {
         }
         func absolute(_ key: String, _ def: String, _ r: inout TOMLCursor) throws(ConfigError) -> String {
             let v = try r.string(key) ?? def
-            guard v.hasPrefix("/") else { throw r.error(key, "must be an absolute path, got \(v.debugDescription)") }
+            guard v.hasPrefix("/") else { throw r.error(key, "must be an absolute path, got \(v.quoted)") }
             guard !v.split(separator: "/").contains("..") else { throw r.error(key, "must not contain '..'") }
             return v.count > 1 && v.hasSuffix("/") ? String(v.dropLast()) : v
         }
@@ -104,7 +104,7 @@ public struct AirlockConfig: Sendable {
         let auditLog = try absolute("audit_log", RunnerSettings.defaultAuditLog, &r)
         let isoText = try r.string("isolation") ?? Isolation.bubblewrap.rawValue
         guard let isolation = Isolation(rawValue: isoText) else {
-            throw r.error("isolation", "expected one of \"bubblewrap\", \"none\", got \(isoText.debugDescription)")
+            throw r.error("isolation", "expected one of \"bubblewrap\", \"none\", got \(isoText.quoted)")
         }
         let grace = try r.duration("graceful_kill") ?? RunnerSettings.defaultGracefulKill
         let jobPath = try r.string("job_path")

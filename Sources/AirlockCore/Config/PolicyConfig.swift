@@ -71,13 +71,13 @@ extension AirlockConfig {
         let issuer = try g.requiredString("issuer", hint: "the GitLab URL, exactly as the token's iss, e.g. \"https://gitlab.example.com\"")
         guard let u = URL(string: issuer), let host = u.host,
               u.scheme == "https" || (u.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(host)) else {
-            throw g.error("issuer", "must be an https URL (http only on loopback, for tests), got \(issuer.debugDescription)")
+            throw g.error("issuer", "must be an https URL (http only on loopback, for tests), got \(issuer.quoted)")
         }
         let audience = try g.requiredString("audience", hint: "the aud jobs put in their id_tokens: block, e.g. \"https://airlock.example.com\"")
         var s = IssuerSettings(issuer: issuer, audience: audience)
         s.tokenVariable = try g.string("token_variable") ?? IssuerSettings.defaultTokenVariable
         guard s.tokenVariable.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil else {
-            throw g.error("token_variable", "must be a variable name, got \(s.tokenVariable.debugDescription)")
+            throw g.error("token_variable", "must be a variable name, got \(s.tokenVariable.quoted)")
         }
         s.jwksCacheTTL = try g.duration("jwks_cache_ttl") ?? s.jwksCacheTTL
         s.jwksGrace = try g.duration("jwks_grace") ?? s.jwksGrace
@@ -91,7 +91,7 @@ extension AirlockConfig {
         if let algs = try g.stringArray("algorithms") {
             let allowed = ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384"]
             for a in algs where !allowed.contains(a) {
-                throw g.error("algorithms", "\(a.debugDescription) is not allowed; choose from \(allowed.joined(separator: ", ")) (none and HMAC are never accepted)")
+                throw g.error("algorithms", "\(a.quoted) is not allowed; choose from \(allowed.joined(separator: ", ")) (none and HMAC are never accepted)")
             }
             s.algorithms = algs
         }
@@ -108,12 +108,12 @@ extension AirlockConfig {
             case "aws":
                 let endpoint = try c.string("sts_endpoint") ?? AWSProviderSpec.defaultEndpoint
                 guard let u = URL(string: endpoint), u.scheme == "https" || u.scheme == "http", u.host != nil else {
-                    throw c.error("sts_endpoint", "must be a URL, got \(endpoint.debugDescription)")
+                    throw c.error("sts_endpoint", "must be a URL, got \(endpoint.quoted)")
                 }
                 let region = try c.string("region") ?? "us-east-1"
                 out[name] = .aws(AWSProviderSpec(name: name, stsEndpoint: endpoint, region: region))
             default:
-                throw c.error("type", "unknown provider type \(type.debugDescription); this build supports: \"aws\"")
+                throw c.error("type", "unknown provider type \(type.quoted); this build supports: \"aws\"")
             }
             try c.finish()
         }
@@ -125,22 +125,22 @@ extension AirlockConfig {
         for (name, var c) in try p.subtables() {
             let provider = try c.requiredString("provider", hint: "the name of a [providers.NAME] section")
             guard let spec = providers[provider] else {
-                throw c.error("provider", "\(provider.debugDescription) is not defined: add a [providers.\(provider)] section with its type (defined: \(providers.keys.sorted().joined(separator: ", ")))")
+                throw c.error("provider", "\(provider.quoted) is not defined: add a [providers.\(provider)] section with its type (defined: \(providers.keys.sorted().joined(separator: ", ")))")
             }
             let stages = try c.stringArray("stages")
             for s in stages ?? [] where !Stage.isValidName(s) {
-                throw c.error("stages", "\(s.debugDescription) is not a stage name")
+                throw c.error("stages", "\(s.quoted) is not a stage name")
             }
             let deliverText = try c.string("deliver") ?? DeliveryMode.env.rawValue
             guard let deliver = DeliveryMode(rawValue: deliverText) else {
-                throw c.error("deliver", "expected one of \(DeliveryMode.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), got \(deliverText.debugDescription)")
+                throw c.error("deliver", "expected one of \(DeliveryMode.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), got \(deliverText.quoted)")
             }
             _ = try c.string("description")
             var profile = ProfileSpec(name: name, provider: provider, stages: stages, deliver: deliver, aws: nil)
             switch spec {
             case .aws:
                 let role = try c.requiredString("role_arn", hint: "e.g. \"arn:aws:iam::123456789012:role/gitlab-{project_id}\"")
-                guard role.hasPrefix("arn:") else { throw c.error("role_arn", "must be an IAM role ARN, got \(role.debugDescription)") }
+                guard role.hasPrefix("arn:") else { throw c.error("role_arn", "must be an IAM role ARN, got \(role.quoted)") }
                 let session = try c.string("session_name") ?? "gitlab-{project_id}-{job_id}"
                 let maxDuration = try c.duration("max_duration") ?? AWSProfileSpec.defaultMaxDuration
                 guard maxDuration >= AWSProfileSpec.minimumDuration, maxDuration <= 43_200 else {
@@ -175,12 +175,12 @@ extension AirlockConfig {
         var names = Set<String>()
         for var c in cursors {
             let name = try c.requiredString("name", hint: "a name for the audit log, e.g. \"protected main of platform projects\"")
-            guard names.insert(name).inserted else { throw c.error("name", "duplicate rule name \(name.debugDescription)") }
+            guard names.insert(name).inserted else { throw c.error("name", "duplicate rule name \(name.quoted)") }
             guard let grants = try c.stringArray("grant"), !grants.isEmpty else {
                 throw c.error("grant", "is required: the profiles this rule grants, e.g. [\"deploy-prod\"]")
             }
             for g in grants where profiles[g] == nil {
-                throw c.error("grant", "profile \(g.debugDescription) is not defined (defined: \(profiles.keys.sorted().joined(separator: ", ")))")
+                throw c.error("grant", "profile \(g.quoted) is not defined (defined: \(profiles.keys.sorted().joined(separator: ", ")))")
             }
             _ = try c.string("description")
             var conditions: [Condition] = []
@@ -193,11 +193,11 @@ extension AirlockConfig {
                     warnings.append("\(c.describe(key)): \(key) is not a GitLab ID token claim; this condition never holds unless your GitLab adds it")
                 }
                 if key == "project_path" || key == "namespace_path" {
-                    warnings.append("rule \(name.debugDescription) matches \(key): paths can be reused after a rename or deletion; prefer \(key == "project_path" ? "project_id" : "namespace_id")")
+                    warnings.append("rule \(name.quoted) matches \(key): paths can be reused after a rename or deletion; prefer \(key == "project_path" ? "project_id" : "namespace_id")")
                 }
             }
             guard !conditions.isEmpty else {
-                throw c.error(nil, "rule \(name.debugDescription) has no conditions and would grant every job; add at least one claim condition")
+                throw c.error(nil, "rule \(name.quoted) has no conditions and would grant every job; add at least one claim condition")
             }
             try c.finish()
             rules.append(Rule(name: name, conditions: conditions, grants: grants))

@@ -212,7 +212,7 @@ struct TOMLCursor {
         case .int(let i) where i >= 0: return Double(i)
         case .string(let s):
             guard let d = Self.parseDuration(s) else {
-                throw error(key, "expected a duration like \"10s\", \"5m\" or \"1h30m\", got \(s.debugDescription)")
+                throw error(key, "expected a duration like \"10s\", \"5m\" or \"1h30m\", got \(s.quoted)")
             }
             return d
         default: throw error(key, "expected a duration like \"10s\", got \(n.typeName)")
@@ -290,5 +290,13 @@ struct TOMLCursor {
             throw ConfigError(message: "\(file): TOML syntax error: \(error)")
         }
         return TOMLCursor(file: file, index: TOMLLineIndex(source: source), path: [], node: TOMLNode.from(table))
+    }
+}
+
+extension String {
+    /// The string in double quotes with `"` and `\` escaped, for messages. (TOMLKit redefines
+    /// `String.debugDescription` to return the bare string, so it cannot be used in this module.)
+    var quoted: String {
+        "\"" + replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
     }
 }

@@ -1,0 +1,50 @@
+import AirlockCore
+import Foundation
+import Testing
+
+struct ConfigTests {
+    static let runner = """
+    [runner]
+    builds_root = "/srv/b"
+    cache_root = "/srv/c"
+    state_dir = "/srv/s"
+    audit_log = "/srv/a.jsonl"
+
+    """
+
+    @Test func shippedExampleParses() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let c = try AirlockConfig.load(path: root.appendingPathComponent("runner-config/airlock.toml.example").path)
+        #expect(c.policy.rules.count == 2)
+        #expect(c.profiles["deploy-prod"]?.aws?.maxDuration == 3600)
+        #expect(c.gitlab?.audience == "https://airlock.example.com")
+    }
+
+    static let errors: [(String, String)] = [
+        ("[runner]\nbuilds_root = 3\n", "airlock.toml:2: [runner] builds_root: expected a string, got integer"),
+        (runner + "isolation = \"docker\"\n", "airlock.toml:6: [runner] isolation: expected one of \"bubblewrap\", \"none\", got \"docker\""),
+        (runner + "graceful_kill = \"soon\"\n", "airlock.toml:6: [runner] graceful_kill: expected a duration like \"10s\", \"5m\" or \"1h30m\", got \"soon\""),
+        (runner + "[gitlab]\nissuer = \"https://g\"\n", "airlock.toml:6: [gitlab] audience: is required"),
+        (runner + "[gitlab]\nissuer = \"http://gitlab.example.com\"\naudience = \"a\"\n", "[gitlab] issuer: must be an https URL"),
+        (runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\nalgorithms = [\"HS256\"]\n", "airlock.toml:9: [gitlab] algorithms: \"HS256\" is not allowed"),
+        (runner + "[profiles.p]\nprovider = \"nope\"\nrole_arn = \"arn:x\"\n", "airlock.toml:7: [profiles.p] provider: \"nope\" is not defined"),
+        (runner + "[providers.a]\ntype = \"aws\"\n[profiles.p]\nprovider = \"a\"\nrole_arn = \"arn:x\"\nrole = \"x\"\n", "airlock.toml:11: [profiles.p] role: unknown key"),
+        (runner + "[providers.a]\ntype = \"aws\"\n[profiles.p]\nprovider = \"a\"\nrole_arn = \"arn:{nope}\"\n", "{nope} is not a GitLab ID token claim"),
+        (runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\n[providers.a]\ntype = \"aws\"\n[profiles.p]\nprovider = \"a\"\nrole_arn = \"arn:x\"\n[[rules]]\nname = \"all\"\ngrant = [\"p\"]\n", "has no conditions and would grant every job"),
+        (runner + "state = 1\n", "airlock.toml:6: [runner] state: unknown key; allowed here:"),
+        ("[runner\n", "airlock.toml:1: TOML syntax error"),
+        (runner + "secrets_root = \"/srv/b/secrets\"\n", "[runner] secrets_root: must not be inside builds_root"),
+        (runner.replacingOccurrences(of: "/srv/s", with: "/srv/b/state"), "[runner] builds_root: must not overlap state_dir"),
+    ]
+
+    @Test(arguments: errors.indices)
+    func errorsNameKeyAndLine(_ i: Int) {
+        let (text, want) = Self.errors[i]
+        do {
+            _ = try AirlockConfig.parse(text, path: "airlock.toml")
+            Issue.record("accepted: \(want)")
+        } catch {
+            #expect(error.message.contains(want), "\(error.message)")
+        }
+    }
+}
