@@ -30,6 +30,8 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: strict),
         .target(name: "Policy", dependencies: ["Identity"], swiftSettings: strict),
+        // URLSession lives apart so that only prepare, cleanup and the admin CLI link libcurl.
+        .target(name: "HTTPClient", dependencies: ["Identity"], swiftSettings: strict),
         .target(name: "Federation", dependencies: ["RunnerContract", "Identity", "Policy"], swiftSettings: strict),
         .target(name: "Ledger", dependencies: [
             "RunnerContract", "Federation", "Identity",
@@ -41,11 +43,11 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "airlock-config", dependencies: ["AirlockCore"], swiftSettings: strict),
-        .executableTarget(name: "airlock-prepare", dependencies: ["AirlockCore"], swiftSettings: strict),
+        .executableTarget(name: "airlock-prepare", dependencies: ["AirlockCore", "HTTPClient"], swiftSettings: strict),
         .executableTarget(name: "airlock-run", dependencies: ["AirlockCore"], swiftSettings: strict),
-        .executableTarget(name: "airlock-cleanup", dependencies: ["AirlockCore"], swiftSettings: strict),
+        .executableTarget(name: "airlock-cleanup", dependencies: ["AirlockCore", "HTTPClient"], swiftSettings: strict),
         .executableTarget(name: "airlock", dependencies: [
-            "AirlockCore", "AirlockTesting",
+            "AirlockCore", "AirlockTesting", "HTTPClient",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         .target(name: "AirlockTesting", dependencies: [
@@ -55,7 +57,7 @@ let package = Package(
         ], swiftSettings: strict),
         .testTarget(name: "RunnerContractTests", dependencies: ["RunnerContract"], swiftSettings: strict),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Identity"], swiftSettings: strict),
-        .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockTesting", "Identity", "Policy", "Ledger", "RunnerContract", "Delivery"], swiftSettings: strict),
+        .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockTesting", "Identity", "Policy", "Ledger", "RunnerContract", "Delivery", "HTTPClient"], swiftSettings: strict),
         .testTarget(name: "EndToEndTests", dependencies: ["AirlockCore", "AirlockTesting", "RunnerContract"], swiftSettings: strict),
     ]
 )

@@ -35,7 +35,7 @@ public struct ExplainReport: Sendable, Codable {
 public enum AdminTools {
     /// Explains what the policy decides for a token (verified against the live JWKS) or a claims file.
     /// - Throws: `ConfigError` or an unreadable claims file.
-    public static func explain(config: AirlockConfig, token: String?, claimsJSON: Data?, now: Date = Date()) async throws -> ExplainReport {
+    public static func explain(config: AirlockConfig, token: String?, claimsJSON: Data?, transport: any HTTPTransport, now: Date = Date()) async throws -> ExplainReport {
         var verification: String
         var job: VerifiedJob?
         if let claimsJSON {
@@ -51,7 +51,7 @@ public enum AdminTools {
             verification = "claims given (not verified)"
         } else if let token {
             guard let gitlab = config.gitlab else { throw AirlockFailure(.system, "\(config.path) has no [gitlab] section to verify tokens with") }
-            let store = JWKSStore(settings: gitlab, cacheDirectory: "\(config.runner.stateDir)/jwks", transport: HTTP.transport(for: config))
+            let store = JWKSStore(settings: gitlab, cacheDirectory: "\(config.runner.stateDir)/jwks", transport: transport)
             do {
                 job = try await TokenVerifier(settings: gitlab, keys: store).verify(token, now: now)
                 verification = "verified (issuer \(gitlab.issuer), audience \(gitlab.audience))"
@@ -71,7 +71,7 @@ public enum AdminTools {
 
     /// `airlock check`: every problem a platform engineer should fix before rollout.
     /// Returns (problems, notes); a non-empty problems list means exit non-zero.
-    public static func check(configPath: String, now: Date = Date()) async -> (problems: [String], notes: [String]) {
+    public static func check(configPath: String, transport makeTransport: TransportFactory, now: Date = Date()) async -> (problems: [String], notes: [String]) {
         let config: AirlockConfig
         do {
             config = try AirlockConfig.load(path: configPath)
@@ -90,7 +90,7 @@ public enum AdminTools {
             if !FileManager.default.isWritableFile(atPath: d) { problems.append("[runner] \(what) \(dir) is not writable by this user (nearest existing: \(d))") }
         }
         if let gitlab = config.gitlab {
-            let store = JWKSStore(settings: gitlab, cacheDirectory: "\(config.runner.stateDir)/jwks", transport: HTTP.transport(for: config))
+            let store = JWKSStore(settings: gitlab, cacheDirectory: "\(config.runner.stateDir)/jwks", transport: makeTransport(config.gitlabCAFile))
             do {
                 let set = gitlab.jwksFile == nil ? try await store.fetchNow(now: now) : try await store.current(now: now)
                 notes.append("GitLab keys: \(set.keys.count) from \(set.source)")
@@ -110,7 +110,7 @@ extension AdminTools {
     /// `airlock sweep`: revokes the ledgers of jobs that never got their cleanup (runner crash,
     /// host reboot) once they are older than their job timeout plus `[runner] sweep_grace`, and
     /// removes their state. Returns one line per job looked at.
-    public static func sweep(config: AirlockConfig, now: Date = Date(), force: Bool = false) async -> [String] {
+    public static func sweep(config: AirlockConfig, transport: any HTTPTransport, now: Date = Date(), force: Bool = false) async -> [String] {
         let store = JobStateStore(root: config.runner.stateDir)
         var lines: [String] = []
         let dec = JSONDecoder()
@@ -132,7 +132,7 @@ extension AdminTools {
                 lines.append("job \(id): still within its timeout + grace (until \(ISO8601DateFormatter().string(from: due))), left alone")
                 continue
             }
-            let failed = await Revoker.settleJob(config: config, job: record.job, paths: record.paths, reason: "sweep")
+            let failed = await Revoker.settleJob(config: config, job: record.job, paths: record.paths, reason: "sweep", transport: transport)
             var f = Audit.identity(record.job)
             f["outcome"] = .string(failed == 0 ? "settled" : "revoke_failed")
             try? AuditLog(path: config.runner.auditLog).append(event: "swept", f)

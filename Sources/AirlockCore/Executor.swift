@@ -43,12 +43,13 @@ public enum Executor {
     public enum Kind: String, Sendable { case config, prepare, run, cleanup }
 
     /// Runs `kind` with the process's arguments and environment, and exits.
-    public static func main(_ kind: Kind) async -> Never {
+    /// `transport` is given by the executables that talk to the network (prepare, cleanup).
+    public static func main(_ kind: Kind, transport: TransportFactory? = nil) async -> Never {
         let env = RunnerEnvironment(ProcessInfo.processInfo.environment)
         let code: Int32
         do {
             let args = try ExecutorArguments(Array(CommandLine.arguments.dropFirst()))
-            code = try await run(kind, args: args, env: env)
+            code = try await run(kind, args: args, env: env, transport: transport ?? HTTP.none)
         } catch let e as any BlamedError {
             code = report(kind, e, env: env)
         } catch {
@@ -65,15 +66,16 @@ public enum Executor {
 
     /// Runs one stage; returns the exit code for success or a script failure.
     /// - Throws: `BlamedError` for Airlock's own failures.
-    public static func run(_ kind: Kind, args: ExecutorArguments, env: RunnerEnvironment) async throws -> Int32 {
+    public static func run(_ kind: Kind, args: ExecutorArguments, env: RunnerEnvironment, transport makeTransport: TransportFactory) async throws -> Int32 {
         let config = try AirlockConfig.load(path: args.configPath)
+        let transport = makeTransport(config.gitlabCAFile)
         switch kind {
         case .config:
             let out = try Stages.config(config: config, env: env)
             FileHandle.standardOutput.write(out)
             return 0
         case .prepare:
-            try await Stages.prepare(config: config, env: env)
+            try await Stages.prepare(config: config, env: env, transport: transport)
             return 0
         case .run:
             guard args.positional.count == 2 else {
@@ -81,7 +83,7 @@ public enum Executor {
             }
             return try Stages.run(config: config, env: env, script: args.positional[0], stage: args.positional[1])
         case .cleanup:
-            try await Stages.cleanup(config: config, env: env)
+            try await Stages.cleanup(config: config, env: env, transport: transport)
             return 0
         }
     }

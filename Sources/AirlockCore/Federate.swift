@@ -110,10 +110,10 @@ enum Revoker {
     /// Revokes a job's ledger and, when nothing is left unrevoked, removes its state, HOME and secrets.
     /// Returns how many credentials could not be revoked (their ledger is kept for sweep).
     static func settleJob(config: AirlockConfig, job: JobContext, paths: JobPaths, reason: String,
-                          report: (String) -> Void = { _ in }) async -> Int {
+                          transport: any HTTPTransport, report: (String) -> Void = { _ in }) async -> Int {
         let ledger = JobLedger(stateDirectory: paths.state)
         let (failed, lines) = await revokeAllReporting(config: config, ledger: ledger,
-                                     providers: Federator.providers(config: config, transport: HTTP.transport(for: config)),
+                                     providers: Federator.providers(config: config, transport: transport),
                                      identity: Audit.identity(job), reason: reason, now: Date())
         lines.forEach(report)
         try? Files.removeTree("\(config.runner.secretsRoot)/\(job.jobID)")

@@ -1,15 +1,12 @@
 import Foundation
 import Identity
 
-/// The process's HTTP transport, configured from the config.
+/// Makes the process's HTTP transport from the config. Injected by the executables that talk to
+/// the network (prepare, cleanup, the admin CLI); config and run get `NoNetworkTransport`.
+public typealias TransportFactory = @Sendable (_ caFile: String?) -> any HTTPTransport
+
 enum HTTP {
-    static func transport(for config: AirlockConfig) -> any HTTPTransport {
-        if let ca = config.gitlabCAFile {
-            // swift-corelibs-foundation hands this to libcurl as CURLOPT_CAINFO.
-            setenv("URLSessionCertificateAuthorityInfoFile", ca, 1)
-        }
-        return URLSessionTransport()
-    }
+    static let none: TransportFactory = { _ in NoNetworkTransport() }
 }
 
 extension AirlockConfig {

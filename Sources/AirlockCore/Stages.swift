@@ -1,6 +1,7 @@
 import Delivery
 import Federation
 import Foundation
+import Identity
 import Ledger
 import RunnerContract
 #if canImport(Glibc)
@@ -34,7 +35,7 @@ public enum Stages {
 
     /// prepare_exec: the job's directories and state; identity and federation plug in here.
     /// - Throws: `BlamedError`; the job's fault for a bad token or a denial, the system's otherwise.
-    public static func prepare(config: AirlockConfig, env: RunnerEnvironment) async throws {
+    public static func prepare(config: AirlockConfig, env: RunnerEnvironment, transport: any HTTPTransport) async throws {
         let job = try JobContext(variables: env.jobVariables)
         let paths = JobPaths(runner: config.runner, job: job)
         if config.runner.isolation == .bubblewrap {
@@ -47,7 +48,6 @@ public enum Stages {
         try Files.makeDirectory(paths.home, mode: 0o700)
         let record = JobRecord(job: job, paths: paths, preparedAt: Date())
         try saveRecord(record, paths: paths)
-        let transport = HTTP.transport(for: config)
         let auth = try await Authorizer.authorize(
             config: config, env: env, job: job, now: Date(), transport: transport,
             warn: { FileHandle.standardError.write(Data("airlock-prepare: warning: \($0)\n".utf8)) })
@@ -126,11 +126,11 @@ public enum Stages {
     /// cleanup_exec: removes everything the job left; safe to run any number of times.
     /// - Throws: `AirlockFailure` (system) when something could not be removed.
     /// Its output goes to the runner's log unmasked: it names profiles and fingerprints, never values.
-    public static func cleanup(config: AirlockConfig, env: RunnerEnvironment) async throws {
+    public static func cleanup(config: AirlockConfig, env: RunnerEnvironment, transport: any HTTPTransport) async throws {
         let job = try JobContext(variables: env.jobVariables)
         let paths = JobPaths(runner: config.runner, job: job)
         let existed = FileManager.default.fileExists(atPath: paths.state)
-        let failed = await Revoker.settleJob(config: config, job: job, paths: paths, reason: "cleanup") {
+        let failed = await Revoker.settleJob(config: config, job: job, paths: paths, reason: "cleanup", transport: transport) {
             print("airlock-cleanup: job \(job.jobID): \($0)")
         }
         var fields = Audit.identity(job)

@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// An HTTP response: status, headers (lower-cased names) and body.
 public struct HTTPResponse: Sendable {
@@ -43,36 +40,11 @@ public struct TransportError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-/// URLSession (libcurl underneath, system CA store). No cookies, no cache, no credential storage,
-/// and redirects are not followed: a redirect from an identity provider is an answer to report.
-public final class URLSessionTransport: NSObject, HTTPTransport, URLSessionTaskDelegate, @unchecked Sendable {
-    private let session: URLSession
-
-    public override init() {
-        let c = URLSessionConfiguration.ephemeral
-        c.httpCookieStorage = nil
-        c.urlCache = nil
-        c.urlCredentialStorage = nil
-        c.requestCachePolicy = .reloadIgnoringLocalAndRemoteCacheData
-        session = URLSession(configuration: c)
-    }
-
+/// A transport for executables that must not talk to the network (config, run): every call fails.
+/// Keeping URLSession out of them keeps libcurl and its libraries out of every stage's start-up.
+public struct NoNetworkTransport: HTTPTransport {
+    public init() {}
     public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
-        var r = URLRequest(url: request.url, cachePolicy: .reloadIgnoringLocalAndRemoteCacheData, timeoutInterval: request.timeout)
-        r.httpMethod = request.method
-        r.httpBody = request.body
-        for (k, v) in request.headers { r.setValue(v, forHTTPHeaderField: k) }
-        let host = request.url.host ?? request.url.absoluteString
-        do {
-            let (data, response) = try await session.data(for: r)
-            guard let http = response as? HTTPURLResponse else { throw TransportError("\(host): not an HTTP response") }
-            var headers: [String: String] = [:]
-            for (k, v) in http.allHeaderFields { headers[String(describing: k).lowercased()] = String(describing: v) }
-            return HTTPResponse(status: http.statusCode, headers: headers, body: data)
-        } catch let e as TransportError {
-            throw e
-        } catch {
-            throw TransportError("\(host): \((error as NSError).localizedDescription)")
-        }
+        throw TransportError("no network in this executable (\(request.url.host ?? "?"))")
     }
 }

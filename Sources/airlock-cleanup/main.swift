@@ -1,4 +1,6 @@
 import AirlockCore
+import HTTPClient
 
-// GitLab Runner's cleanup_exec: `airlock-cleanup [--config FILE]`.
-await Executor.main(.cleanup)
+// GitLab Runner's cleanup_exec: `airlock-cleanup [--config FILE]`. The only stage executables that talk to
+// the network, so the only ones that link URLSession (libcurl).
+await Executor.main(.cleanup, transport: { URLSessionTransport.make(caFile: $0) })

@@ -1,4 +1,6 @@
 import AirlockCore
+import HTTPClient
 
-// GitLab Runner's prepare_exec: `airlock-prepare [--config FILE]`.
-await Executor.main(.prepare)
+// GitLab Runner's prepare_exec: `airlock-prepare [--config FILE]`. The only stage executables that talk to
+// the network, so the only ones that link URLSession (libcurl).
+await Executor.main(.prepare, transport: { URLSessionTransport.make(caFile: $0) })

@@ -2,6 +2,7 @@ import AirlockCore
 import AirlockTesting
 import Foundation
 import Identity
+import HTTPClient
 import Ledger
 import RunnerContract
 import RunnerContract

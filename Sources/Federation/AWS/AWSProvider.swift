@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
 import Identity
 import Policy
 import RunnerContract
@@ -161,34 +158,36 @@ public enum ISO8601 {
     public static func format(_ d: Date) -> String { ISO8601DateFormatter().string(from: d) }
 }
 
-/// The text of the first element with each name in an XML document (enough for STS answers).
+/// The text of the first element with each name in an STS answer. STS answers (federation.md A1)
+/// are flat elements with text content, so a scan suffices; this keeps FoundationXML (libxml2) out
+/// of every executable. Entities are decoded; CDATA, attributes on leaves and mixed content are not
+/// used by STS and are not supported.
 struct XMLFields {
     private var values: [String: String] = [:]
 
     init(_ data: Data) {
-        let d = Delegate()
-        let p = XMLParser(data: data)
-        p.delegate = d
-        p.parse()
-        values = d.values
+        let text = String(decoding: data, as: UTF8.self)
+        var i = text.startIndex
+        while let open = text[i...].firstIndex(of: "<") {
+            guard let close = text[open...].firstIndex(of: ">") else { break }
+            var tag = String(text[text.index(after: open)..<close])
+            i = text.index(after: close)
+            if tag.hasPrefix("/") || tag.hasPrefix("?") || tag.hasPrefix("!") || tag.hasSuffix("/") { continue }
+            if let space = tag.firstIndex(of: " ") { tag = String(tag[..<space]) }
+            if let colon = tag.lastIndex(of: ":") { tag = String(tag[tag.index(after: colon)...]) }
+            // A leaf: text up to the next '<', which must be this element's closing tag.
+            guard let next = text[i...].firstIndex(of: "<"), text[next...].dropFirst().hasPrefix("/") else { continue }
+            let value = Self.unescape(String(text[i..<next])).trimmingCharacters(in: .whitespacesAndNewlines)
+            if values[tag] == nil && !value.isEmpty { values[tag] = value }
+        }
     }
 
     subscript(_ name: String) -> String? { values[name] }
 
-    final class Delegate: NSObject, XMLParserDelegate {
-        var values: [String: String] = [:]
-        var stack: [String] = []
-        var text = ""
-        func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?, attributes: [String: String] = [:]) {
-            stack.append(name)
-            text = ""
-        }
-        func parser(_ parser: XMLParser, foundCharacters string: String) { text += string }
-        func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
-            let t = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            if values[name] == nil && !t.isEmpty { values[name] = t }
-            text = ""
-            stack.removeLast()
-        }
+    static func unescape(_ s: String) -> String {
+        guard s.contains("&") else { return s }
+        return s.replacingOccurrences(of: "&lt;", with: "<").replacingOccurrences(of: "&gt;", with: ">")
+            .replacingOccurrences(of: "&quot;", with: "\"").replacingOccurrences(of: "&apos;", with: "'")
+            .replacingOccurrences(of: "&amp;", with: "&")
     }
 }
