@@ -47,7 +47,7 @@ let package = Package(
         .executableTarget(name: "airlock-run", dependencies: ["AirlockCore"], swiftSettings: strict),
         .executableTarget(name: "airlock-cleanup", dependencies: ["AirlockCore", "HTTPClient"], swiftSettings: strict),
         .executableTarget(name: "airlock", dependencies: [
-            "AirlockCore", "AirlockTesting", "HTTPClient",
+            "AirlockCore", "AirlockTesting", "HTTPClient", "Delivery",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         .target(name: "AirlockTesting", dependencies: [

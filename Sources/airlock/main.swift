@@ -1,6 +1,7 @@
 import AirlockCore
 import AirlockTesting
 import ArgumentParser
+import Delivery
 import Foundation
 import HTTPClient
 
@@ -10,7 +11,7 @@ struct Airlock: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Airlock: scoped, short-lived cloud credentials for GitLab CI jobs (a custom executor).",
         version: airlockVersion,
-        subcommands: [Check.self, Explain.self, Sweep.self, Simulate.self, Demo.self])
+        subcommands: [Check.self, Explain.self, Sweep.self, Simulate.self, Demo.self, Mask.self, BenchConcurrent.self])
 }
 
 /// Writes to stdout unbuffered, so that it interleaves correctly with the job log the simulator streams.
@@ -169,4 +170,98 @@ struct Sweep: AsyncParsableCommand {
         for l in lines { say(l) }
         say("sweep: \(lines.count) job(s) looked at")
     }
+}
+
+struct Mask: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy stdin to stdout through the job-log masker (diagnostics and benchmarks).")
+
+    @Option(help: "A file with one secret per line (never pass secrets as arguments: they show in ps).")
+    var secretsFile: String
+
+    func run() throws {
+        let text = try String(contentsOfFile: secretsFile, encoding: .utf8)
+        let masker = StreamMasker(MaskPatterns(secrets: text.split(separator: "\n").map(String.init)))
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(0, &buf, buf.count)
+            if n <= 0 { break }
+            ChildProcess.writeAll(1, masker.feed(buf[0..<n]))
+        }
+        ChildProcess.writeAll(1, masker.flush())
+    }
+}
+
+struct BenchConcurrent: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-concurrent",
+        abstract: "Benchmark: N jobs at once through Airlock against an STS (moto), with a local issuer.")
+
+    @Option var jobs: Int = 20
+    @Option var sts: String
+    @Option var binDir: String?
+    @Option var workdir: String
+
+    func run() async throws {
+        let issuer = try TestIssuer()
+        defer { issuer.server.stop() }
+        try FileManager.default.createDirectory(atPath: workdir, withIntermediateDirectories: true)
+        let config = "\(workdir)/airlock.toml"
+        let audit = "\(workdir)/audit.jsonl"
+        try """
+        [runner]
+        builds_root = "\(workdir)/builds"
+        cache_root = "\(workdir)/cache"
+        state_dir = "\(workdir)/state"
+        audit_log = "\(audit)"
+        [gitlab]
+        issuer = "\(issuer.issuer)"
+        audience = "https://airlock.bench"
+        [providers.aws]
+        type = "aws"
+        sts_endpoint = "\(sts)"
+        [profiles.p]
+        provider = "aws"
+        role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
+        [[rules]]
+        name = "all of project 42"
+        project_id = 42
+        grant = ["p"]
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let driver = DriverSpec.airlock(binDir: binDir ?? binDirectory(), config: config)
+        let results = ResultBox()
+        let started = Date()
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0..<jobs {
+                var job = SimulatedJob(script: ["aws sts get-caller-identity --query Arn --output text"])
+                job.jobID = 900_000 + i
+                job.concurrentProjectID = i
+                job.variables = ["AWS_ENDPOINT_URL_STS": sts]
+                job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: "https://airlock.bench"))]
+                group.addTask {
+                    var o = SimulatorOptions()
+                    o.tempRoot = workdir
+                    let r = RunnerSimulator(job: job, driver: driver, options: o).run()
+                    results.add(r.status)
+                }
+            }
+        }
+        let wall = Date().timeIntervalSince(started)
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_CHILDREN.rawValue), &usage)
+        let records = (try? String(contentsOfFile: audit, encoding: .utf8))?.split(separator: "\n") ?? []
+        let issued = records.filter { $0.contains("\"event\":\"issued\"") }.count
+        let settled = records.filter { $0.contains("\"event\":\"revoked\"") }.count
+        let ok = results.statuses.filter { $0 == "success" }.count
+        say("concurrent: \(jobs) jobs at once: \(ok) succeeded, \(issued) credentials issued, \(settled) settled at cleanup, wall \(String(format: "%.1f", wall)) s")
+        say("  peak RSS of any Airlock executable or job process: \(usage.ru_maxrss / 1024) MiB")
+        if ok != jobs || issued != jobs || settled != jobs { throw ExitCode(1) }
+    }
+}
+
+final class ResultBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var s: [String] = []
+    func add(_ x: String) { lock.withLock { s.append(x) } }
+    var statuses: [String] { lock.withLock { s } }
 }
