@@ -85,7 +85,7 @@ public enum Stages {
         let stageName = Stage.isValidName(stage) ? stage : "stage"
         try Files.makeDirectory("\(paths.state)/scripts", mode: 0o700)
         let stagePath = "\(paths.state)/scripts/\(stageName).sh"
-        try Files.writeAtomically(Data(scrubbed.utf8), to: stagePath, mode: 0o600)
+        try Files.writeAtomically(Data(scrubbed.utf8), to: stagePath, mode: 0o600, durable: false)
         defer { unlink(stagePath) }
 
         let credentials = try JobLedger(stateDirectory: paths.state).entries().filter { $0.state == .issued }.map(\.credential)
@@ -98,7 +98,7 @@ public enum Stages {
             try Files.makeDirectory("\(config.runner.secretsRoot)/\(job.jobID)", mode: 0o700)
             try Files.makeDirectory(secretsHost, mode: 0o700)
             for (name, content) in plan.files {
-                try Files.writeAtomically(Data(content.utf8), to: "\(secretsHost)/\(name)", mode: 0o600)
+                try Files.writeAtomically(Data(content.utf8), to: "\(secretsHost)/\(name)", mode: 0o600, durable: false)
             }
         }
         defer { if !plan.files.isEmpty { try? Files.removeTree(secretsHost) } }

@@ -64,33 +64,27 @@ public final class TestWorld: @unchecked Sendable {
 
     /// Runs one executable directly with an environment, returning its exit code and output.
     public func execute(_ name: String, args: [String] = [], environment: [String: String]) -> (code: Int32, stdout: String, stderr: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "\(binDir)/\(name)")
-        p.arguments = ["--config", configPath] + args
-        p.environment = environment
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        do { try p.run() } catch { return (127, "", "\(error)") }
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        Self.launch("\(binDir)/\(name)", ["--config", configPath] + args, environment: environment)
     }
 
     /// Runs the `airlock` admin CLI.
     public func run(_ args: [String]) -> (code: Int32, stdout: String, stderr: String) {
+        Self.launch("\(binDir)/airlock", args, environment: nil)
+    }
+
+    static func launch(_ path: String, _ args: [String], environment: [String: String]?) -> (code: Int32, stdout: String, stderr: String) {
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "\(binDir)/airlock")
+        p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args
+        if let environment { p.environment = environment }
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
         do { try p.run() } catch { return (127, "", "\(error)") }
+        let errData = ErrReader(err.fileHandleForReading)
         let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: errData.finish(), as: UTF8.self))
     }
 
     /// Pids of live processes whose command line contains `marker`.
@@ -105,5 +99,22 @@ public final class TestWorld: @unchecked Sendable {
 
     deinit {
         try? FileManager.default.removeItem(atPath: root)
+    }
+}
+
+/// Drains a pipe on its own thread, so that a child filling stderr cannot block on it while the
+/// reader waits on stdout.
+final class ErrReader: @unchecked Sendable {
+    private var data = Data()
+    private let done = DispatchSemaphore(value: 0)
+    init(_ h: FileHandle) {
+        Thread.detachNewThread { [self] in
+            data = h.readDataToEndOfFile()
+            done.signal()
+        }
+    }
+    func finish() -> Data {
+        done.wait()
+        return data
     }
 }

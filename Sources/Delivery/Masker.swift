@@ -93,9 +93,17 @@ public struct MaskPatterns: Sendable {
 /// pattern is split across reads. Memory is bounded: it holds back at most the longest pattern
 /// minus one byte, and only while the tail of what it has seen could still become a secret.
 public final class StreamMasker {
-    private var buckets: [UInt16: [Int]] = [:]
+    // Patterns bucketed by their first two bytes in a flat table (offsets into `bucketItems`), and
+    // two bitmaps over byte pairs: bytes 0-1 and bytes 2-3 of every pattern. Almost every position
+    // of ordinary output fails the first bitmap test and costs a few instructions.
+    private var bucketOffsets = [Int32](repeating: 0, count: 65537)
+    private var bucketItems: [Int32] = []
     private var pairFilter = [UInt64](repeating: 0, count: 1024)
+    private var pairFilter2 = [UInt64](repeating: 0, count: 1024)
     private var firstByte = [Bool](repeating: false, count: 256)
+    /// Wu-Manber shift table over 2-grams for a window of the shortest pattern's length.
+    private var shift = [UInt8](repeating: 0, count: 65536)
+    private var window = 2
     private var patterns: [[UInt8]]
     private var pending: [UInt8] = []
     public static let replacement = Array("[MASKED]".utf8)
@@ -112,14 +120,34 @@ public final class StreamMasker {
             patterns.append(p)
         }
         patterns.sort { $0.count > $1.count }
-        buckets = [:]
         pairFilter = [UInt64](repeating: 0, count: 1024)
+        pairFilter2 = [UInt64](repeating: 0, count: 1024)
         firstByte = [Bool](repeating: false, count: 256)
-        for (i, p) in patterns.enumerated() {
-            let key = UInt16(p[0]) << 8 | UInt16(p[1])
-            buckets[key, default: []].append(i)
-            pairFilter[Int(key >> 6)] |= 1 << UInt64(key & 63)
+        var counts = [Int32](repeating: 0, count: 65537)
+        for p in patterns {
+            let key = Int(p[0]) << 8 | Int(p[1])
+            counts[key + 1] += 1
+            pairFilter[key >> 6] |= 1 << UInt64(key & 63)
+            let key2 = Int(p[2]) << 8 | Int(p[3])
+            pairFilter2[key2 >> 6] |= 1 << UInt64(key2 & 63)
             firstByte[Int(p[0])] = true
+        }
+        for k in 0..<65536 { counts[k + 1] += counts[k] }
+        window = max(2, min(64, patterns.last?.count ?? 2))
+        shift = [UInt8](repeating: UInt8(window - 1), count: 65536)
+        for p in patterns {
+            for j in 0...(window - 2) {
+                let g = Int(p[j]) << 8 | Int(p[j + 1])
+                shift[g] = min(shift[g], UInt8(window - 2 - j))
+            }
+        }
+        bucketOffsets = counts
+        var fill = counts
+        bucketItems = [Int32](repeating: 0, count: patterns.count)
+        for (idx, p) in patterns.enumerated() {  // longest first within each bucket
+            let key = Int(p[0]) << 8 | Int(p[1])
+            bucketItems[Int(fill[key])] = Int32(idx)
+            fill[key] += 1
         }
     }
 
@@ -129,6 +157,14 @@ public final class StreamMasker {
     /// Feeds bytes; returns what is safe to emit now.
     public func feed(_ bytes: some Collection<UInt8>) -> [UInt8] {
         if patterns.isEmpty { return Array(bytes) }
+        // Nothing held back: scan the input where it is, and keep only an undecided tail.
+        if pending.isEmpty, let r = bytes.withContiguousStorageIfAvailable({ buf -> [UInt8] in
+            let (out, hold) = scan(buf, final: false)
+            if hold < buf.count { pending = Array(UnsafeBufferPointer(rebasing: buf[hold...])) }
+            return out
+        }) {
+            return r
+        }
         pending.append(contentsOf: bytes)
         return drain(final: false)
     }
@@ -139,48 +175,81 @@ public final class StreamMasker {
     }
 
     private func drain(final: Bool) -> [UInt8] {
+        let (out, hold) = pending.withUnsafeBufferPointer { scan($0, final: final) }
+        pending.removeFirst(hold)
+        return out
+    }
+
+    /// Masks `buf`; returns the output and where the undecided tail starts.
+    private func scan(_ buf: UnsafeBufferPointer<UInt8>, final: Bool) -> ([UInt8], Int) {
         var out: [UInt8] = []
-        out.reserveCapacity(pending.count)
+        out.reserveCapacity(buf.count + 16)
         var emitFrom = 0
-        var holdFrom = pending.count
-        pending.withUnsafeBufferPointer { buf in
+        var holdFrom = buf.count
+        let patterns = self.patterns
+        pairFilter.withUnsafeBufferPointer { f1 in
+        pairFilter2.withUnsafeBufferPointer { f2 in
+        bucketOffsets.withUnsafeBufferPointer { offsets in
+        bucketItems.withUnsafeBufferPointer { items in
+        shift.withUnsafeBufferPointer { sh1 in
             let n = buf.count
+            let m = window
             var i = 0
-            while i < n {
-                if i + 1 < n {
-                    let key = UInt16(buf[i]) << 8 | UInt16(buf[i + 1])
-                    if pairFilter[Int(key >> 6)] & (1 << UInt64(key & 63)) == 0 { i += 1; continue }
-                    var matched = 0
-                    var partial = false
-                    for idx in buckets[key] ?? [] {
-                        let p = patterns[idx]
-                        let avail = n - i
-                        if avail >= p.count {
-                            // A longer pattern still partially matching wins: hold rather than mask a prefix of it.
-                            if Self.equal(buf, i, p, p.count) { if !partial { matched = p.count }; break }
-                        } else if !final && Self.equal(buf, i, p, avail) {
-                            partial = true
+            // Wu-Manber: a match starting at i needs the 2-gram ending the window [i, i+m) to occur
+            // at the right place in some pattern; if it does not, no match starts in the next
+            // `shift` positions.
+            scan: while i + m <= n {
+                let g = Int(buf[i + m - 2]) << 8 | Int(buf[i + m - 1])
+                let sh = Int(sh1[g])
+                if sh > 0 { i += sh; continue }
+                let key = Int(buf[i]) << 8 | Int(buf[i + 1])
+                if f1[key >> 6] & (1 << UInt64(key & 63)) == 0 { i += 1; continue }
+                let key2 = Int(buf[i + 2]) << 8 | Int(buf[i + 3])
+                if f2[key2 >> 6] & (1 << UInt64(key2 & 63)) == 0 { i += 1; continue }
+                var matched = 0
+                var partial = false
+                let avail = n - i
+                for b in Int(offsets[key])..<Int(offsets[key + 1]) {
+                    let p = patterns[Int(items[b])]
+                    if avail >= p.count {
+                        // A longer pattern still partially matching wins: hold rather than mask a prefix of it.
+                        if Self.equal(buf, i, p, p.count) { if !partial { matched = p.count }; break }
+                    } else if !final && Self.equal(buf, i, p, avail) {
+                        partial = true
+                    }
+                }
+                if matched > 0 {
+                    out.append(contentsOf: UnsafeBufferPointer(rebasing: buf[emitFrom..<i]))
+                    out.append(contentsOf: Self.replacement)
+                    i += matched
+                    emitFrom = i
+                    continue
+                }
+                if partial { holdFrom = i; break scan }
+                i += 1
+            }
+            // The last m-1 positions cannot hold a whole pattern; hold from the first one that
+            // could still be the start of one.
+            if holdFrom == n && !final {
+                tail: while i < n {
+                    let avail = n - i
+                    if avail >= 2 {
+                        let key = Int(buf[i]) << 8 | Int(buf[i + 1])
+                        for b in Int(offsets[key])..<Int(offsets[key + 1]) where Self.equal(buf, i, patterns[Int(items[b])], avail) {
+                            holdFrom = i
+                            break tail
                         }
+                    } else if firstByte[Int(buf[i])] {
+                        holdFrom = i
+                        break tail
                     }
-                    if matched > 0 {
-                        out.append(contentsOf: buf[emitFrom..<i])
-                        out.append(contentsOf: Self.replacement)
-                        i += matched
-                        emitFrom = i
-                        continue
-                    }
-                    if partial { holdFrom = i; break }
-                    i += 1
-                } else {
-                    if !final && firstByte[Int(buf[i])] { holdFrom = i; break }
                     i += 1
                 }
             }
             if holdFrom == n || final { holdFrom = n }
-            out.append(contentsOf: buf[emitFrom..<holdFrom])
-        }
-        pending.removeFirst(holdFrom)
-        return out
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: buf[emitFrom..<holdFrom]))
+        }}}}}
+        return (out, holdFrom)
     }
 
     @inline(__always)

@@ -62,7 +62,8 @@ public enum Files {
 
     /// Writes `data` to `path` atomically (temp file, fsync, rename) with `mode`.
     /// - Throws: `AirlockFailure` (system) naming the path.
-    public static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o600) throws(AirlockFailure) {
+    /// `durable: false` skips the fsync, for transient files that need no crash safety (stage scripts).
+    public static func writeAtomically(_ data: Data, to path: String, mode: mode_t = 0o600, durable: Bool = true) throws(AirlockFailure) {
         let tmp = "\(path).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw AirlockFailure(.system, "cannot write \(path): \(String(cString: strerror(errno)))") }
@@ -76,7 +77,7 @@ public enum Files {
             }
         }
         fchmod(fd, mode)
-        if fsync(fd) != 0 { ok = false }
+        if durable && fsync(fd) != 0 { ok = false }
         close(fd)
         guard ok, rename(tmp, path) == 0 else {
             let reason = String(cString: strerror(errno))
