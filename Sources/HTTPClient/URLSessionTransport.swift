@@ -9,14 +9,10 @@ import Identity
 public final class URLSessionTransport: NSObject, HTTPTransport, URLSessionTaskDelegate, @unchecked Sendable {
     private let session: URLSession
 
-    /// A transport that trusts `caFile` in addition to nothing else, when given (for GitLab
-    /// instances behind an internal CA); the system store otherwise.
+    /// A transport with the system CA store. `caFile` is always nil today: the config refuses
+    /// `[gitlab] ca_file`, since FoundationNetworking on Linux cannot take a custom bundle.
     public static func make(caFile: String?) -> any HTTPTransport {
-        if let caFile {
-            // swift-corelibs-foundation hands this to libcurl as CURLOPT_CAINFO.
-            setenv("URLSessionCertificateAuthorityInfoFile", caFile, 1)
-        }
-        return URLSessionTransport()
+        URLSessionTransport()
     }
 
     public override init() {

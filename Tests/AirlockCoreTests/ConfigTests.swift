@@ -33,6 +33,7 @@ struct ConfigTests {
         (runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\n[providers.a]\ntype = \"aws\"\n[profiles.p]\nprovider = \"a\"\nrole_arn = \"arn:x\"\n[[rules]]\nname = \"all\"\ngrant = [\"p\"]\n", "has no conditions and would grant every job"),
         (runner + "state = 1\n", "airlock.toml:6: [runner] state: unknown key; allowed here:"),
         ("[runner\n", "airlock.toml:1: TOML syntax error"),
+        (runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\nca_file = \"/x.pem\"\n", "airlock.toml:9: [gitlab] ca_file: is not supported by this build"),
         (runner + "secrets_root = \"/srv/b/secrets\"\n", "[runner] secrets_root: must not be inside builds_root"),
         (runner.replacingOccurrences(of: "/srv/s", with: "/srv/b/state"), "[runner] builds_root: must not overlap state_dir"),
     ]

@@ -82,7 +82,12 @@ extension AirlockConfig {
         s.jwksCacheTTL = try g.duration("jwks_cache_ttl") ?? s.jwksCacheTTL
         s.jwksGrace = try g.duration("jwks_grace") ?? s.jwksGrace
         s.jwksFile = try g.string("jwks_file")
-        _ = try g.string("ca_file")  // passed to the HTTP client by the executor
+        if try g.string("ca_file") != nil {
+            // FoundationNetworking on Linux passes no custom CA bundle to libcurl (the
+            // URLSessionCertificateAuthorityInfoFile override exists on Android only), so a
+            // ca_file here would be silently ignored.
+            throw g.error("ca_file", "is not supported by this build: URLSession on Linux uses the system CA store only. Add the CA there instead (copy it to /usr/local/share/ca-certificates/ and run update-ca-certificates), or use jwks_file")
+        }
         s.clockSkew = try g.duration("clock_skew") ?? s.clockSkew
         guard s.clockSkew <= 300 else { throw g.error("clock_skew", "must be at most 5m; a large skew accepts expired tokens") }
         s.maxTokenBytes = try g.int("max_token_bytes") ?? s.maxTokenBytes
