@@ -134,7 +134,8 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
         let bytes = Array(out.utf8) + Array(resp.body)
         var off = 0
         while off < bytes.count {
-            let n = bytes.withUnsafeBytes { write(c, $0.baseAddress! + off, bytes.count - off) }
+            // MSG_NOSIGNAL: a peer that went away (a killed prepare) must not SIGPIPE the test process.
+            let n = bytes.withUnsafeBytes { send(c, $0.baseAddress! + off, bytes.count - off, Int32(MSG_NOSIGNAL)) }
             if n <= 0 { return }
             off += n
         }

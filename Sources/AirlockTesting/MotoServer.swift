@@ -80,3 +80,13 @@ public enum FakeSTS {
         }
     }
 }
+
+extension FakeSTS {
+    /// A server that answers after `delay` seconds (a provider that hangs), with a 503.
+    public static func hanging(_ delay: Double) throws -> LoopbackHTTPServer {
+        try LoopbackHTTPServer { _ in
+            Thread.sleep(forTimeInterval: delay)
+            return FakeResponse(status: 503, body: Data())
+        }
+    }
+}

@@ -1,5 +1,6 @@
 import AirlockCore
 import AirlockTesting
+import Crypto
 import Foundation
 import Identity
 import Ledger
@@ -53,6 +54,34 @@ struct JWKSTests {
             #expect(e.message.contains("jwks_file"))
         }
         #expect(f.audit.records().first?["reason"] == .string("jwks_unavailable"))
+    }
+
+    /// Other issuers sign with ES256: the key must be EC P-256 and the token verifies with it;
+    /// the same token claiming RS256 is refused for the key mismatch.
+    @Test func es256IssuerVerifies() async throws {
+        let probe = try IdentityFixture()
+        let key = P256.Signing.PrivateKey()
+        let raw = key.publicKey.rawRepresentation
+        let jwk: [String: Any] = ["kty": "EC", "crv": "P-256", "kid": "ec-1", "use": "sig",
+                                  "x": Base64URL.encode(raw.prefix(32)), "y": Base64URL.encode(raw.suffix(32))]
+        let file = probe.dir + "/ec-jwks.json"
+        try JSONSerialization.data(withJSONObject: ["keys": [jwk]]).write(to: URL(fileURLWithPath: file))
+        let f = try IdentityFixture(extraGitLab: "jwks_file = \"\(file)\"")
+        f.job = probe.job
+        var c = probe.claims()
+        c["iss"] = f.issuer.issuer
+        func sign(_ alg: String) throws -> String {
+            let input = TestIssuer.segment(["alg": alg, "kid": "ec-1", "typ": "JWT"]) + "." + TestIssuer.segment(c)
+            return input + "." + Base64URL.encode(try key.signature(for: Data(input.utf8)).rawRepresentation)
+        }
+        let auth = try await f.authorize(try sign("ES256"))
+        #expect(auth.grants.count == 1)
+        do {
+            _ = try await f.authorize(try sign("RS256"))
+            Issue.record("accepted RS256 for an EC key")
+        } catch let r as TokenRejection {
+            #expect(r.check == .keyMismatch)
+        }
     }
 
     @Test func staticJWKSFileNeedsNoNetwork() async throws {

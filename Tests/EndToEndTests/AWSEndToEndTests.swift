@@ -207,6 +207,42 @@ struct AWSEndToEndTests {
         #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)"))
     }
 
+    @Test func prepareSIGKILLedAfterIssuingIsSettledBySweep() throws {
+        let moto = try MotoServer()
+        let hang = try FakeSTS.hanging(30)
+        let issuer = try TestIssuer()
+        let world = try TestWorld(runnerExtra: "federation_timeout = \"60s\"", extra: Self.config(issuer, sts: moto.url, second: hang.baseURL))
+        let job = Self.job(issuer, [], moto: moto.url)
+        var env = ProcessInfo.processInfo.environment
+        env["CUSTOM_ENV_CI_JOB_ID"] = "\(job.jobID)"
+        env["CUSTOM_ENV_CI_PROJECT_ID"] = "42"
+        env["CUSTOM_ENV_CI_PROJECT_PATH"] = job.projectPath
+        env["CUSTOM_ENV_CI_JOB_TIMEOUT"] = "60"
+        env["CUSTOM_ENV_AIRLOCK_ID_TOKEN"] = job.idTokens["AIRLOCK_ID_TOKEN"]
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "\(world.binDir)/airlock-prepare")
+        p.arguments = ["--config", world.configPath]
+        p.environment = env
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        // The first profile is issued (moto) while the second hangs: kill prepare then.
+        let ledger = "\(world.stateDir)/jobs/\(job.jobID)/ledger.json"
+        let until = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: ledger) && Date() < until { Thread.sleep(forTimeInterval: 0.02) }
+        #expect(FileManager.default.fileExists(atPath: ledger))
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        let swept = world.run(["sweep", "--config", world.configPath, "--force"])
+        #expect(swept.stdout.contains("job \(job.jobID): ledger settled, state removed"), "\(swept.stdout)\(swept.stderr)")
+        let records = Self.audit(world)
+        let revoked = records.filter { $0["event"] as? String == "revoked" && $0["reason"] as? String == "sweep" }
+        #expect(revoked.count == 1)
+        #expect(revoked.first?["profile"] as? String == "deploy-prod")
+        #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)"))
+        hang.stop()
+    }
+
     @Test func sweepSettlesAPrepareKilledAfterIssuing() async throws {
         let moto = try MotoServer()
         let issuer = try TestIssuer()
