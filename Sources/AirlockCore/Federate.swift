@@ -22,6 +22,14 @@ enum Federator {
                                                   sessionPolicy: ap.sessionPolicy, policyARNs: ap.policyARNs, region: ap.region ?? a.region)
                 }
                 out[name] = AWSProvider(name: name, endpoint: URL(string: a.stsEndpoint)!, profiles: profiles, transport: transport)
+            case .vault(let v):
+                var profiles: [String: VaultProfile] = [:]
+                for (pn, p) in config.profiles where p.provider == name {
+                    guard let vp = p.vault else { continue }
+                    profiles[pn] = VaultProfile(role: vp.role, secret: vp.secret, kv: vp.kv, env: vp.env, token: vp.token)
+                }
+                out[name] = VaultProvider(name: name, address: URL(string: v.address)!, authMount: v.authMount,
+                                          namespace: v.namespace, profiles: profiles, transport: transport)
             }
         }
         return out

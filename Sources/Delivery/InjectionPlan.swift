@@ -65,6 +65,29 @@ public struct InjectionPlan: Sendable {
                 }
                 try set("AWS_REGION", region, c.profile)
                 try set("AWS_DEFAULT_REGION", region, c.profile)
+            case "vault":
+                // details["env.VAR"] = field: the profile's mapping, recorded at issue.
+                for (key, field) in c.details.sorted(by: { $0.key < $1.key }) where key.hasPrefix("env.") {
+                    let variable = String(key.dropFirst(4))
+                    let value = c.secrets[field] ?? ""
+                    if rule.asFile {
+                        let name = "\(c.profile)-\(variable)"
+                        plan.files[name] = value
+                        try set(variable, "\(secretsDir)/\(name)", c.profile)
+                    } else {
+                        try set(variable, value, c.profile)
+                    }
+                }
+                if c.details["delivers_token"] == "true", let token = c.secrets["token"] {
+                    try set("VAULT_ADDR", c.details["address"] ?? "", c.profile)
+                    if let ns = c.details["namespace"] { try set("VAULT_NAMESPACE", ns, c.profile) }
+                    if rule.asFile {
+                        plan.files["\(c.profile)-vault-token"] = token
+                        try set("VAULT_TOKEN_FILE", "\(secretsDir)/\(c.profile)-vault-token", c.profile)
+                    } else {
+                        try set("VAULT_TOKEN", token, c.profile)
+                    }
+                }
             default:
                 throw AirlockFailure(.system, "no delivery for provider type \(c.providerType)")
             }

@@ -18,6 +18,7 @@ struct ConfigTests {
         #expect(c.policy.rules.count == 2)
         #expect(c.profiles["deploy-prod"]?.aws?.maxDuration == 3600)
         #expect(c.gitlab?.audience == "https://airlock.example.com")
+        #expect(c.profiles["db-readonly"]?.vault?.env == ["DB_USER": "username", "DB_PASSWORD": "password"])
     }
 
     static let errors: [(String, String)] = [

@@ -6,10 +6,31 @@ import RunnerContract
 /// `[providers.NAME]`: an identity provider Airlock federates with.
 public enum ProviderSpec: Sendable {
     case aws(AWSProviderSpec)
+    case vault(VaultProviderSpec)
 
     public var typeName: String {
-        switch self { case .aws: "aws" }
+        switch self {
+        case .aws: "aws"
+        case .vault: "vault"
+        }
     }
+}
+
+/// `type = "vault"`: HashiCorp Vault JWT auth (federation.md A4).
+public struct VaultProviderSpec: Sendable {
+    public var name: String
+    public var address: String
+    public var authMount: String
+    public var namespace: String?
+}
+
+/// Vault profile parameters.
+public struct VaultProfileSpec: Sendable {
+    public var role: String
+    public var secret: String?
+    public var kv: String?
+    public var env: [String: String]
+    public var token: Bool
 }
 
 /// `type = "aws"`: AWS STS AssumeRoleWithWebIdentity (federation.md A1).
@@ -36,6 +57,7 @@ public struct ProfileSpec: Sendable {
     public var stages: [String]?
     public var deliver: DeliveryMode
     public var aws: AWSProfileSpec?
+    public var vault: VaultProfileSpec?
 
     /// Whether `stage` receives this profile's credentials.
     public func delivers(to stage: String) -> Bool {
@@ -108,7 +130,7 @@ extension AirlockConfig {
     static func parseProviders(_ p: TOMLCursor) throws(ConfigError) -> [String: ProviderSpec] {
         var out: [String: ProviderSpec] = [:]
         for (name, var c) in try p.subtables() {
-            let type = try c.requiredString("type", hint: "one of \"aws\"")
+            let type = try c.requiredString("type", hint: "one of \"aws\", \"vault\"")
             switch type {
             case "aws":
                 let endpoint = try c.string("sts_endpoint") ?? AWSProviderSpec.defaultEndpoint
@@ -117,8 +139,17 @@ extension AirlockConfig {
                 }
                 let region = try c.string("region") ?? "us-east-1"
                 out[name] = .aws(AWSProviderSpec(name: name, stsEndpoint: endpoint, region: region))
+            case "vault":
+                let address = try c.requiredString("address", hint: "e.g. \"https://vault.example.com:8200\"")
+                guard let u = URL(string: address), u.host != nil,
+                      u.scheme == "https" || (u.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(u.host!)) else {
+                    throw c.error("address", "must be an https URL (http only on loopback), got \(address.quoted)")
+                }
+                let mount = try c.string("auth_mount") ?? "jwt"
+                let ns = try c.string("namespace")
+                out[name] = .vault(VaultProviderSpec(name: name, address: address, authMount: mount, namespace: ns))
             default:
-                throw c.error("type", "unknown provider type \(type.quoted); this build supports: \"aws\"")
+                throw c.error("type", "unknown provider type \(type.quoted); this build supports: \"aws\", \"vault\"")
             }
             try c.finish()
         }
@@ -141,8 +172,27 @@ extension AirlockConfig {
                 throw c.error("deliver", "expected one of \(DeliveryMode.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), got \(deliverText.quoted)")
             }
             _ = try c.string("description")
-            var profile = ProfileSpec(name: name, provider: provider, stages: stages, deliver: deliver, aws: nil)
+            var profile = ProfileSpec(name: name, provider: provider, stages: stages, deliver: deliver, aws: nil, vault: nil)
             switch spec {
+            case .vault:
+                let role = try c.requiredString("role", hint: "the Vault JWT role, e.g. \"ci-{project_id}\"")
+                let secret = try c.string("secret")
+                let kv = try c.string("kv")
+                let env = try c.stringMap("env") ?? [:]
+                let token = try c.bool("token") ?? false
+                guard secret != nil || kv != nil || token else {
+                    throw c.error(nil, "a Vault profile needs secret (a dynamic secret path), kv (<mount>/<path>) or token = true")
+                }
+                if (secret != nil || kv != nil) && env.isEmpty {
+                    throw c.error("env", "is required with secret or kv: map job variables to fields, e.g. { DB_USER = \"username\" }")
+                }
+                for v in env.keys where v.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) == nil {
+                    throw c.error("env", "\(v.quoted) is not a variable name")
+                }
+                for ph in Template.placeholders(in: role) + Template.placeholders(in: kv ?? "") where !knownGitLabClaims.contains(ph) {
+                    throw c.error("role", "{\(ph)} is not a GitLab ID token claim")
+                }
+                profile.vault = VaultProfileSpec(role: role, secret: secret, kv: kv, env: env, token: token)
             case .aws:
                 let role = try c.requiredString("role_arn", hint: "e.g. \"arn:aws:iam::123456789012:role/gitlab-{project_id}\"")
                 guard role.hasPrefix("arn:") else { throw c.error("role_arn", "must be an IAM role ARN, got \(role.quoted)") }
