@@ -32,7 +32,9 @@ let package = Package(
         .target(name: "Policy", dependencies: ["Identity"], swiftSettings: strict),
         // URLSession lives apart so that only prepare, cleanup and the admin CLI link libcurl.
         .target(name: "HTTPClient", dependencies: ["Identity"], swiftSettings: strict),
-        .target(name: "Federation", dependencies: ["RunnerContract", "Identity", "Policy"], swiftSettings: strict),
+        .target(name: "Federation", dependencies: [
+            "RunnerContract", "Identity", "Policy", .product(name: "JWTKit", package: "jwt-kit"),
+        ], swiftSettings: strict),
         .target(name: "Ledger", dependencies: [
             "RunnerContract", "Federation", "Identity",
         ], swiftSettings: strict),

@@ -30,6 +30,18 @@ enum Federator {
                 }
                 out[name] = VaultProvider(name: name, address: URL(string: v.address)!, authMount: v.authMount,
                                           namespace: v.namespace, profiles: profiles, transport: transport)
+            case .oauth2(let o):
+                var profiles: [String: OAuthProfile] = [:]
+                for (pn, p) in config.profiles where p.provider == name {
+                    guard let op = p.oauth else { continue }
+                    profiles[pn] = OAuthProfile(grant: op.grant, audience: op.audience, scope: op.scope, subjectTokenType: op.subjectTokenType,
+                                                variable: op.variable, introspect: op.introspect)
+                }
+                out[name] = OAuthProvider(name: name, tokenEndpoint: URL(string: o.tokenEndpoint)!,
+                                          revocationEndpoint: o.revocationEndpoint.flatMap(URL.init(string:)),
+                                          introspectionEndpoint: o.introspectionEndpoint.flatMap(URL.init(string:)),
+                                          clientID: o.clientID, clientKey: o.privateKeyFile.map { ClientKey(path: $0, keyID: o.keyID) },
+                                          assertionAudience: o.assertionAudience, profiles: profiles, transport: transport)
             }
         }
         return out

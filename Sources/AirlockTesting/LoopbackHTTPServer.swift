@@ -47,6 +47,9 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
     private let lock = NSLock()
     private var stopped = false
     public private(set) var requestCount = 0
+    private var spans: [(path: String, start: Date, end: Date)] = []
+    /// When each request arrived and was answered, to show concurrency without timing assertions.
+    public var requestSpans: [(path: String, start: Date, end: Date)] { lock.withLock { spans } }
 
     /// Starts listening on an ephemeral loopback port.
     public init(handler: @escaping @Sendable (FakeRequest) -> FakeResponse) throws {
@@ -127,7 +130,9 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
                               query: pathPart.count > 1 ? FakeRequest.parseQuery(String(pathPart[1])) : [:],
                               headers: headers, body: body)
         lock.withLock { requestCount += 1 }
+        let started = Date()
         let resp = handler(req)
+        lock.withLock { spans.append((req.path, started, Date())) }
         var out = "HTTP/1.1 \(resp.status) X\r\nContent-Length: \(resp.body.count)\r\nConnection: close\r\n"
         for (k, v) in resp.headers { out += "\(k): \(v)\r\n" }
         out += "\r\n"

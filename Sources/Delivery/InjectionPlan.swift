@@ -88,6 +88,15 @@ public struct InjectionPlan: Sendable {
                         try set("VAULT_TOKEN", token, c.profile)
                     }
                 }
+            case "oauth2":
+                let variable = c.details["variable"] ?? "OAUTH_ACCESS_TOKEN"
+                let token = c.secrets["access_token"] ?? ""
+                if rule.asFile {
+                    plan.files["\(c.profile)-access-token"] = token
+                    try set(variable, "\(secretsDir)/\(c.profile)-access-token", c.profile)
+                } else {
+                    try set(variable, token, c.profile)
+                }
             default:
                 throw AirlockFailure(.system, "no delivery for provider type \(c.providerType)")
             }

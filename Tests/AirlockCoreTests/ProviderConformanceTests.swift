@@ -21,8 +21,8 @@ enum ProviderConformance {
     }
 
     /// Issue, mask, revoke, revoke again, revoke after expiry.
-    static func lifecycle(_ provider: any CredentialProvider, profile: String) async throws {
-        let c = try await provider.issue(request(profile))
+    static func lifecycle(_ provider: any CredentialProvider, profile: String, request given: IssueRequest? = nil) async throws {
+        let c = try await provider.issue(given ?? request(profile))
         #expect(c.profile == profile)
         #expect(!c.secrets.isEmpty)
         #expect(c.expiresAt > Date())

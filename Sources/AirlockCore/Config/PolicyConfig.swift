@@ -1,3 +1,4 @@
+import Federation
 import Foundation
 import Identity
 import Policy
@@ -7,13 +8,37 @@ import RunnerContract
 public enum ProviderSpec: Sendable {
     case aws(AWSProviderSpec)
     case vault(VaultProviderSpec)
+    case oauth2(OAuthProviderSpec)
 
     public var typeName: String {
         switch self {
         case .aws: "aws"
         case .vault: "vault"
+        case .oauth2: "oauth2"
         }
     }
+}
+
+/// `type = "oauth2"`: a generic OAuth 2.0 server such as Auth0 (federation.md A5).
+public struct OAuthProviderSpec: Sendable {
+    public var name: String
+    public var tokenEndpoint: String
+    public var revocationEndpoint: String?
+    public var introspectionEndpoint: String?
+    public var clientID: String?
+    public var privateKeyFile: String?
+    public var keyID: String?
+    public var assertionAudience: String?
+}
+
+/// OAuth 2.0 profile parameters.
+public struct OAuthProfileSpec: Sendable {
+    public var grant: OAuthGrant
+    public var audience: String?
+    public var scope: String?
+    public var subjectTokenType: String
+    public var variable: String
+    public var introspect: Bool
 }
 
 /// `type = "vault"`: HashiCorp Vault JWT auth (federation.md A4).
@@ -58,6 +83,7 @@ public struct ProfileSpec: Sendable {
     public var deliver: DeliveryMode
     public var aws: AWSProfileSpec?
     public var vault: VaultProfileSpec?
+    public var oauth: OAuthProfileSpec?
 
     /// Whether `stage` receives this profile's credentials.
     public func delivers(to stage: String) -> Bool {
@@ -130,7 +156,7 @@ extension AirlockConfig {
     static func parseProviders(_ p: TOMLCursor) throws(ConfigError) -> [String: ProviderSpec] {
         var out: [String: ProviderSpec] = [:]
         for (name, var c) in try p.subtables() {
-            let type = try c.requiredString("type", hint: "one of \"aws\", \"vault\"")
+            let type = try c.requiredString("type", hint: "one of \"aws\", \"vault\", \"oauth2\"")
             switch type {
             case "aws":
                 let endpoint = try c.string("sts_endpoint") ?? AWSProviderSpec.defaultEndpoint
@@ -148,8 +174,27 @@ extension AirlockConfig {
                 let mount = try c.string("auth_mount") ?? "jwt"
                 let ns = try c.string("namespace")
                 out[name] = .vault(VaultProviderSpec(name: name, address: address, authMount: mount, namespace: ns))
+            case "oauth2":
+                func url(_ key: String, required: Bool) throws(ConfigError) -> String? {
+                    guard let v = required ? try c.requiredString(key, hint: "e.g. \"https://tenant.eu.auth0.com/oauth/token\"") : try c.string(key) else { return nil }
+                    guard let u = URL(string: v), let host = u.host,
+                          u.scheme == "https" || (u.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(host)) else {
+                        throw c.error(key, "must be an https URL (http only on loopback), got \(v.quoted)")
+                    }
+                    return v
+                }
+                let token = try url("token_endpoint", required: true)!
+                let revoke = try url("revocation_endpoint", required: false)
+                let introspect = try url("introspection_endpoint", required: false)
+                let clientID = try c.string("client_id")
+                let keyFile = try c.string("private_key_file")
+                if keyFile != nil && clientID == nil { throw c.error("client_id", "is required with private_key_file (it is the assertion's iss and sub)") }
+                if let keyFile, !keyFile.hasPrefix("/") { throw c.error("private_key_file", "must be an absolute path") }
+                out[name] = .oauth2(OAuthProviderSpec(name: name, tokenEndpoint: token, revocationEndpoint: revoke, introspectionEndpoint: introspect,
+                                                      clientID: clientID, privateKeyFile: keyFile, keyID: try c.string("key_id"),
+                                                      assertionAudience: try c.string("assertion_audience")))
             default:
-                throw c.error("type", "unknown provider type \(type.quoted); this build supports: \"aws\", \"vault\"")
+                throw c.error("type", "unknown provider type \(type.quoted); this build supports: \"aws\", \"vault\", \"oauth2\"")
             }
             try c.finish()
         }
@@ -172,8 +217,27 @@ extension AirlockConfig {
                 throw c.error("deliver", "expected one of \(DeliveryMode.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), got \(deliverText.quoted)")
             }
             _ = try c.string("description")
-            var profile = ProfileSpec(name: name, provider: provider, stages: stages, deliver: deliver, aws: nil, vault: nil)
+            var profile = ProfileSpec(name: name, provider: provider, stages: stages, deliver: deliver, aws: nil, vault: nil, oauth: nil)
             switch spec {
+            case .oauth2(let o):
+                let g = try c.requiredString("grant", hint: "\"token_exchange\" or \"client_credentials\"")
+                guard let grant = OAuthGrant(rawValue: g) else {
+                    throw c.error("grant", "expected \"token_exchange\" or \"client_credentials\", got \(g.quoted)")
+                }
+                if grant == .clientCredentials && o.privateKeyFile == nil {
+                    throw c.error("grant", "client_credentials needs private_key_file on [providers.\(provider)]: Airlock signs a private_key_jwt assertion")
+                }
+                let variable = try c.string("variable") ?? "OAUTH_ACCESS_TOKEN"
+                guard variable.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil else {
+                    throw c.error("variable", "\(variable.quoted) is not a variable name")
+                }
+                let audience = try c.string("audience")
+                for ph in Template.placeholders(in: audience ?? "") where !knownGitLabClaims.contains(ph) {
+                    throw c.error("audience", "{\(ph)} is not a GitLab ID token claim")
+                }
+                profile.oauth = OAuthProfileSpec(grant: grant, audience: audience, scope: try c.string("scope"),
+                                                 subjectTokenType: try c.string("subject_token_type") ?? "urn:ietf:params:oauth:token-type:jwt",
+                                                 variable: variable, introspect: try c.bool("introspect") ?? false)
             case .vault:
                 let role = try c.requiredString("role", hint: "the Vault JWT role, e.g. \"ci-{project_id}\"")
                 let secret = try c.string("secret")

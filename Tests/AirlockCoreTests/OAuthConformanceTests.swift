@@ -1,0 +1,138 @@
+import _CryptoExtras
+import AirlockTesting
+import Crypto
+@testable import Federation
+import Foundation
+import HTTPClient
+import Identity
+import RunnerContract
+import Testing
+
+/// OAuth 2.0 / Auth0 against FakeOAuthServer, which follows federation.md A5.
+struct OAuthConformanceTests {
+    static let audience = "https://airlock.test"
+
+    final class Setup: @unchecked Sendable {
+        let issuer: TestIssuer
+        let server: FakeOAuthServer
+        let dir: String
+        let rsaKeyFile: String
+        let ecKeyFile: String
+        let request: IssueRequest
+
+        init() throws {
+            issuer = try TestIssuer()
+            server = try FakeOAuthServer(issuer: issuer, subjectAudience: OAuthConformanceTests.audience)
+            dir = "/var/tmp/airlock-oauth-\(UUID().uuidString.prefix(8))"
+            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+            let rsa = try _RSA.Signing.PrivateKey(keySize: .bits2048)
+            let ec = P256.Signing.PrivateKey()
+            server.register(clientID: "ci-rsa", .init(rsaKey: rsa.publicKey))
+            server.register(clientID: "ci-ec", .init(ecKey: ec.publicKey))
+            rsaKeyFile = dir + "/rsa.pem"
+            ecKeyFile = dir + "/ec.pem"
+            FileManager.default.createFile(atPath: rsaKeyFile, contents: Data(rsa.pemRepresentation.utf8), attributes: [.posixPermissions: 0o600])
+            FileManager.default.createFile(atPath: ecKeyFile, contents: Data(ec.pemRepresentation.utf8), attributes: [.posixPermissions: 0o600])
+            var job = SimulatedJob(script: [])
+            job.jobID = 1001
+            request = IssueRequest(profile: "x", job: VerifiedJob(claims: ["project_id": "42", "job_id": "1001"]),
+                                   idToken: issuer.mint(issuer.claims(for: job, audience: OAuthConformanceTests.audience)),
+                                   jobTimeoutSeconds: 1800, now: Date(), deadline: Date().addingTimeInterval(5))
+        }
+
+        func provider(client: String = "ci-rsa", keyFile: String? = nil, revocation: Bool = true) -> OAuthProvider {
+            OAuthProvider(name: "auth0", tokenEndpoint: URL(string: server.tokenEndpoint)!,
+                          revocationEndpoint: revocation ? URL(string: server.baseURL + "/oauth/revoke") : nil,
+                          introspectionEndpoint: URL(string: server.baseURL + "/oauth/introspect"),
+                          clientID: client, clientKey: ClientKey(path: keyFile ?? rsaKeyFile, keyID: "k1"), assertionAudience: nil, profiles: [
+                "exchange": OAuthProfile(grant: .tokenExchange, audience: "https://api.example.com/{project_id}", scope: "deploy",
+                                         subjectTokenType: "urn:ietf:params:oauth:token-type:jwt", variable: "API_TOKEN", introspect: true),
+                "m2m": OAuthProfile(grant: .clientCredentials, audience: "https://api.example.com", scope: nil,
+                                    subjectTokenType: "", variable: "M2M_TOKEN", introspect: false),
+            ], transport: URLSessionTransport())
+        }
+
+        func req(_ profile: String) -> IssueRequest { var r = request; r.profile = profile; return r }
+        deinit { try? FileManager.default.removeItem(atPath: dir) }
+    }
+
+    @Test func tokenExchangeLifecycleRevokesTheRefreshToken() async throws {
+        let s = try Setup()
+        try await ProviderConformance.lifecycle(s.provider(), profile: "exchange", request: s.req("exchange"))
+        let c = try await s.provider().issue(s.req("exchange"))
+        let rt = try #require(c.secrets["refresh_token"])
+        #expect(c.details["audience"] == "https://api.example.com/42")
+        #expect(try await s.provider().revoke(c, now: Date()) == .notRevocable(expiresAt: c.expiresAt))  // Auth0: access tokens just expire
+        #expect(s.server.revoked.contains { $0.token == rt && $0.hint == "refresh_token" })
+        #expect(!s.server.isActive(rt))
+    }
+
+    @Test(arguments: ["rsa", "ec"])
+    func privateKeyJWTClientCredentials(_ kind: String) async throws {
+        let s = try Setup()
+        let p = kind == "rsa" ? s.provider() : s.provider(client: "ci-ec", keyFile: s.ecKeyFile)
+        let c = try await p.issue(s.req("m2m"))
+        #expect(s.server.isActive(c.secrets["access_token"] ?? ""))
+        #expect(c.secrets["refresh_token"] == nil)
+    }
+
+    @Test func aReplayedAssertionIsRefused() async throws {
+        let s = try Setup()
+        let auth = try await s.provider().clientAuth(profile: "m2m", now: Date())
+        let form = ([("grant_type", "client_credentials")] + auth).map { "\($0.0)=\(FormEncoding.encode($0.1))" }.joined(separator: "&")
+        let t = URLSessionTransport()
+        let req = HTTPRequest(method: "POST", url: URL(string: s.server.tokenEndpoint)!,
+                              headers: ["Content-Type": "application/x-www-form-urlencoded"], body: Data(form.utf8))
+        #expect(try await t.send(req).status == 200)
+        let again = try await t.send(req)
+        #expect(again.status == 401)
+        #expect(String(decoding: again.body, as: UTF8.self).contains("replay"))
+    }
+
+    @Test func assertionClaimsFollowRFC7523AndAuth0() async throws {
+        let s = try Setup()
+        let auth = try await s.provider().clientAuth(profile: "m2m", now: Date())
+        let jwt = try #require(auth.first { $0.0 == "client_assertion" }?.1)
+        let parts = jwt.split(separator: ".")
+        let header = try JSONSerialization.jsonObject(with: Base64URL.decode(parts[0])!) as! [String: Any]
+        let claims = try JSONSerialization.jsonObject(with: Base64URL.decode(parts[1])!) as! [String: Any]
+        #expect(header["alg"] as? String == "RS256" && header["kid"] as? String == "k1")
+        #expect(claims["iss"] as? String == "ci-rsa" && claims["sub"] as? String == "ci-rsa")
+        #expect(claims["aud"] as? String == s.server.baseURL + "/")  // origin with the trailing slash
+        let exp = try #require(claims["exp"] as? Int), iat = try #require(claims["iat"] as? Int)
+        #expect(exp - iat <= 300)
+        #expect((claims["jti"] as? String)?.isEmpty == false)
+    }
+
+    @Test func aKeyFileReadableByOthersIsRefused() async throws {
+        let s = try Setup()
+        chmod(s.rsaKeyFile, 0o644)
+        do {
+            _ = try await s.provider().issue(s.req("m2m"))
+            Issue.record("issued")
+        } catch let e as FederationError {
+            #expect(e.code == "ClientKeyExposed")
+            #expect(e.fault == .system)
+        }
+    }
+
+    @Test func withoutARevocationEndpointItExpires() async throws {
+        let s = try Setup()
+        let p = s.provider(revocation: false)
+        let c = try await p.issue(s.req("exchange"))
+        #expect(try await p.revoke(c, now: Date()) == .notRevocable(expiresAt: c.expiresAt))
+    }
+
+    @Test func aWrongSubjectTokenTypeIsReported() async throws {
+        let s = try Setup()
+        s.server.subjectTokenType = "https://auth0.example.com/gitlab-id-token"
+        do {
+            _ = try await s.provider().issue(s.req("exchange"))
+            Issue.record("issued")
+        } catch let e as FederationError {
+            #expect(e.code == "invalid_request")
+            #expect(e.message.contains("subject_token_type must be https://auth0.example.com/gitlab-id-token"))
+            #expect(!e.description.contains(s.request.idToken))
+        }
+    }
+}
