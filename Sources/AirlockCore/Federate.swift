@@ -85,10 +85,10 @@ enum Federator {
                 switch r {
                 case .success(let c): issued.append(c)
                 case .failure(let e):
-                    if failure == nil {
-                        failure = e
-                        group.cancelAll()
-                    }
+                    // No cancellation of the others: an exchange cancelled in flight may have issued a
+                    // credential Airlock would never learn of, so could not revoke. They finish within
+                    // the deadline, land in the ledger, and are rolled back below.
+                    if failure == nil { failure = e }
                 }
             }
         }

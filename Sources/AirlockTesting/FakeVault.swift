@@ -52,6 +52,8 @@ public final class FakeVault: @unchecked Sendable {
     /// Lease ids that were revoked, and all lease ids.
     public var revokedLeases: [String] { lock.withLock { leases.filter(\.value.revoked).map(\.key) } }
     public var allLeases: [String] { lock.withLock { Array(leases.keys) } }
+    /// Accessors of tokens still valid.
+    public var liveAccessors: [String] { lock.withLock { tokens.values.filter { !$0.revoked }.map(\.accessor) } }
     /// Whether a token (by accessor) is still valid.
     public func isLive(accessor: String) -> Bool { lock.withLock { tokens.values.contains { $0.accessor == accessor && !$0.revoked } } }
 

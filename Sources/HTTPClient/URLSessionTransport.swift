@@ -31,7 +31,11 @@ public final class URLSessionTransport: NSObject, HTTPTransport, URLSessionTaskD
         for (k, v) in request.headers { r.setValue(v, forHTTPHeaderField: k) }
         let host = request.url.host ?? request.url.absoluteString
         do {
-            let (data, response) = try await session.data(for: r)
+            // Detached: a cancelled caller must not cancel the URLSessionTask, whose cancel can
+            // deadlock in swift-corelibs-foundation; every request ends by its own timeout.
+            let session = self.session
+            let request = r
+            let (data, response) = try await Task.detached { try await session.data(for: request) }.value
             guard let http = response as? HTTPURLResponse else { throw TransportError("\(host): not an HTTP response") }
             var headers: [String: String] = [:]
             for (k, v) in http.allHeaderFields { headers[String(describing: k).lowercased()] = String(describing: v) }

@@ -1,0 +1,152 @@
+import _CryptoExtras
+import AirlockTesting
+import Foundation
+import Testing
+
+/// OAuth through the built executables, and AWS (moto) + Vault (FakeVault, federation.md A4) +
+/// OAuth (FakeOAuthServer, federation.md A5) granted to one job.
+@Suite(.serialized)
+struct MultiProviderEndToEndTests {
+    static let audience = "https://airlock.test"
+
+    final class Peers: @unchecked Sendable {
+        let issuer: TestIssuer
+        let moto: MotoServer
+        let vault: FakeVault
+        let auth0: FakeOAuthServer
+        let plain: FakeOAuthServer
+        let world: TestWorld
+
+        init(oauthClient: String = "ci-rsa") throws {
+            issuer = try TestIssuer()
+            moto = try MotoServer()
+            vault = try FakeVault(issuer: issuer)
+            vault.addRole("ci-42", .init(boundAudience: MultiProviderEndToEndTests.audience))
+            auth0 = try FakeOAuthServer(issuer: issuer, subjectAudience: MultiProviderEndToEndTests.audience)
+            auth0.subjectTokenType = "https://airlock.example.com/gitlab-id-token"
+            plain = try FakeOAuthServer(issuer: issuer, subjectAudience: MultiProviderEndToEndTests.audience)
+            plain.revocationEnabled = false
+            let key = try _RSA.Signing.PrivateKey(keySize: .bits2048)
+            auth0.register(clientID: "ci-rsa", .init(rsaKey: key.publicKey))
+            plain.register(clientID: "public-client", .init())
+            world = try TestWorld()
+            let keyFile = world.root + "/etc/auth0-client.pem"
+            FileManager.default.createFile(atPath: keyFile, contents: Data(key.pemRepresentation.utf8), attributes: [.posixPermissions: 0o600])
+            try world.writeConfig(extra: """
+            [gitlab]
+            issuer = "\(issuer.issuer)"
+            audience = "\(MultiProviderEndToEndTests.audience)"
+
+            [providers.aws]
+            type = "aws"
+            sts_endpoint = "\(moto.url)"
+
+            [providers.vault]
+            type = "vault"
+            address = "\(vault.address)"
+
+            [providers.auth0]
+            type = "oauth2"
+            token_endpoint = "\(auth0.tokenEndpoint)"
+            revocation_endpoint = "\(auth0.baseURL)/oauth/revoke"
+            client_id = "\(oauthClient)"
+            private_key_file = "\(keyFile)"
+
+            [providers.plain]
+            type = "oauth2"
+            token_endpoint = "\(plain.tokenEndpoint)"
+            client_id = "public-client"
+
+            [profiles.deploy]
+            provider = "aws"
+            role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
+
+            [profiles.vault-token]
+            provider = "vault"
+            role = "ci-{project_id}"
+            token = true
+
+            [profiles.api]
+            provider = "auth0"
+            grant = "token_exchange"
+            subject_token_type = "https://airlock.example.com/gitlab-id-token"
+            audience = "https://api.example.com"
+            variable = "API_TOKEN"
+
+            [profiles.m2m]
+            provider = "auth0"
+            grant = "client_credentials"
+            audience = "https://m2m.example.com"
+            variable = "M2M_TOKEN"
+
+            [profiles.plain]
+            provider = "plain"
+            grant = "token_exchange"
+            variable = "PLAIN_TOKEN"
+
+            [[rules]]
+            name = "project 42"
+            project_id = 42
+            grant = ["deploy", "vault-token", "api", "m2m", "plain"]
+            """)
+        }
+
+        func job(_ script: [String], profiles: String) -> SimulatedJob {
+            var j = SimulatedJob(script: script)
+            j.variables = ["AIRLOCK_PROFILES": profiles, "AWS_ENDPOINT_URL_STS": moto.url]
+            j.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: j, audience: MultiProviderEndToEndTests.audience))]
+            return j
+        }
+
+        func audit() -> [[String: Any]] {
+            ((try? String(contentsOfFile: world.auditLog, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+            }
+        }
+    }
+
+    @Test func exchangeAndPrivateKeyJWTTokensReachTheJobAndAreRevoked() throws {
+        let p = try Peers()
+        let job = p.job(["test -n \"$API_TOKEN\" && test -n \"$M2M_TOKEN\" && test -n \"$PLAIN_TOKEN\" && echo tokens-ok", "echo \"$API_TOKEN\""],
+                        profiles: "api,m2m,plain")
+        let r = p.world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("tokens-ok"))
+        #expect(!r.log.contains("at_"))  // every access token masked
+        #expect(p.auth0.revoked.count == 1 && p.auth0.revoked[0].hint == "refresh_token")
+        #expect(p.auth0.refreshTokens.allSatisfy { !p.auth0.isActive($0) })
+        let revoked = p.audit().filter { $0["event"] as? String == "revoked" }
+        #expect(revoked.first { $0["profile"] as? String == "plain" }?["outcome"] as? String == "expires_at")
+        #expect(revoked.first { $0["profile"] as? String == "api" }?["outcome"] as? String == "expires_at")  // refresh revoked, access runs out
+    }
+
+    @Test func threeProvidersFederateConcurrently() throws {
+        let p = try Peers()
+        p.vault.loginDelay = 1.0
+        p.auth0.tokenDelay = 1.0
+        let job = p.job(["test -n \"$AWS_SECRET_ACCESS_KEY\" && test -n \"$VAULT_TOKEN\" && test -n \"$API_TOKEN\" && echo all-three"],
+                        profiles: "deploy,vault-token,api")
+        let r = p.world.simulate(job)
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("all-three"))
+        // The Vault login and the OAuth exchange were in flight at the same time: each arrived
+        // before the other was answered.
+        let login = try #require(p.vault.server.requestSpans.first { $0.path.hasSuffix("/login") })
+        let token = try #require(p.auth0.server.requestSpans.first { $0.path == "/oauth/token" })
+        #expect(login.start < token.end && token.start < login.end)
+    }
+
+    @Test func oneProviderFailingRevokesTheOtherTwo() throws {
+        let p = try Peers(oauthClient: "unregistered-client")
+        let job = p.job(["echo should-not-run"], profiles: "deploy,vault-token,m2m")
+        let r = p.world.simulate(job)
+        #expect(r.failureReason == "system_failure", "\(r.log)")
+        #expect(r.log.contains("invalid_client"))
+        let records = p.audit()
+        let issued = Set(records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String })
+        let revoked = Set(records.filter { $0["event"] as? String == "revoked" }.compactMap { $0["credential_id"] as? String })
+        #expect(!issued.isEmpty && issued == revoked)
+        #expect(p.vault.server.requestSpans.contains { $0.path.hasSuffix("/login") })
+        #expect(p.vault.liveAccessors.isEmpty)  // every login (and its child token) revoked
+    }
+}
