@@ -19,6 +19,7 @@ struct ConfigTests {
         #expect(c.profiles["deploy-prod"]?.aws?.maxDuration == 3600)
         #expect(c.gitlab?.audience == "https://airlock.example.com")
         #expect(c.profiles["db-readonly"]?.vault?.env == ["DB_USER": "username", "DB_PASSWORD": "password"])
+        #expect(c.profiles["orders-api"]?.oauth?.subjectTokenType == "https://airlock.example.com/gitlab-id-token")
     }
 
     static let errors: [(String, String)] = [
