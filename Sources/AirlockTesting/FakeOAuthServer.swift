@@ -144,16 +144,7 @@ public final class FakeOAuthServer: @unchecked Sendable {
     }
 
     private func verifySubject(_ jwt: String) -> Bool {
-        let parts = jwt.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let h = Base64URL.decode(parts[0]), let p = Base64URL.decode(parts[1]), let sig = Base64URL.decode(parts[2]),
-              let header = try? JSONSerialization.jsonObject(with: h) as? [String: Any], let kid = header["kid"] as? String,
-              let claims = try? JSONSerialization.jsonObject(with: p) as? [String: Any],
-              let jwks = try? JSONSerialization.jsonObject(with: issuer.jwks()) as? [String: Any],
-              let key = (jwks["keys"] as? [[String: Any]])?.first(where: { $0["kid"] as? String == kid }),
-              let n = (key["n"] as? String).flatMap(Base64URL.decode), let e = (key["e"] as? String).flatMap(Base64URL.decode),
-              let pub = try? _RSA.Signing.PublicKey(n: n, e: e),
-              pub.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: sig), for: Data("\(parts[0]).\(parts[1])".utf8), padding: .insecurePKCS1v1_5)
-        else { return false }
+        guard let claims = issuer.verifiedClaims(jwt) else { return false }
         let aud = (claims["aud"] as? String).map { [$0] } ?? (claims["aud"] as? [String]) ?? []
         guard aud.contains(subjectAudience), let exp = claims["exp"] as? Double, exp > Date().timeIntervalSince1970 else { return false }
         return true

@@ -122,19 +122,9 @@ public final class FakeVault: @unchecked Sendable {
             return error(400, "missing role or jwt")
         }
         guard let role = lock.withLock({ roles[roleName] }) else { return error(400, "role \"\(roleName)\" could not be found") }
-        let parts = jwt.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let h = Base64URL.decode(parts[0]), let p = Base64URL.decode(parts[1]), let sig = Base64URL.decode(parts[2]),
-              let header = try? JSONSerialization.jsonObject(with: h) as? [String: Any],
-              let claims = try? JSONSerialization.jsonObject(with: p) as? [String: Any] else {
-            return error(400, "error validating token: malformed")
+        guard let claims = issuer.verifiedClaims(jwt) else {
+            return error(400, "error validating token: failed to verify id token signature")
         }
-        guard header["alg"] as? String == "RS256", let kid = header["kid"] as? String,
-              let jwks = try? JSONSerialization.jsonObject(with: issuer.jwks()) as? [String: Any],
-              let key = (jwks["keys"] as? [[String: Any]])?.first(where: { $0["kid"] as? String == kid }),
-              let n = (key["n"] as? String).flatMap(Base64URL.decode), let e = (key["e"] as? String).flatMap(Base64URL.decode),
-              let pub = try? _RSA.Signing.PublicKey(n: n, e: e),
-              pub.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: sig), for: Data("\(parts[0]).\(parts[1])".utf8), padding: .insecurePKCS1v1_5)
-        else { return error(400, "error validating token: failed to verify id token signature") }
         let aud = (claims["aud"] as? String).map { [$0] } ?? (claims["aud"] as? [String]) ?? []
         guard aud.contains(role.boundAudience) else { return error(400, "error validating claims: invalid audience (aud) claim: audience claim does not match any expected audience") }
         guard let exp = claims["exp"] as? Double, exp > Date().timeIntervalSince1970 else { return error(400, "error validating claims: token is expired") }

@@ -80,6 +80,20 @@ public final class TestIssuer: @unchecked Sendable {
         }
     }
 
+    /// The claims of `jwt` if it is RS256-signed by one of this issuer's published keys, else nil.
+    /// Used by the fakes of other servers to check a job's ID token as those servers would (their
+    /// own check, independent of Airlock's verifier).
+    public func verifiedClaims(_ jwt: String) -> [String: Any]? {
+        let parts = jwt.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let h = Base64URL.decode(parts[0]), let p = Base64URL.decode(parts[1]), let sig = Base64URL.decode(parts[2]),
+              let header = try? JSONSerialization.jsonObject(with: h) as? [String: Any], header["alg"] as? String == "RS256",
+              let kid = header["kid"] as? String, let claims = try? JSONSerialization.jsonObject(with: p) as? [String: Any],
+              let key = lock.withLock({ rsaKeys.first { $0.kid == kid && published.contains($0.kid) }?.key.publicKey }),
+              key.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: sig), for: Data("\(parts[0]).\(parts[1])".utf8), padding: .insecurePKCS1v1_5)
+        else { return nil }
+        return claims
+    }
+
     /// The claims GitLab puts in a job's ID token.
     public func claims(for job: SimulatedJob, audience: String, now: Date = Date(), protected: Bool = true,
                        environment: String? = nil) -> [String: Any] {
