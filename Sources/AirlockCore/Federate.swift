@@ -23,20 +23,11 @@ enum Federator {
                 }
                 out[name] = AWSProvider(name: name, endpoint: URL(string: a.stsEndpoint)!, profiles: profiles, transport: transport)
             case .vault(let v):
-                var profiles: [String: VaultProfile] = [:]
-                for (pn, p) in config.profiles where p.provider == name {
-                    guard let vp = p.vault else { continue }
-                    profiles[pn] = VaultProfile(role: vp.role, secret: vp.secret, kv: vp.kv, env: vp.env, token: vp.token)
-                }
+                let profiles = config.profiles.filter { $0.value.provider == name }.compactMapValues(\.vault)
                 out[name] = VaultProvider(name: name, address: URL(string: v.address)!, authMount: v.authMount,
                                           namespace: v.namespace, profiles: profiles, transport: transport)
             case .oauth2(let o):
-                var profiles: [String: OAuthProfile] = [:]
-                for (pn, p) in config.profiles where p.provider == name {
-                    guard let op = p.oauth else { continue }
-                    profiles[pn] = OAuthProfile(grant: op.grant, audience: op.audience, scope: op.scope, subjectTokenType: op.subjectTokenType,
-                                                variable: op.variable, introspect: op.introspect)
-                }
+                let profiles = config.profiles.filter { $0.value.provider == name }.compactMapValues(\.oauth)
                 out[name] = OAuthProvider(name: name, tokenEndpoint: URL(string: o.tokenEndpoint)!,
                                           revocationEndpoint: o.revocationEndpoint.flatMap(URL.init(string:)),
                                           introspectionEndpoint: o.introspectionEndpoint.flatMap(URL.init(string:)),

@@ -59,6 +59,17 @@ struct AWSEndToEndTests {
         return j
     }
 
+    /// What the runner gives prepare_exec for `job`, for tests that drive prepare directly.
+    static func prepareEnvironment(_ job: SimulatedJob) -> [String: String] {
+        var env = ProcessInfo.processInfo.environment
+        env["CUSTOM_ENV_CI_JOB_ID"] = "\(job.jobID)"
+        env["CUSTOM_ENV_CI_PROJECT_ID"] = "42"
+        env["CUSTOM_ENV_CI_PROJECT_PATH"] = job.projectPath
+        env["CUSTOM_ENV_CI_JOB_TIMEOUT"] = "60"
+        env["CUSTOM_ENV_AIRLOCK_ID_TOKEN"] = job.idTokens["AIRLOCK_ID_TOKEN"]
+        return env
+    }
+
     static func audit(_ w: TestWorld) -> [[String: Any]] {
         ((try? String(contentsOfFile: w.auditLog, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
             try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
@@ -213,12 +224,7 @@ struct AWSEndToEndTests {
         let issuer = try TestIssuer()
         let world = try TestWorld(runnerExtra: "federation_timeout = \"60s\"", extra: Self.config(issuer, sts: moto.url, second: hang.baseURL))
         let job = Self.job(issuer, [], moto: moto.url)
-        var env = ProcessInfo.processInfo.environment
-        env["CUSTOM_ENV_CI_JOB_ID"] = "\(job.jobID)"
-        env["CUSTOM_ENV_CI_PROJECT_ID"] = "42"
-        env["CUSTOM_ENV_CI_PROJECT_PATH"] = job.projectPath
-        env["CUSTOM_ENV_CI_JOB_TIMEOUT"] = "60"
-        env["CUSTOM_ENV_AIRLOCK_ID_TOKEN"] = job.idTokens["AIRLOCK_ID_TOKEN"]
+        let env = Self.prepareEnvironment(job)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "\(world.binDir)/airlock-prepare")
         p.arguments = ["--config", world.configPath]
@@ -248,12 +254,7 @@ struct AWSEndToEndTests {
         let issuer = try TestIssuer()
         let world = try TestWorld(extra: Self.config(issuer, sts: moto.url))
         let job = Self.job(issuer, [], moto: moto.url)
-        var env = ProcessInfo.processInfo.environment
-        env["CUSTOM_ENV_CI_JOB_ID"] = "\(job.jobID)"
-        env["CUSTOM_ENV_CI_PROJECT_ID"] = "42"
-        env["CUSTOM_ENV_CI_PROJECT_PATH"] = job.projectPath
-        env["CUSTOM_ENV_CI_JOB_TIMEOUT"] = "60"
-        env["CUSTOM_ENV_AIRLOCK_ID_TOKEN"] = job.idTokens["AIRLOCK_ID_TOKEN"]
+        let env = Self.prepareEnvironment(job)
         // A prepare that issued and then died (SIGKILL) leaves a ledger and no cleanup.
         let p = world.execute("airlock-prepare", environment: env)
         #expect(p.code == 0, "\(p.stderr)")

@@ -31,15 +31,6 @@ public struct OAuthProviderSpec: Sendable {
     public var assertionAudience: String?
 }
 
-/// OAuth 2.0 profile parameters.
-public struct OAuthProfileSpec: Sendable {
-    public var grant: OAuthGrant
-    public var audience: String?
-    public var scope: String?
-    public var subjectTokenType: String
-    public var variable: String
-    public var introspect: Bool
-}
 
 /// `type = "vault"`: HashiCorp Vault JWT auth (federation.md A4).
 public struct VaultProviderSpec: Sendable {
@@ -49,14 +40,7 @@ public struct VaultProviderSpec: Sendable {
     public var namespace: String?
 }
 
-/// Vault profile parameters.
-public struct VaultProfileSpec: Sendable {
-    public var role: String
-    public var secret: String?
-    public var kv: String?
-    public var env: [String: String]
-    public var token: Bool
-}
+
 
 /// `type = "aws"`: AWS STS AssumeRoleWithWebIdentity (federation.md A1).
 public struct AWSProviderSpec: Sendable {
@@ -82,8 +66,9 @@ public struct ProfileSpec: Sendable {
     public var stages: [String]?
     public var deliver: DeliveryMode
     public var aws: AWSProfileSpec?
-    public var vault: VaultProfileSpec?
-    public var oauth: OAuthProfileSpec?
+    /// Vault and OAuth profiles are held as the provider takes them.
+    public var vault: VaultProfile?
+    public var oauth: OAuthProfile?
 
     /// Whether `stage` receives this profile's credentials.
     public func delivers(to stage: String) -> Bool {
@@ -235,7 +220,7 @@ extension AirlockConfig {
                 for ph in Template.placeholders(in: audience ?? "") where !knownGitLabClaims.contains(ph) {
                     throw c.error("audience", "{\(ph)} is not a GitLab ID token claim")
                 }
-                profile.oauth = OAuthProfileSpec(grant: grant, audience: audience, scope: try c.string("scope"),
+                profile.oauth = OAuthProfile(grant: grant, audience: audience, scope: try c.string("scope"),
                                                  subjectTokenType: try c.string("subject_token_type") ?? "urn:ietf:params:oauth:token-type:jwt",
                                                  variable: variable, introspect: try c.bool("introspect") ?? false)
             case .vault:
@@ -256,7 +241,7 @@ extension AirlockConfig {
                 for ph in Template.placeholders(in: role) + Template.placeholders(in: kv ?? "") where !knownGitLabClaims.contains(ph) {
                     throw c.error("role", "{\(ph)} is not a GitLab ID token claim")
                 }
-                profile.vault = VaultProfileSpec(role: role, secret: secret, kv: kv, env: env, token: token)
+                profile.vault = VaultProfile(role: role, secret: secret, kv: kv, env: env, token: token)
             case .aws:
                 let role = try c.requiredString("role_arn", hint: "e.g. \"arn:aws:iam::123456789012:role/gitlab-{project_id}\"")
                 guard role.hasPrefix("arn:") else { throw c.error("role_arn", "must be an IAM role ARN, got \(role.quoted)") }
