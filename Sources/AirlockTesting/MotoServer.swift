@@ -17,8 +17,11 @@ public final class MotoServer: @unchecked Sendable {
     public init() throws {
         port = try Self.freePort()
         process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", "\(port)"]
+        // setpriv --pdeathsig: moto dies with the test process even when that is SIGKILLed.
+        let setpriv = FileManager.default.isExecutableFile(atPath: "/usr/bin/setpriv")
+        process.executableURL = URL(fileURLWithPath: setpriv ? "/usr/bin/setpriv" : "/usr/bin/env")
+        process.arguments = (setpriv ? ["--pdeathsig", "KILL", "/usr/bin/env"] : [])
+            + ["python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", "\(port)"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
