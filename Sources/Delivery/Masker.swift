@@ -101,7 +101,9 @@ public final class StreamMasker {
     private var pairFilter = [UInt64](repeating: 0, count: 1024)
     private var pairFilter2 = [UInt64](repeating: 0, count: 1024)
     private var firstByte = [Bool](repeating: false, count: 256)
-    /// Wu-Manber shift table over 2-grams for a window of the shortest pattern's length.
+    /// Wu-Manber shift table over hashed 3-grams, for a window of min(16, shortest pattern) bytes:
+    /// sparse enough that ordinary text mostly shifts by the whole window even with 100 secrets
+    /// (a 2-gram table saturates: hundreds of patterns cover nearly every alphanumeric pair).
     private var shift = [UInt8](repeating: 0, count: 65536)
     private var window = 2
     private var patterns: [[UInt8]]
@@ -133,12 +135,12 @@ public final class StreamMasker {
             firstByte[Int(p[0])] = true
         }
         for k in 0..<65536 { counts[k + 1] += counts[k] }
-        window = max(2, min(64, patterns.last?.count ?? 2))
-        shift = [UInt8](repeating: UInt8(window - 1), count: 65536)
+        window = max(3, min(16, patterns.last?.count ?? 3))
+        shift = [UInt8](repeating: UInt8(window - 2), count: 65536)
         for p in patterns {
-            for j in 0...(window - 2) {
-                let g = Int(p[j]) << 8 | Int(p[j + 1])
-                shift[g] = min(shift[g], UInt8(window - 2 - j))
+            for j in 0...(window - 3) {
+                let g = Self.hash3(p[j], p[j + 1], p[j + 2])
+                shift[g] = min(shift[g], UInt8(window - 3 - j))
             }
         }
         bucketOffsets = counts
@@ -195,11 +197,11 @@ public final class StreamMasker {
             let n = buf.count
             let m = window
             var i = 0
-            // Wu-Manber: a match starting at i needs the 2-gram ending the window [i, i+m) to occur
+            // Wu-Manber: a match starting at i needs the 3-gram ending the window [i, i+m) to occur
             // at the right place in some pattern; if it does not, no match starts in the next
             // `shift` positions.
             scan: while i + m <= n {
-                let g = Int(buf[i + m - 2]) << 8 | Int(buf[i + m - 1])
+                let g = Self.hash3(buf[i + m - 3], buf[i + m - 2], buf[i + m - 1])
                 let sh = Int(sh1[g])
                 if sh > 0 { i += sh; continue }
                 let key = Int(buf[i]) << 8 | Int(buf[i + 1])
@@ -250,6 +252,11 @@ public final class StreamMasker {
             out.append(contentsOf: UnsafeBufferPointer(rebasing: buf[emitFrom..<holdFrom]))
         }}}}}
         return (out, holdFrom)
+    }
+
+    @inline(__always)
+    static func hash3(_ a: UInt8, _ b: UInt8, _ c: UInt8) -> Int {
+        (Int(a) << 8 ^ Int(b) << 4 ^ Int(c) &* 0x9E) & 0xFFFF
     }
 
     @inline(__always)
