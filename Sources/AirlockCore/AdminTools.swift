@@ -51,7 +51,7 @@ public enum AdminTools {
             verification = "claims given (not verified)"
         } else if let token {
             guard let gitlab = config.gitlab else { throw AirlockFailure(.system, "\(config.path) has no [gitlab] section to verify tokens with") }
-            let store = JWKSStore(settings: gitlab, cacheDirectory: "\(config.runner.stateDir)/jwks", transport: transport)
+            let store = config.jwksStore(gitlab, transport: transport)
             do {
                 job = try await TokenVerifier(settings: gitlab, keys: store).verify(token, now: now)
                 verification = "verified (issuer \(gitlab.issuer), audience \(gitlab.audience))"
@@ -90,7 +90,7 @@ public enum AdminTools {
             if !FileManager.default.isWritableFile(atPath: d) { problems.append("[runner] \(what) \(dir) is not writable by this user (nearest existing: \(d))") }
         }
         if let gitlab = config.gitlab {
-            let store = JWKSStore(settings: gitlab, cacheDirectory: "\(config.runner.stateDir)/jwks", transport: makeTransport(config.gitlabCAFile))
+            let store = config.jwksStore(gitlab, transport: makeTransport())
             do {
                 let set = gitlab.jwksFile == nil ? try await store.fetchNow(now: now) : try await store.current(now: now)
                 notes.append("GitLab keys: \(set.keys.count) from \(set.source)")

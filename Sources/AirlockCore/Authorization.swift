@@ -52,7 +52,7 @@ public enum Authorizer {
             try audit.append(event: "decision", base, now: now)
             return Authorization(verified: nil, decision: nil, grants: [], token: nil)
         }
-        let store = JWKSStore(settings: gitlab, cacheDirectory: "\(config.runner.stateDir)/jwks", transport: transport, warn: warn)
+        let store = config.jwksStore(gitlab, transport: transport, warn: warn)
         let verified: VerifiedJob
         do {
             verified = try await TokenVerifier(settings: gitlab, keys: store).verify(token, now: now)

@@ -68,7 +68,7 @@ public enum Executor {
     /// - Throws: `BlamedError` for Airlock's own failures.
     public static func run(_ kind: Kind, args: ExecutorArguments, env: RunnerEnvironment, transport makeTransport: TransportFactory) async throws -> Int32 {
         let config = try AirlockConfig.load(path: args.configPath)
-        let transport = makeTransport(config.gitlabCAFile)
+        let transport = makeTransport()
         switch kind {
         case .config:
             let out = try Stages.config(config: config, env: env)

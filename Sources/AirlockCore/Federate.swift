@@ -123,7 +123,7 @@ enum Revoker {
     static func settleJob(config: AirlockConfig, job: JobContext, paths: JobPaths, reason: String,
                           transport: any HTTPTransport, report: (String) -> Void = { _ in }) async -> Int {
         let ledger = JobLedger(stateDirectory: paths.state)
-        let (failed, lines) = await revokeAllReporting(config: config, ledger: ledger,
+        let (failed, lines) = await revokeAll(config: config, ledger: ledger,
                                      providers: Federator.providers(config: config, transport: transport),
                                      identity: Audit.identity(job), reason: reason, now: Date())
         lines.forEach(report)
@@ -137,12 +137,7 @@ enum Revoker {
     /// secret-free line per credential for the runner's log.
     @discardableResult
     static func revokeAll(config: AirlockConfig, ledger: JobLedger, providers: [String: any CredentialProvider],
-                          identity: [String: JSONValue], reason: String, now: Date) async -> Int {
-        await revokeAllReporting(config: config, ledger: ledger, providers: providers, identity: identity, reason: reason, now: now).failed
-    }
-
-    static func revokeAllReporting(config: AirlockConfig, ledger: JobLedger, providers: [String: any CredentialProvider],
-                                   identity: [String: JSONValue], reason: String, now: Date) async -> (failed: Int, lines: [String]) {
+                          identity: [String: JSONValue], reason: String, now: Date) async -> (failed: Int, lines: [String]) {
         var lines: [String] = []
         let audit = AuditLog(path: config.runner.auditLog)
         guard let entries = try? ledger.entries() else { return (1, ["the ledger is unreadable"]) }

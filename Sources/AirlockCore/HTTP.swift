@@ -1,17 +1,24 @@
 import Foundation
 import Identity
 
-/// Makes the process's HTTP transport from the config. Injected by the executables that talk to
-/// the network (prepare, cleanup, the admin CLI); config and run get `NoNetworkTransport`.
-public typealias TransportFactory = @Sendable (_ caFile: String?) -> any HTTPTransport
+/// Makes the process's HTTP transport (system CA store only: `[gitlab] ca_file` is refused).
+/// Injected by the executables that talk to the network (prepare, cleanup, the admin CLI);
+/// config and run get `NoNetworkTransport`, so that they never link libcurl.
+public typealias TransportFactory = @Sendable () -> any HTTPTransport
 
 enum HTTP {
-    static let none: TransportFactory = { _ in NoNetworkTransport() }
+    static let none: TransportFactory = { NoNetworkTransport() }
 }
 
 extension AirlockConfig {
     /// Job variables that hold ID tokens Airlock consumes (scrubbed and masked in every stage).
     public var consumedTokenVariables: [String] {
         gitlab.map { [$0.tokenVariable] } ?? []
+    }
+
+    /// GitLab's keys, cached under the state dir: the one store prepare, explain and check share.
+    func jwksStore(_ gitlab: IssuerSettings, transport: any HTTPTransport,
+                   warn: @escaping @Sendable (String) -> Void = { _ in }) -> JWKSStore {
+        JWKSStore(settings: gitlab, cacheDirectory: "\(runner.stateDir)/jwks", transport: transport, warn: warn)
     }
 }

@@ -9,12 +9,6 @@ import Identity
 public final class URLSessionTransport: NSObject, HTTPTransport, URLSessionTaskDelegate, @unchecked Sendable {
     private let session: URLSession
 
-    /// A transport with the system CA store. `caFile` is always nil today: the config refuses
-    /// `[gitlab] ca_file`, since FoundationNetworking on Linux cannot take a custom bundle.
-    public static func make(caFile: String?) -> any HTTPTransport {
-        URLSessionTransport()
-    }
-
     public override init() {
         let c = URLSessionConfiguration.ephemeral
         c.httpCookieStorage = nil

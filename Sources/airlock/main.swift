@@ -112,7 +112,7 @@ struct Check: AsyncParsableCommand {
     var config: String = AirlockConfig.defaultPath
 
     func run() async throws {
-        let (problems, notes) = await AdminTools.check(configPath: config, transport: { URLSessionTransport.make(caFile: $0) })
+        let (problems, notes) = await AdminTools.check(configPath: config, transport: { URLSessionTransport() })
         for n in notes { say(n) }
         for p in problems { say("problem: \(p)") }
         say(problems.isEmpty ? "ok: \(config)" : "\(problems.count) problem(s) in \(config)")
@@ -142,7 +142,7 @@ struct Explain: AsyncParsableCommand {
             guard let d = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read \(path)") }
             return d
         }
-        let report = try await AdminTools.explain(config: cfg, token: token, claimsJSON: data, transport: URLSessionTransport.make(caFile: cfg.gitlabCAFile))
+        let report = try await AdminTools.explain(config: cfg, token: token, claimsJSON: data, transport: URLSessionTransport())
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -166,7 +166,7 @@ struct Sweep: AsyncParsableCommand {
 
     func run() async throws {
         let cfg = try AirlockConfig.load(path: config)
-        let lines = await AdminTools.sweep(config: cfg, transport: URLSessionTransport.make(caFile: cfg.gitlabCAFile), force: force)
+        let lines = await AdminTools.sweep(config: cfg, transport: URLSessionTransport(), force: force)
         for l in lines { say(l) }
         say("sweep: \(lines.count) job(s) looked at")
     }

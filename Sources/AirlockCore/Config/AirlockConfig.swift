@@ -58,8 +58,6 @@ public struct AirlockConfig: Sendable {
     public var runner: RunnerSettings
     /// `[gitlab]`; nil when absent (then jobs run with no grants).
     public var gitlab: IssuerSettings?
-    /// `[gitlab] ca_file`, for the HTTP client.
-    public var gitlabCAFile: String?
     public var providers: [String: ProviderSpec]
     public var profiles: [String: ProfileSpec]
     public var policy: Policy
@@ -126,9 +124,7 @@ public struct AirlockConfig: Sendable {
             warnings.append("[runner] isolation = \"none\": jobs see the host, including files Airlock cannot hide")
         }
         var gitlab: IssuerSettings?
-        var caFile: String?
         if var g = try top.table("gitlab") {
-            caFile = g.entries["ca_file"].flatMap { if case .string(let s) = $0 { s } else { nil } }
             gitlab = try parseGitLab(&g)
         }
         let providers = try top.table("providers").map { c throws(ConfigError) in try parseProviders(c) } ?? [:]
@@ -144,7 +140,7 @@ public struct AirlockConfig: Sendable {
                 buildsRoot: buildsRoot, cacheRoot: cacheRoot, stateDir: stateDir, homesRoot: homesRoot,
                 auditLog: auditLog, isolation: isolation, gracefulKill: grace, jobPath: jobPath, bwrap: bwrap,
                 federationTimeout: fedTimeout, sweepGrace: sweepGrace, secretsRoot: secretsRoot),
-            gitlab: gitlab, gitlabCAFile: caFile, providers: providers, profiles: profiles,
+            gitlab: gitlab, providers: providers, profiles: profiles,
             policy: Policy(rules: rules), warnings: warnings)
     }
 

@@ -70,10 +70,6 @@ public struct ProfileSpec: Sendable {
     public var vault: VaultProfile?
     public var oauth: OAuthProfile?
 
-    /// Whether `stage` receives this profile's credentials.
-    public func delivers(to stage: String) -> Bool {
-        stages.map { $0.contains(stage) } ?? Stage.receivesCredentialsByDefault(stage)
-    }
 }
 
 /// AWS profile parameters; templates are rendered against the job's claims at prepare.
