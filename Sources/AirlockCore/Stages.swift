@@ -113,8 +113,8 @@ public enum Stages {
         let watcher = StageWatcher(child: child, bubblewrap: spec.useBubblewrap, graceful: config.runner.gracefulKill)
         watcher.start()
         child.startReaper { watcher.finish() }
-        let patterns = MaskPatterns(secrets: secrets + credentials.flatMap { $0.secrets.values })
-        child.pump(stdout: StreamMasker(patterns), stderr: StreamMasker(patterns))
+        let masks = MaskTable(MaskPatterns(secrets: secrets + credentials.flatMap { $0.secrets.values }).patterns)
+        child.pump(stdout: StreamMasker(masks), stderr: StreamMasker(masks))
         let code = child.wait()
         if code == 0 { return 0 }
         if let file = env.buildExitCodeFile {

@@ -253,7 +253,8 @@ public final class RunnerSimulator: @unchecked Sendable {
         }
         var out = Data()
         let masks = captureTo == .runnerLog || !options.runnerMasking ? MaskPatterns(exact: []) : runnerMasks
-        child.pump(stdout: StreamMasker(masks), stderr: StreamMasker(masks)) { fd, bytes in
+        let table = MaskTable(masks.patterns)
+        child.pump(stdout: StreamMasker(table), stderr: StreamMasker(table)) { fd, bytes in
             out.append(contentsOf: bytes)
             let text = String(decoding: bytes, as: UTF8.self)
             switch captureTo {

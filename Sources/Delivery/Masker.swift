@@ -92,39 +92,31 @@ public struct MaskPatterns: Sendable {
 /// A streaming masker for one output stream: replaces every pattern with `[MASKED]`, also when a
 /// pattern is split across reads. Memory is bounded: it holds back at most the longest pattern
 /// minus one byte, and only while the tail of what it has seen could still become a secret.
-public final class StreamMasker {
+/// The lookup structures for a set of patterns, built once and shared by every stream that masks
+/// the same secrets (a stage's stdout and stderr).
+public final class MaskTable: Sendable {
     // Patterns bucketed by their first two bytes in a flat table (offsets into `bucketItems`), and
     // two bitmaps over byte pairs: bytes 0-1 and bytes 2-3 of every pattern. Almost every position
     // of ordinary output fails the first bitmap test and costs a few instructions.
-    private var bucketOffsets = [Int32](repeating: 0, count: 65537)
-    private var bucketItems: [Int32] = []
-    private var pairFilter = [UInt64](repeating: 0, count: 1024)
-    private var pairFilter2 = [UInt64](repeating: 0, count: 1024)
-    private var firstByte = [Bool](repeating: false, count: 256)
+    let bucketOffsets: [Int32]
+    let bucketItems: [Int32]
+    let pairFilter: [UInt64]
+    let pairFilter2: [UInt64]
+    let firstByte: [Bool]
     /// Wu-Manber shift table over hashed 3-grams, for a window of min(16, shortest pattern) bytes:
     /// sparse enough that ordinary text mostly shifts by the whole window even with 100 secrets
     /// (a 2-gram table saturates: hundreds of patterns cover nearly every alphanumeric pair).
-    private var shift = [UInt8](repeating: 0, count: 65536)
-    private var window = 2
-    private var patterns: [[UInt8]]
-    private var pending: [UInt8] = []
-    public static let replacement = Array("[MASKED]".utf8)
+    let shift: [UInt8]
+    let window: Int
+    /// Longest first, deduplicated.
+    let patterns: [[UInt8]]
 
-    /// Creates a masker; `patterns` may grow later with `add`.
-    public init(_ patterns: MaskPatterns) {
-        self.patterns = []
-        add(patterns)
-    }
-
-    /// Adds patterns (new credentials issued while the stage runs).
-    public func add(_ more: MaskPatterns) {
-        for p in more.patterns where !patterns.contains(p) {
-            patterns.append(p)
-        }
-        patterns.sort { $0.count > $1.count }
-        pairFilter = [UInt64](repeating: 0, count: 1024)
-        pairFilter2 = [UInt64](repeating: 0, count: 1024)
-        firstByte = [Bool](repeating: false, count: 256)
+    /// Builds the tables for `patterns` (deduplicated here).
+    public init(_ patterns: [[UInt8]]) {
+        let patterns = Set(patterns).sorted { $0.count != $1.count ? $0.count > $1.count : $0.lexicographicallyPrecedes($1) }
+        var pairFilter = [UInt64](repeating: 0, count: 1024)
+        var pairFilter2 = [UInt64](repeating: 0, count: 1024)
+        var firstByte = [Bool](repeating: false, count: 256)
         var counts = [Int32](repeating: 0, count: 65537)
         for p in patterns {
             let key = Int(p[0]) << 8 | Int(p[1])
@@ -135,22 +127,50 @@ public final class StreamMasker {
             firstByte[Int(p[0])] = true
         }
         for k in 0..<65536 { counts[k + 1] += counts[k] }
-        window = max(3, min(16, patterns.last?.count ?? 3))
-        shift = [UInt8](repeating: UInt8(window - 2), count: 65536)
+        let window = max(3, min(16, patterns.last?.count ?? 3))
+        var shift = [UInt8](repeating: UInt8(window - 2), count: 65536)
         for p in patterns {
             for j in 0...(window - 3) {
-                let g = Self.hash3(p[j], p[j + 1], p[j + 2])
+                let g = StreamMasker.hash3(p[j], p[j + 1], p[j + 2])
                 shift[g] = min(shift[g], UInt8(window - 3 - j))
             }
         }
-        bucketOffsets = counts
         var fill = counts
-        bucketItems = [Int32](repeating: 0, count: patterns.count)
+        var items = [Int32](repeating: 0, count: patterns.count)
         for (idx, p) in patterns.enumerated() {  // longest first within each bucket
             let key = Int(p[0]) << 8 | Int(p[1])
-            bucketItems[Int(fill[key])] = Int32(idx)
+            items[Int(fill[key])] = Int32(idx)
             fill[key] += 1
         }
+        self.patterns = patterns
+        self.bucketOffsets = counts
+        self.bucketItems = items
+        self.pairFilter = pairFilter
+        self.pairFilter2 = pairFilter2
+        self.firstByte = firstByte
+        self.shift = shift
+        self.window = window
+    }
+}
+
+public final class StreamMasker {
+    private var table: MaskTable
+    private var pending: [UInt8] = []
+    public static let replacement = Array("[MASKED]".utf8)
+
+    /// Creates a masker; `patterns` may grow later with `add`.
+    public convenience init(_ patterns: MaskPatterns) {
+        self.init(MaskTable(patterns.patterns))
+    }
+
+    /// A masker over tables already built (shared between a stage's streams).
+    public init(_ table: MaskTable) {
+        self.table = table
+    }
+
+    /// Adds patterns (new credentials issued while the stage runs).
+    public func add(_ more: MaskPatterns) {
+        table = MaskTable(table.patterns + more.patterns)
     }
 
     /// Whether bytes are held back waiting for more input.
@@ -158,7 +178,7 @@ public final class StreamMasker {
 
     /// Feeds bytes; returns what is safe to emit now.
     public func feed(_ bytes: some Collection<UInt8>) -> [UInt8] {
-        if patterns.isEmpty { return Array(bytes) }
+        if table.patterns.isEmpty { return Array(bytes) }
         // Nothing held back: scan the input where it is, and keep only an undecided tail.
         if pending.isEmpty, let r = bytes.withContiguousStorageIfAvailable({ buf -> [UInt8] in
             let (out, hold) = scan(buf, final: false)
@@ -188,14 +208,16 @@ public final class StreamMasker {
         out.reserveCapacity(buf.count + 16)
         var emitFrom = 0
         var holdFrom = buf.count
-        let patterns = self.patterns
-        pairFilter.withUnsafeBufferPointer { f1 in
-        pairFilter2.withUnsafeBufferPointer { f2 in
-        bucketOffsets.withUnsafeBufferPointer { offsets in
-        bucketItems.withUnsafeBufferPointer { items in
-        shift.withUnsafeBufferPointer { sh1 in
+        let t = table
+        let patterns = t.patterns
+        let firstByte = t.firstByte
+        t.pairFilter.withUnsafeBufferPointer { f1 in
+        t.pairFilter2.withUnsafeBufferPointer { f2 in
+        t.bucketOffsets.withUnsafeBufferPointer { offsets in
+        t.bucketItems.withUnsafeBufferPointer { items in
+        t.shift.withUnsafeBufferPointer { sh1 in
             let n = buf.count
-            let m = window
+            let m = t.window
             var i = 0
             // Wu-Manber: a match starting at i needs the 3-gram ending the window [i, i+m) to occur
             // at the right place in some pattern; if it does not, no match starts in the next
