@@ -11,6 +11,8 @@ public struct Authorization: Sendable {
     public var grants: [Grant]
     /// The raw ID token, kept only in memory (and later the 0600 state) for federation.
     public var token: Secret?
+    /// Provider name → the job's ID token with that provider's audience (`token_variable`), verified.
+    public var providerTokens: [String: Secret] = [:]
 }
 
 /// A secret string whose description is redacted; unwrap it only where it is sent or injected.
@@ -92,10 +94,56 @@ public enum Authorizer {
                 throw error
             }
         }
+        var providerTokens: [String: Secret] = [:]
+        do {
+            providerTokens = try await audienceTokens(config: config, gitlab: gitlab, env: env, job: job, primary: verified,
+                                                      grants: grants, store: store, now: now)
+        } catch let e as any BlamedError {
+            fields["decision"] = .string(e.fault == .job ? "denied" : "error")
+            fields["reason"] = .string("provider_token")
+            fields["detail"] = .string("\(e)")
+            try audit.append(event: "decision", fields, now: now)
+            throw e
+        }
         fields["decision"] = .string(grants.isEmpty ? "no_grant" : "granted")
         fields["profiles"] = .array(grants.map { .string($0.profile) })
         try audit.append(event: "decision", fields, now: now)
-        return Authorization(verified: verified, decision: decision, grants: grants, token: Secret(token))
+        return Authorization(verified: verified, decision: decision, grants: grants, token: Secret(token), providerTokens: providerTokens)
+    }
+
+    /// The second ID tokens the granted profiles' providers need (Entra wants its own audience):
+    /// each verified as strictly as the first, and it must be the same job's with the same subject.
+    static func audienceTokens(config: AirlockConfig, gitlab: IssuerSettings, env: RunnerEnvironment, job: JobContext, primary: VerifiedJob,
+                               grants: [Grant], store: JWKSStore, now: Date) async throws -> [String: Secret] {
+        var out: [String: Secret] = [:]
+        let providers = Set(grants.compactMap { config.profiles[$0.profile]?.provider })
+        for name in providers.sorted() {
+            guard let wanted = config.providers[name]?.audienceToken else { continue }
+            let profiles = grants.map(\.profile).filter { config.profiles[$0]?.provider == name }
+            guard let token = env.jobVariables[wanted.variable], !token.isEmpty else {
+                throw AirlockFailure(.job, """
+                profile \(profiles.joined(separator: ", ")) (provider \(name)) needs a second ID token with the provider's audience, and the job declares none. Add to the job:
+                  id_tokens:
+                    \(gitlab.tokenVariable):
+                      aud: \(gitlab.audience)
+                    \(wanted.variable):
+                      aud: \(wanted.audience)
+                """)
+            }
+            var settings = gitlab
+            settings.audience = wanted.audience
+            let v: VerifiedJob
+            do {
+                v = try await TokenVerifier(settings: settings, keys: store).verify(token, now: now)
+            } catch let r as TokenRejection {
+                throw TokenRejection(r.check, "\(wanted.variable) (the ID token for provider \(name)): \(r.detail)")
+            }
+            guard v["job_id"] == job.jobID, v["project_id"] == job.projectID, v["sub"] == primary["sub"] else {
+                throw TokenRejection(.wrongJob, "\(wanted.variable) belongs to job \(v["job_id"] ?? "?") (sub \(v["sub"] ?? "?")), not to this job \(job.jobID) (sub \(primary["sub"] ?? "?"))")
+            }
+            out[name] = Secret(token)
+        }
+        return out
     }
 
     /// The job identity an audit record carries, from verified claims; never the token.

@@ -33,6 +33,13 @@ enum Federator {
                                           introspectionEndpoint: o.introspectionEndpoint.flatMap(URL.init(string:)),
                                           clientID: o.clientID, clientKey: o.privateKeyFile.map { ClientKey(path: $0, keyID: o.keyID) },
                                           assertionAudience: o.assertionAudience, profiles: profiles, transport: transport)
+            case .azure(let a):
+                let profiles = config.profiles.filter { $0.value.provider == name }.compactMapValues(\.azure)
+                out[name] = AzureProvider(name: name, authorityHost: URL(string: a.authorityHost)!, profiles: profiles, transport: transport)
+            case .gcp(let g):
+                let profiles = config.profiles.filter { $0.value.provider == name }.compactMapValues(\.gcp)
+                out[name] = GCPProvider(name: name, stsEndpoint: URL(string: g.stsEndpoint)!, iamCredentialsEndpoint: URL(string: g.iamCredentialsEndpoint)!,
+                                        revokeEndpoint: g.revokeEndpoint.flatMap(URL.init(string:)), profiles: profiles, transport: transport)
             }
         }
         return out
@@ -55,7 +62,9 @@ enum Federator {
                     failure = failure ?? AirlockFailure(.system, "profile \(grant.profile) has no provider")
                     continue
                 }
-                let request = IssueRequest(profile: grant.profile, job: verified, idToken: token.value,
+                // A provider with its own audience gets the job's second ID token (verified at authorization).
+                let idToken = auth.providerTokens[profile.provider] ?? token
+                let request = IssueRequest(profile: grant.profile, job: verified, idToken: idToken.value,
                                            jobTimeoutSeconds: job.jobTimeoutSeconds, now: now, deadline: deadline)
                 group.addTask {
                     do {
@@ -171,6 +180,7 @@ enum Revoker {
                 case .alreadyGone: lines.append("\(c.profile) (\(c.fingerprint)): already revoked")
                 case .notRevocable(let at): lines.append("\(c.profile) (\(c.fingerprint)): \(c.providerType) cannot revoke it; expires \(ISO8601.format(at))")
                 case .expired(let at): lines.append("\(c.profile) (\(c.fingerprint)): expired at \(ISO8601.format(at))")
+                case .copiesDeleted: lines.append("\(c.profile) (\(c.fingerprint)): long-lived secret, not Airlock's to revoke; the job's copies are deleted")
                 }
             } catch {
                 f["outcome"] = .string("failed")

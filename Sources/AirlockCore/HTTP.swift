@@ -13,7 +13,8 @@ enum HTTP {
 extension AirlockConfig {
     /// Job variables that hold ID tokens Airlock consumes (scrubbed and masked in every stage).
     public var consumedTokenVariables: [String] {
-        gitlab.map { [$0.tokenVariable] } ?? []
+        guard let gitlab else { return [] }
+        return [gitlab.tokenVariable] + providers.values.compactMap(\.audienceToken?.variable).sorted()
     }
 
     /// GitLab's keys, cached under the state dir: the one store prepare, explain and check share.

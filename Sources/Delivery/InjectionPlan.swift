@@ -35,7 +35,8 @@ public struct InjectionPlan: Sendable {
         var plan = InjectionPlan()
         var setBy: [String: String] = [:]
         func set(_ k: String, _ v: String, _ profile: String) throws(AirlockFailure) {
-            if let other = setBy[k], other != profile {
+            // Two profiles may agree on a value (AZURE_TENANT_ID of two apps in one tenant); not disagree.
+            if let other = setBy[k], other != profile, plan.environment[k] != v {
                 throw AirlockFailure(.system, "profiles \(other) and \(profile) both set \(k) in stage \(stage): deliver one of them with deliver = \"file\" or give them different stages")
             }
             setBy[k] = profile
@@ -96,6 +97,45 @@ public struct InjectionPlan: Sendable {
                     try set(variable, "\(secretsDir)/\(c.profile)-access-token", c.profile)
                 } else {
                     try set(variable, token, c.profile)
+                }
+            case "azure":
+                if c.details["delivers"] == "key_vault_secrets" {
+                    // Key Vault values under the profile's variable names; the token stays with Airlock.
+                    for key in c.details.keys.sorted() where key.hasPrefix("secret.") {
+                        let variable = String(key.dropFirst(7))
+                        let value = c.secrets[variable] ?? ""
+                        if rule.asFile {
+                            plan.files["\(c.profile)-\(variable)"] = value
+                            try set(variable, "\(secretsDir)/\(c.profile)-\(variable)", c.profile)
+                        } else {
+                            try set(variable, value, c.profile)
+                        }
+                    }
+                    continue
+                }
+                let variable = c.details["variable"] ?? "AZURE_ACCESS_TOKEN"
+                let token = c.secrets["access_token"] ?? ""
+                if rule.asFile {
+                    plan.files["\(c.profile)-azure-token"] = token
+                    try set(variable, "\(secretsDir)/\(c.profile)-azure-token", c.profile)
+                } else {
+                    try set(variable, token, c.profile)
+                }
+                if let t = c.details["tenant_id"] { try set("AZURE_TENANT_ID", t, c.profile) }
+                if let id = c.details["client_id"] { try set("AZURE_CLIENT_ID", id, c.profile) }
+            case "gcp":
+                let token = c.secrets["access_token"] ?? ""
+                if rule.asFile {
+                    // gcloud reads auth/access_token_file from CLOUDSDK_AUTH_ACCESS_TOKEN_FILE.
+                    plan.files["\(c.profile)-gcp-token"] = token
+                    try set("CLOUDSDK_AUTH_ACCESS_TOKEN_FILE", "\(secretsDir)/\(c.profile)-gcp-token", c.profile)
+                } else {
+                    try set("CLOUDSDK_AUTH_ACCESS_TOKEN", token, c.profile)
+                    try set("GOOGLE_OAUTH_ACCESS_TOKEN", token, c.profile)
+                }
+                if let project = c.details["project_id"] {
+                    try set("CLOUDSDK_CORE_PROJECT", project, c.profile)
+                    try set("GOOGLE_CLOUD_PROJECT", project, c.profile)
                 }
             default:
                 throw AirlockFailure(.system, "no delivery for provider type \(c.providerType)")

@@ -64,6 +64,9 @@ public enum RevokeOutcome: Sendable, Equatable {
     case notRevocable(expiresAt: Date)
     /// It expired before cleanup ran.
     case expired(at: Date)
+    /// A long-lived value Airlock only copied (a Key Vault secret): the job's copies are deleted,
+    /// the value itself is not Airlock's to revoke.
+    case copiesDeleted
 
     public var auditName: String {
         switch self {
@@ -71,6 +74,7 @@ public enum RevokeOutcome: Sendable, Equatable {
         case .alreadyGone: "already_revoked"
         case .notRevocable: "expires_at"
         case .expired: "expired"
+        case .copiesDeleted: "copies_deleted"
         }
     }
 }

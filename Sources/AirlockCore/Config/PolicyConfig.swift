@@ -9,14 +9,61 @@ public enum ProviderSpec: Sendable {
     case aws(AWSProviderSpec)
     case vault(VaultProviderSpec)
     case oauth2(OAuthProviderSpec)
+    case azure(AzureProviderSpec)
+    case gcp(GCPProviderSpec)
+
+    public static let typeNames = ["aws", "vault", "oauth2", "azure", "gcp"]
 
     public var typeName: String {
         switch self {
         case .aws: "aws"
         case .vault: "vault"
         case .oauth2: "oauth2"
+        case .azure: "azure"
+        case .gcp: "gcp"
         }
     }
+
+    /// The second ID token this provider is sent instead of the one Airlock's policy reads.
+    public var audienceToken: AudienceToken? {
+        switch self {
+        case .azure(let a): a.token
+        case .gcp(let g): g.token
+        default: nil
+        }
+    }
+}
+
+/// A second `id_tokens:` entry with the audience a provider insists on (Entra wants
+/// `api://AzureADTokenExchange`). Airlock verifies it like the first (same issuer, keys, job, sub).
+public struct AudienceToken: Sendable, Equatable {
+    public var variable: String
+    public var audience: String
+}
+
+/// `type = "azure"`: Microsoft Entra ID workload identity federation (federation.md A2).
+public struct AzureProviderSpec: Sendable {
+    public static let defaultAuthority = "https://login.microsoftonline.com"
+    public static let defaultTokenVariable = "AZURE_ID_TOKEN"
+    public static let defaultTokenAudience = "api://AzureADTokenExchange"
+    public var name: String
+    public var authorityHost: String
+    public var tenantID: String?
+    public var token: AudienceToken
+}
+
+/// `type = "gcp"`: Google Cloud workload identity federation (federation.md A3).
+public struct GCPProviderSpec: Sendable {
+    public static let defaultSTS = "https://sts.googleapis.com/v1/token"
+    public static let defaultIAMCredentials = "https://iamcredentials.googleapis.com"
+    public static let defaultRevoke = "https://oauth2.googleapis.com/revoke"
+    public var name: String
+    public var stsEndpoint: String
+    public var iamCredentialsEndpoint: String
+    public var revokeEndpoint: String?
+    public var workloadIdentityProvider: String?
+    /// nil: the job's main ID token is sent (the pool provider's allowed audiences hold Airlock's audience).
+    public var token: AudienceToken?
 }
 
 /// `type = "oauth2"`: a generic OAuth 2.0 server such as Auth0 (federation.md A5).
@@ -69,7 +116,8 @@ public struct ProfileSpec: Sendable {
     /// Vault and OAuth profiles are held as the provider takes them.
     public var vault: VaultProfile?
     public var oauth: OAuthProfile?
-
+    public var azure: AzureProfile?
+    public var gcp: GCPProfile?
 }
 
 /// AWS profile parameters; templates are rendered against the job's claims at prepare.
@@ -137,7 +185,28 @@ extension AirlockConfig {
     static func parseProviders(_ p: TOMLCursor) throws(ConfigError) -> [String: ProviderSpec] {
         var out: [String: ProviderSpec] = [:]
         for (name, var c) in try p.subtables() {
-            let type = try c.requiredString("type", hint: "one of \"aws\", \"vault\", \"oauth2\"")
+            let type = try c.requiredString("type", hint: "one of " + ProviderSpec.typeNames.map(\.quoted).joined(separator: ", "))
+            func endpoint(_ key: String, default d: String?) throws(ConfigError) -> String? {
+                guard let v = try c.string(key) ?? d else { return nil }
+                guard let u = URL(string: v), let host = u.host,
+                      u.scheme == "https" || (u.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(host)) else {
+                    throw c.error(key, "must be an https URL (http only on loopback), got \(v.quoted)")
+                }
+                return v.hasSuffix("/") && u.path == "/" ? String(v.dropLast()) : v
+            }
+            func audienceToken(defaultVariable: String?, defaultAudience: String?) throws(ConfigError) -> AudienceToken? {
+                let variable = try c.string("token_variable") ?? defaultVariable
+                let audience = try c.string("token_audience") ?? defaultAudience
+                guard let variable else {
+                    if audience != nil { throw c.error("token_audience", "needs token_variable: the id_tokens: name jobs declare with this audience") }
+                    return nil
+                }
+                guard variable.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil else {
+                    throw c.error("token_variable", "must be a variable name, got \(variable.quoted)")
+                }
+                guard let audience, !audience.isEmpty else { throw c.error("token_audience", "is required with token_variable: the aud jobs request for it") }
+                return AudienceToken(variable: variable, audience: audience)
+            }
             switch type {
             case "aws":
                 let endpoint = try c.string("sts_endpoint") ?? AWSProviderSpec.defaultEndpoint
@@ -174,12 +243,38 @@ extension AirlockConfig {
                 out[name] = .oauth2(OAuthProviderSpec(name: name, tokenEndpoint: token, revocationEndpoint: revoke, introspectionEndpoint: introspect,
                                                       clientID: clientID, privateKeyFile: keyFile, keyID: try c.string("key_id"),
                                                       assertionAudience: try c.string("assertion_audience")))
+            case "azure":
+                let tenant = try c.string("tenant_id")
+                out[name] = .azure(AzureProviderSpec(
+                    name: name, authorityHost: try endpoint("authority_host", default: AzureProviderSpec.defaultAuthority)!, tenantID: tenant,
+                    token: try audienceToken(defaultVariable: AzureProviderSpec.defaultTokenVariable, defaultAudience: AzureProviderSpec.defaultTokenAudience)!))
+            case "gcp":
+                let wip = try c.string("workload_identity_provider")
+                if let wip { try Self.checkWorkloadIdentityProvider(wip, c, key: "workload_identity_provider") }
+                out[name] = .gcp(GCPProviderSpec(
+                    name: name, stsEndpoint: try endpoint("sts_endpoint", default: GCPProviderSpec.defaultSTS)!,
+                    iamCredentialsEndpoint: try endpoint("iam_credentials_endpoint", default: GCPProviderSpec.defaultIAMCredentials)!,
+                    revokeEndpoint: try endpoint("revoke_endpoint", default: GCPProviderSpec.defaultRevoke),
+                    workloadIdentityProvider: wip, token: try audienceToken(defaultVariable: nil, defaultAudience: nil)))
             default:
-                throw c.error("type", "unknown provider type \(type.quoted); this build supports: \"aws\", \"vault\", \"oauth2\"")
+                throw c.error("type", "unknown provider type \(type.quoted); this build supports: " + ProviderSpec.typeNames.map(\.quoted).joined(separator: ", "))
             }
             try c.finish()
         }
         return out
+    }
+
+    static func checkWorkloadIdentityProvider(_ v: String, _ c: TOMLCursor, key: String) throws(ConfigError) {
+        guard v.range(of: "^//iam\\.googleapis\\.com/projects/[0-9]+/locations/global/workloadIdentityPools/[a-z0-9-]+/providers/[a-z0-9-]+$", options: .regularExpression) != nil else {
+            throw c.error(key, "must be the provider's full resource name, \"//iam.googleapis.com/projects/<NUMBER>/locations/global/workloadIdentityPools/<POOL>/providers/<PROVIDER>\" (project number, not ID), got \(v.quoted)")
+        }
+    }
+
+    static func variableName(_ v: String, _ c: TOMLCursor, key: String) throws(ConfigError) -> String {
+        guard v.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil else {
+            throw c.error(key, "\(v.quoted) is not a variable name")
+        }
+        return v
     }
 
     static func parseProfiles(_ p: TOMLCursor, providers: [String: ProviderSpec]) throws(ConfigError) -> [String: ProfileSpec] {
@@ -199,7 +294,64 @@ extension AirlockConfig {
             }
             _ = try c.string("description")
             var profile = ProfileSpec(name: name, provider: provider, stages: stages, deliver: deliver, aws: nil, vault: nil, oauth: nil)
+            func templated(_ key: String, _ v: String?) throws(ConfigError) -> String? {
+                for ph in Template.placeholders(in: v ?? "") where !knownGitLabClaims.contains(ph) {
+                    throw c.error(key, "{\(ph)} is not a GitLab ID token claim")
+                }
+                return v
+            }
             switch spec {
+            case .azure(let a):
+                guard let tenant = try templated("tenant_id", try c.string("tenant_id") ?? a.tenantID) else {
+                    throw c.error("tenant_id", "is required (here or on [providers.\(provider)]): the Entra tenant's GUID or domain")
+                }
+                let client = try templated("client_id", try c.requiredString("client_id", hint: "the application (client) ID of the app registration or user-assigned managed identity that holds the federated credential"))!
+                let vaultURL = try c.string("key_vault")
+                let secrets = try c.stringMap("secrets") ?? [:]
+                for v in secrets.keys { _ = try Self.variableName(v, c, key: "secrets") }
+                if !secrets.isEmpty && vaultURL == nil { throw c.error("key_vault", "is required with secrets: the vault URL, e.g. \"https://ci-secrets.vault.azure.net\"") }
+                if let vaultURL {
+                    guard let u = URL(string: vaultURL), let host = u.host,
+                          u.scheme == "https" || (u.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(host)) else {
+                        throw c.error("key_vault", "must be an https URL, got \(vaultURL.quoted)")
+                    }
+                    guard !secrets.isEmpty else { throw c.error("secrets", "is required with key_vault: map job variables to secret names, e.g. { DB_PASSWORD = \"db-password\" }") }
+                }
+                let resourceText = try c.string("resource") ?? (secrets.isEmpty ? nil : "key_vault")
+                let scope = try c.string("scope")
+                let resource: AzureResource
+                switch resourceText {
+                case "arm": resource = .arm
+                case "key_vault": resource = .keyVault
+                case "cosmos":
+                    let account = try c.requiredString("cosmos_account", hint: "the Cosmos DB account name (the <account> of https://<account>.documents.azure.com)")
+                    guard account.range(of: "^[a-z0-9-]{3,50}$", options: .regularExpression) != nil else {
+                        throw c.error("cosmos_account", "\(account.quoted) is not a Cosmos DB account name (3-50 of a-z, 0-9, -)")
+                    }
+                    resource = .cosmos(account: account)
+                case nil:
+                    guard let scope else { throw c.error("resource", "is required: \"arm\", \"cosmos\", \"key_vault\", or give scope = \"<resource>/.default\"") }
+                    resource = .scope(scope)
+                default:
+                    throw c.error("resource", "expected \"arm\", \"cosmos\" or \"key_vault\" (or leave it out and give scope), got \(resourceText!.quoted)")
+                }
+                if scope != nil, resourceText != nil { throw c.error("scope", "give either resource or scope, not both") }
+                if !secrets.isEmpty && resource != .keyVault { throw c.error("resource", "must be \"key_vault\" (or absent) with secrets") }
+                let variable = try Self.variableName(try c.string("variable") ?? "AZURE_ACCESS_TOKEN", c, key: "variable")
+                profile.azure = AzureProfile(tenantID: tenant, clientID: client, resource: resource, keyVaultURL: vaultURL,
+                                             keyVaultSecrets: secrets, variable: variable)
+            case .gcp(let g):
+                guard let wip = try c.string("workload_identity_provider") ?? g.workloadIdentityProvider else {
+                    throw c.error("workload_identity_provider", "is required (here or on [providers.\(provider)])")
+                }
+                try Self.checkWorkloadIdentityProvider(wip, c, key: "workload_identity_provider")
+                let sa = try templated("service_account", try c.string("service_account"))
+                if let sa, !sa.contains("@") { throw c.error("service_account", "must be a service account email, got \(sa.quoted)") }
+                let maxLifetime = try c.duration("max_lifetime") ?? 3600
+                guard maxLifetime >= 300, maxLifetime <= 43_200 else { throw c.error("max_lifetime", "must be between 5m and 12h (over 1h needs the organisation policy constraints/iam.allowServiceAccountCredentialLifetimeExtension)") }
+                profile.gcp = GCPProfile(workloadIdentityProvider: wip, serviceAccount: sa,
+                                         scopes: try c.stringArray("scopes") ?? [GCPProfile.cloudPlatformScope],
+                                         maxLifetime: maxLifetime, projectID: try c.string("project_id"))
             case .oauth2(let o):
                 let g = try c.requiredString("grant", hint: "\"token_exchange\" or \"client_credentials\"")
                 guard let grant = OAuthGrant(rawValue: g) else {
