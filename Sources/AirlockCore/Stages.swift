@@ -54,6 +54,8 @@ public enum Stages {
         let granted = auth.grants.map(\.profile)
         print("Airlock \(airlockVersion): job \(job.jobID) prepared (isolation: \(config.runner.isolation.rawValue)); "
               + (auth.verified == nil ? "no verified ID token, no credentials" : granted.isEmpty ? "identity verified, no profile granted" : "granted: \(granted.joined(separator: ", "))"))
+        // Before federation, so that the job log keeps the order even when an error follows on stderr.
+        fflush(stdout)
         // A retried prepare (the runner retries after a system failure) starts from a clean ledger:
         // whatever an earlier attempt issued is revoked first.
         let ledger = JobLedger(stateDirectory: paths.state)
@@ -63,7 +65,21 @@ public enum Stages {
         }
         let issued = try await Federator.federate(config: config, auth: auth, job: job, ledger: ledger, transport: transport, now: Date())
         for c in issued {
-            print("Airlock: issued \(c.profile) (\(c.provider): \(c.details["role_arn"] ?? c.providerType)), expires \(ISO8601.format(c.expiresAt)), fingerprint \(c.fingerprint)")
+            print("Airlock: issued \(c.profile) (\(c.provider): \(summary(c))), expires \(ISO8601.format(c.expiresAt)), fingerprint \(c.fingerprint)")
+        }
+    }
+
+    /// What a credential is, in the job log's one line: the role, the app, the service account...
+    static func summary(_ c: IssuedCredential) -> String {
+        let d = c.details
+        switch c.providerType {
+        case "aws": return d["role_arn"] ?? "aws"
+        case "azure":
+            let what = d["delivers"] == "key_vault_secrets" ? "Key Vault secrets from \(d["key_vault"] ?? "?")" : d["scope"] ?? "?"
+            return "app \(d["client_id"] ?? "?") in tenant \(d["tenant_id"] ?? "?"), \(what)"
+        case "gcp": return d["service_account"].map { "as \($0)" } ?? "pool \(d["pool"] ?? "?")/\(d["pool_provider"] ?? "?")"
+        case "vault": return d["role"].map { "role \($0)" } ?? "vault"
+        default: return d["audience"] ?? c.providerType
         }
     }
 

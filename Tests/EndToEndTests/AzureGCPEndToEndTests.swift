@@ -1,0 +1,226 @@
+import AirlockTesting
+import Foundation
+import Testing
+
+/// Azure and Google Cloud through the built executables and the runner simulator, against
+/// FakeAzure (Entra, Cosmos DB, Key Vault; federation.md A2) and FakeGoogle (STS, IAM Credentials,
+/// revoke; federation.md A3). Jobs declare a second ID token with Entra's (or the pool's) audience.
+@Suite(.serialized)
+struct AzureGCPEndToEndTests {
+    static let audience = "https://airlock.test"
+    static let client = "8a3b1c2d-0000-4e5f-9a8b-7c6d5e4f3a2b"
+    static let wip = "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/gitlab/providers/gitlab-example"
+    static let serviceAccount = "ci-42@platform-prod.iam.gserviceaccount.com"
+
+    final class Peers: @unchecked Sendable {
+        let issuer: TestIssuer
+        let azure: FakeAzure
+        let google: FakeGoogle
+        let world: TestWorld
+
+        init(deliver: String = "env") throws {
+            issuer = try TestIssuer()
+            azure = try FakeAzure(issuer: issuer)
+            google = try FakeGoogle(issuer: issuer)
+            world = try TestWorld(extra: """
+            [gitlab]
+            issuer = "\(issuer.issuer)"
+            audience = "\(AzureGCPEndToEndTests.audience)"
+
+            [providers.azure]
+            type = "azure"
+            authority_host = "\(azure.authorityHost)"
+            tenant_id = "\(azure.tenant)"
+
+            [providers.gcp]
+            type = "gcp"
+            sts_endpoint = "\(google.stsEndpoint)"
+            iam_credentials_endpoint = "\(google.baseURL)"
+            revoke_endpoint = "\(google.revokeEndpoint)"
+            token_variable = "GCP_ID_TOKEN"
+            token_audience = "https:\(AzureGCPEndToEndTests.wip)"
+
+            [profiles.orders-db]
+            provider = "azure"
+            client_id = "\(AzureGCPEndToEndTests.client)"
+            resource = "cosmos"
+            cosmos_account = "\(azure.cosmosAccount)"
+
+            [profiles.app-secrets]
+            provider = "azure"
+            client_id = "\(AzureGCPEndToEndTests.client)"
+            key_vault = "\(azure.keyVaultURL)"
+            secrets = { DB_PASSWORD = "db-password" }
+            deliver = "\(deliver)"
+
+            [profiles.gcs-deploy]
+            provider = "gcp"
+            workload_identity_provider = "\(AzureGCPEndToEndTests.wip)"
+            service_account = "ci-{project_id}@platform-prod.iam.gserviceaccount.com"
+            project_id = "platform-prod"
+
+            [[rules]]
+            name = "main of project 42"
+            project_id = 42
+            ref = "main"
+            grant = ["orders-db", "app-secrets", "gcs-deploy"]
+            """)
+        }
+
+        func job(_ script: [String], profiles: String) -> SimulatedJob {
+            var job = SimulatedJob(script: script)
+            job.variables = ["AIRLOCK_PROFILES": profiles, "COSMOS_ENDPOINT": azure.cosmosEndpoint, "GOOGLE_API": google.baseURL]
+            job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: AzureGCPEndToEndTests.audience)),
+                            "AZURE_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: "api://AzureADTokenExchange")),
+                            "GCP_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: "https:\(AzureGCPEndToEndTests.wip)"))]
+            return job
+        }
+
+        var subject: String { "project_path:platform/api:ref_type:branch:ref:main" }
+
+        func audit() -> [[String: Any]] {
+            ((try? String(contentsOfFile: world.auditLog, encoding: .utf8)) ?? "").split(separator: "\n")
+                .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        }
+    }
+
+    @Test func cosmosJobCallsTheDataPlaneWithTheDocumentedHeader() throws {
+        let p = try Peers()
+        p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: p.subject)])
+        // The account's own scope is unknown to the tenant: Entra answers AADSTS500011 and Airlock
+        // falls back to https://cosmos.azure.com/.default, as the Cosmos DB SDK does.
+        p.azure.cosmosAccountScopeKnown = false
+        let job = p.job([
+            "d=$(LC_ALL=C date -u '+%a, %d %b %Y %H:%M:%S GMT')",
+            "curl -sS -f -H \"Authorization: type=aad&ver=1.0&sig=$AZURE_ACCESS_TOKEN\" -H \"x-ms-date: $d\" -H 'x-ms-version: 2018-12-31' \"$COSMOS_ENDPOINT/dbs\"; echo",
+            "echo \"token=$AZURE_ACCESS_TOKEN tenant=$AZURE_TENANT_ID client=$AZURE_CLIENT_ID\"",
+            "echo \"azure-id-token=${AZURE_ID_TOKEN:-none}\"",
+        ], profiles: "orders-db")
+        let r = p.world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("\"Databases\"") && r.log.contains("\"orders\""), "\(r.log)")
+        #expect(r.log.contains("token=[MASKED] tenant=\(p.azure.tenant) client=\(Self.client)"))
+        #expect(!r.log.contains("fake-entra."))
+        #expect(!r.log.contains(job.idTokens["AZURE_ID_TOKEN"]!))
+        #expect(p.azure.requestedScopes == ["https://orders-db.documents.azure.com/.default", "https://cosmos.azure.com/.default"])
+        let issued = p.audit().first { $0["event"] as? String == "issued" }
+        #expect(issued?["tenant_id"] as? String == p.azure.tenant)
+        #expect(issued?["client_id"] as? String == Self.client)
+        #expect((issued?["cosmos_scope_fallback"] as? String)?.contains("AADSTS500011") == true)
+        // Entra tokens cannot be revoked: cleanup says when it expires.
+        #expect(r.runnerLog.contains("orders-db (sha256:") && r.runnerLog.contains("azure cannot revoke it; expires"), "\(r.runnerLog)")
+    }
+
+    @Test func keyVaultSecretArrivesAsAFile() throws {
+        let p = try Peers(deliver: "file")
+        p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: p.subject)])
+        p.azure.putSecret("db-password", "kv-S3cret-value-0123456789abcdef", readers: [Self.client])
+        let job = p.job([
+            "test -f \"$DB_PASSWORD\" && echo file=$DB_PASSWORD && stat -c %a \"$DB_PASSWORD\"",
+            "echo \"value: $(cat \"$DB_PASSWORD\")\"",
+            "echo \"token=${AZURE_ACCESS_TOKEN:-none}\"",
+        ], profiles: "app-secrets")
+        let r = p.world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("file=/run/airlock/secrets/app-secrets-DB_PASSWORD"), "\(r.log)")
+        #expect(r.log.contains("\n600"))
+        #expect(r.log.contains("value: [MASKED]"))
+        // The Key Vault token stays with Airlock.
+        #expect(r.log.contains("token=none"))
+        #expect(!r.log.contains("kv-S3cret-value"))
+        #expect(r.runnerLog.contains("long-lived secret, not Airlock's to revoke; the job's copies are deleted"), "\(r.runnerLog)")
+        let audit = p.audit()
+        #expect(audit.contains { $0["event"] as? String == "revoked" && $0["outcome"] as? String == "copies_deleted" })
+        #expect(audit.contains { $0["event"] as? String == "issued" && $0["secret.DB_PASSWORD"] as? String == "db-password" })
+        #expect(!((try? String(contentsOfFile: p.world.auditLog, encoding: .utf8)) ?? "").contains("kv-S3cret-value"))
+    }
+
+    @Test func gcpJobGetsAnImpersonatedTokenAndCleanupRevokesIt() throws {
+        let p = try Peers()
+        p.google.addProvider(Self.wip, .init(issuer: p.issuer.issuer) { $0["project_id"] == "42" && $0["ref_protected"] == "true" })
+        p.google.addServiceAccount(Self.serviceAccount, impersonators: [p.subject])
+        let job = p.job([
+            "curl -sS -f \"$GOOGLE_API/tokeninfo?access_token=$CLOUDSDK_AUTH_ACCESS_TOKEN\"; echo",
+            "test \"$GOOGLE_OAUTH_ACCESS_TOKEN\" = \"$CLOUDSDK_AUTH_ACCESS_TOKEN\" && echo same-token project=$CLOUDSDK_CORE_PROJECT",
+        ], profiles: "gcs-deploy")
+        let r = p.world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("\"email\":\"\(Self.serviceAccount)\""), "\(r.log)")
+        #expect(r.log.contains("same-token project=platform-prod"))
+        #expect(!r.log.contains("ya29."))
+        #expect(p.google.count(kind: "impersonated") == 1)
+        #expect(p.google.count(kind: "impersonated", revoked: true) == 1)
+        let audit = p.audit()
+        let issued = audit.first { $0["event"] as? String == "issued" }
+        #expect(issued?["pool"] as? String == "gitlab")
+        #expect(issued?["pool_provider"] as? String == "gitlab-example")
+        #expect(issued?["service_account"] as? String == Self.serviceAccount)
+        #expect(audit.contains { $0["event"] as? String == "revoked" && $0["outcome"] as? String == "revoked" })
+        #expect(r.runnerLog.contains("gcs-deploy (sha256:") && r.runnerLog.contains(": revoked"))
+    }
+
+    /// Entra's four most reported federation failures, each acted out by the fake as Entra would
+    /// answer it; each must be the job's failure with a message that says what to fix.
+    static let entraFailures: [(String, String)] = [
+        ("AADSTS70021", "subject"), ("AADSTS700212", "audience"), ("AADSTS700024", "time"), ("AADSTS501661", "discovery"),
+    ]
+
+    @Test(arguments: entraFailures.indices)
+    func entraFailureIsABuildFailureThatSaysWhatToFix(_ i: Int) throws {
+        let (code, kind) = Self.entraFailures[i]
+        let p = try Peers()
+        switch kind {
+        case "subject":
+            p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: "project_path:platform/api:ref_type:branch:ref:release")])
+        case "audience":
+            p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: p.subject, audiences: ["https://gitlab.example.com"])])
+        case "time":
+            p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: p.subject)])
+            p.azure.clockOffset = 2 * 3600
+        default:
+            p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: p.subject)])
+            p.azure.issuerReachable = false
+        }
+        let job = p.job(["echo should-not-run"], profiles: "orders-db")
+        let r = p.world.simulate(job)
+        #expect(r.failureReason == "script_failure", "\(r.log)")
+        #expect(r.prepareAttempts == 1)
+        #expect(r.log.contains(code), "\(r.log)")
+        #expect(!r.log.contains("\nshould-not-run"))
+        switch kind {
+        case "subject":
+            #expect(r.log.contains("subject \"\(p.subject)\""), "\(r.log)")
+            #expect(r.log.contains("The federated credential must hold exactly (case-sensitive): issuer \"\(p.issuer.issuer)\", subject \"\(p.subject)\", audiences [\"api://AzureADTokenExchange\"]"))
+        case "audience":
+            #expect(r.log.contains("its audiences do not include the token's aud \"api://AzureADTokenExchange\""), "\(r.log)")
+        case "time":
+            #expect(r.log.contains("outside its valid time range") && r.log.contains("Check NTP"), "\(r.log)")
+        default:
+            #expect(r.log.contains("could not fetch the issuer's OpenID Connect discovery") && r.log.contains("must serve both publicly"), "\(r.log)")
+        }
+        #expect(!r.log.contains(job.idTokens["AZURE_ID_TOKEN"]!))
+        let decisions = p.audit().filter { $0["event"] as? String == "federation_failed" }
+        #expect(decisions.first?["code"] as? String == code)
+        #expect(decisions.first?["fault"] as? String == "job")
+    }
+
+    @Test func missingSecondIDTokenIsRefusedWithTheBlockToAdd() throws {
+        let p = try Peers()
+        p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: p.subject)])
+        var job = p.job(["echo should-not-run"], profiles: "orders-db")
+        job.idTokens["AZURE_ID_TOKEN"] = nil
+        let r = p.world.simulate(job)
+        #expect(r.failureReason == "script_failure", "\(r.log)")
+        #expect(r.log.contains("AZURE_ID_TOKEN:\n") && r.log.contains("aud: api://AzureADTokenExchange"), "\(r.log)")
+        #expect(p.azure.requestedScopes.isEmpty)
+        // Another job's Entra token (same project, other job) is refused before Entra sees it.
+        var other = p.job(["echo should-not-run"], profiles: "orders-db")
+        var stranger = other
+        stranger.jobID += 1
+        other.idTokens["AZURE_ID_TOKEN"] = p.issuer.mint(p.issuer.claims(for: stranger, audience: "api://AzureADTokenExchange"))
+        let r2 = p.world.simulate(other)
+        #expect(r2.failureReason == "script_failure", "\(r2.log)")
+        #expect(r2.log.contains("AZURE_ID_TOKEN belongs to job \(stranger.jobID)"), "\(r2.log)")
+        #expect(p.azure.requestedScopes.isEmpty)
+    }
+}
