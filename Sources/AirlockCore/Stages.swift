@@ -55,7 +55,7 @@ public enum Stages {
         print("Airlock \(airlockVersion): job \(job.jobID) prepared (isolation: \(config.runner.isolation.rawValue)); "
               + (auth.verified == nil ? "no verified ID token, no credentials" : granted.isEmpty ? "identity verified, no profile granted" : "granted: \(granted.joined(separator: ", "))"))
         // Before federation, so that the job log keeps the order even when an error follows on stderr.
-        fflush(stdout)
+        fflush(nil)
         // A retried prepare (the runner retries after a system failure) starts from a clean ledger:
         // whatever an earlier attempt issued is revoked first.
         let ledger = JobLedger(stateDirectory: paths.state)
