@@ -20,6 +20,10 @@ struct ConfigTests {
         #expect(c.gitlab?.audience == "https://airlock.example.com")
         #expect(c.profiles["db-readonly"]?.vault?.env == ["DB_USER": "username", "DB_PASSWORD": "password"])
         #expect(c.profiles["orders-api"]?.oauth?.subjectTokenType == "https://airlock.example.com/gitlab-id-token")
+        #expect(c.profiles["orders-db"]?.azure?.resource == .cosmos(account: "orders-db"))
+        #expect(c.profiles["azure-secrets"]?.azure?.keyVaultSecrets["DB_PASSWORD"] == "db-password")
+        #expect(c.profiles["gcs-deploy"]?.gcp?.poolParts?.pool == "gitlab")
+        #expect(c.consumedTokenVariables == ["AIRLOCK_ID_TOKEN", "AZURE_ID_TOKEN", "GCP_ID_TOKEN"])
     }
 
     static let errors: [(String, String)] = [
@@ -38,6 +42,13 @@ struct ConfigTests {
         (runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\nca_file = \"/x.pem\"\n", "airlock.toml:9: [gitlab] ca_file: is not supported by this build"),
         (runner + "secrets_root = \"/srv/b/secrets\"\n", "[runner] secrets_root: must not be inside builds_root"),
         (runner.replacingOccurrences(of: "/srv/s", with: "/srv/b/state"), "[runner] builds_root: must not overlap state_dir"),
+        (runner + "[providers.z]\ntype = \"azure\"\n[profiles.p]\nprovider = \"z\"\nclient_id = \"c\"\nresource = \"arm\"\n", "[profiles.p] tenant_id: is required (here or on [providers.z])"),
+        (runner + "[providers.z]\ntype = \"azure\"\ntenant_id = \"t\"\n[profiles.p]\nprovider = \"z\"\nclient_id = \"c\"\nresource = \"cosmos\"\n", "[profiles.p] cosmos_account: is required"),
+        (runner + "[providers.z]\ntype = \"azure\"\ntenant_id = \"t\"\n[profiles.p]\nprovider = \"z\"\nclient_id = \"c\"\nsecrets = { A = \"a\" }\n", "[profiles.p] key_vault: is required with secrets"),
+        (runner + "[providers.z]\ntype = \"azure\"\ntoken_variable = \"bad-name\"\n", "[providers.z] token_variable: must be a variable name"),
+        (runner + "[providers.g]\ntype = \"gcp\"\nworkload_identity_provider = \"projects/my-project/pools/x\"\n", "[providers.g] workload_identity_provider: must be the provider's full resource name"),
+        (runner + "[providers.g]\ntype = \"gcp\"\ntoken_variable = \"GCP_ID_TOKEN\"\n", "[providers.g] token_audience: is required with token_variable"),
+        (runner + "[providers.g]\ntype = \"gcp\"\n[profiles.p]\nprovider = \"g\"\n", "[profiles.p] workload_identity_provider: is required (here or on [providers.g])"),
     ]
 
     @Test(arguments: errors.indices)
