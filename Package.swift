@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "airlock-prepare", targets: ["airlock-prepare"]),
         .executable(name: "airlock-run", targets: ["airlock-run"]),
         .executable(name: "airlock-cleanup", targets: ["airlock-cleanup"]),
+        .executable(name: "airlock-endpoint", targets: ["airlock-endpoint"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -21,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", exact: "0.6.0"),
         .package(url: "https://github.com/apple/swift-crypto.git", "4.5.2"..<"5.0.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         .target(name: "RunnerContract", swiftSettings: strict),
@@ -48,6 +51,14 @@ let package = Package(
         .executableTarget(name: "airlock-prepare", dependencies: ["AirlockCore", "HTTPClient"], swiftSettings: strict),
         .executableTarget(name: "airlock-run", dependencies: ["AirlockCore"], swiftSettings: strict),
         .executableTarget(name: "airlock-cleanup", dependencies: ["AirlockCore", "HTTPClient"], swiftSettings: strict),
+        // The per-job credential server (issue 7): the only executable that links Hummingbird/NIO.
+        .target(name: "CredentialEndpoint", dependencies: [
+            "AirlockCore", "Federation", "Ledger", "Identity", "RunnerContract",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "airlock-endpoint", dependencies: ["CredentialEndpoint", "HTTPClient"], swiftSettings: strict),
         .executableTarget(name: "airlock", dependencies: [
             "AirlockCore", "AirlockTesting", "HTTPClient", "Delivery",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

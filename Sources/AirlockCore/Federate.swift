@@ -131,6 +131,8 @@ enum Revoker {
     /// Returns how many credentials could not be revoked (their ledger is kept for sweep).
     static func settleJob(config: AirlockConfig, job: JobContext, paths: JobPaths, reason: String,
                           transport: any HTTPTransport, report: (String) -> Void = { _ in }) async -> Int {
+        // The job's credential server first, so that it federates nothing more.
+        EndpointProcess.stop(state: paths.state)
         let ledger = JobLedger(stateDirectory: paths.state)
         let (failed, lines) = await revokeAll(config: config, ledger: ledger,
                                      providers: Federator.providers(config: config, transport: transport),

@@ -64,6 +64,13 @@ public enum Stages {
                                     identity: Audit.identity(job), reason: "prepare_retry", now: Date())
         }
         let issued = try await Federator.federate(config: config, auth: auth, job: job, ledger: ledger, transport: transport, now: Date())
+        do {
+            try startEndpoint(config: config, paths: paths, job: job, auth: auth)
+        } catch {
+            await Revoker.revokeAll(config: config, ledger: ledger, providers: Federator.providers(config: config, transport: transport),
+                                    identity: Audit.identity(job), reason: "rollback", now: Date())
+            throw error
+        }
         for c in issued {
             print("Airlock: issued \(c.profile) (\(c.provider): \(summary(c))), expires \(ISO8601.format(c.expiresAt)), fingerprint \(c.fingerprint)")
         }
@@ -107,8 +114,10 @@ public enum Stages {
         let credentials = try JobLedger(stateDirectory: paths.state).entries().filter { $0.state == .issued }.map(\.credential)
         let secretsHost = "\(config.runner.secretsRoot)/\(job.jobID)/\(stageName)"
         let secretsInside = config.runner.isolation == .bubblewrap ? Sandboxing.secretsInside : secretsHost
-        let rules = config.profiles.mapValues { DeliveryRule(profile: $0.name, asFile: $0.deliver == .file, stages: $0.stages) }
-        let plan = try InjectionPlan.make(stage: stage, credentials: credentials, rules: rules, secretsDir: secretsInside)
+        let rules = config.profiles.mapValues { DeliveryRule(profile: $0.name, asFile: $0.deliver == .file, stages: $0.stages, viaEndpoint: $0.deliver == .endpoint) }
+        let session = EndpointSession.load(state: paths.state)
+        let endpoint = session.flatMap { s in EndpointServerInfo.load(state: paths.state).map { EndpointAccess(port: $0.port, secret: s.secret) } }
+        let plan = try InjectionPlan.make(stage: stage, credentials: credentials, rules: rules, secretsDir: secretsInside, endpoint: endpoint)
         if !plan.files.isEmpty {
             try Files.makeDirectories(config.runner.secretsRoot, mode: 0o711)
             try Files.makeDirectory("\(config.runner.secretsRoot)/\(job.jobID)", mode: 0o700)
@@ -129,8 +138,24 @@ public enum Stages {
         let watcher = StageWatcher(child: child, bubblewrap: spec.useBubblewrap, graceful: config.runner.gracefulKill)
         watcher.start()
         child.startReaper { watcher.finish() }
-        let masks = MaskTable(MaskPatterns(secrets: secrets + credentials.flatMap { $0.secrets.values }).patterns)
-        child.pump(stdout: StreamMasker(masks), stderr: StreamMasker(masks))
+        var known = Set(secrets + credentials.flatMap { $0.secrets.values } + (session.map { [$0.secret] } ?? []))
+        let masks = MaskTable(MaskPatterns(secrets: Array(known)).patterns)
+        let out = StreamMasker(masks), err = StreamMasker(masks)
+        // With a credential server, values issued while the stage runs are masked from the moment
+        // they are in the ledger (the server records them there before serving them).
+        let ledger = JobLedger(stateDirectory: paths.state)
+        var ledgerStamp = session == nil ? nil : Files.modificationTime(ledger.path)
+        child.pump(stdout: out, stderr: err, tick: {
+            guard session != nil else { return }
+            let stamp = Files.modificationTime(ledger.path)
+            guard stamp != ledgerStamp else { return }
+            ledgerStamp = stamp
+            let fresh = Set(((try? ledger.entries()) ?? []).flatMap { $0.credential.secrets.values }).subtracting(known)
+            guard !fresh.isEmpty else { return }
+            known.formUnion(fresh)
+            out.add(MaskPatterns(secrets: Array(fresh)))
+            err.add(MaskPatterns(secrets: Array(fresh)))
+        })
         let code = child.wait()
         if code == 0 { return 0 }
         if let file = env.buildExitCodeFile {
@@ -156,6 +181,16 @@ public enum Stages {
             throw AirlockFailure(.system, "job \(job.jobID): \(failed) credential(s) could not be revoked; the ledger is kept for `airlock sweep`")
         }
         print("airlock-cleanup: job \(job.jobID): \(existed ? "state removed" : "nothing left to clean")")
+    }
+
+    /// The job a state directory belongs to (for the credential server).
+    public static func jobContext(state: String) throws(AirlockFailure) -> JobContext {
+        let dec = JSONDecoder()
+        dec.dateDecodingStrategy = .iso8601
+        guard let d = FileManager.default.contents(atPath: "\(state)/\(recordFile)"), let r = try? dec.decode(JobRecord.self, from: d) else {
+            throw AirlockFailure(.system, "no job record in \(state)")
+        }
+        return r.job
     }
 
     static func saveRecord(_ record: JobRecord, paths: JobPaths) throws(AirlockFailure) {

@@ -254,7 +254,7 @@ public final class RunnerSimulator: @unchecked Sendable {
         var out = Data()
         let masks = captureTo == .runnerLog || !options.runnerMasking ? MaskPatterns(exact: []) : runnerMasks
         let table = MaskTable(masks.patterns)
-        child.pump(stdout: StreamMasker(table), stderr: StreamMasker(table)) { fd, bytes in
+        child.pump(stdout: StreamMasker(table), stderr: StreamMasker(table), sink: { fd, bytes in
             out.append(contentsOf: bytes)
             let text = String(decoding: bytes, as: UTF8.self)
             switch captureTo {
@@ -268,7 +268,7 @@ public final class RunnerSimulator: @unchecked Sendable {
                 if options.echo { ChildProcess.writeAll(2, Array(lines.utf8)) }
             case .none: break
             }
-        }
+        })
         let code = child.wait()
         state.markDone()
         return (code, out, state.signaled)

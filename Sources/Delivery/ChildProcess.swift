@@ -86,6 +86,7 @@ public final class ChildProcess: @unchecked Sendable {
     /// Copies both output streams through their maskers to this process's stdout and stderr until
     /// both close. Held-back bytes are flushed after `idleFlush` seconds without output.
     public func pump(stdout: StreamMasker, stderr: StreamMasker, idleFlush: Double = 0.2, drainAfterExit: Double = 1.0,
+                     tick: () -> Void = {},
                      sink: (Int32, [UInt8]) -> Void = { fd, bytes in ChildProcess.writeAll(fd, bytes) }) {
         var fds = [pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0), pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)]
         let maskers = [stdout, stderr]
@@ -105,6 +106,7 @@ public final class ChildProcess: @unchecked Sendable {
             // that escaped its group still holds a pipe.
             if let gone = exitedSince, Date().timeIntervalSince(gone) > drainAfterExit { break }
             let r = poll(&fds, 2, 100)
+            tick()
             if r < 0 { if errno == EINTR { continue }; break }
             for i in 0..<2 where open[i] && fds[i].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }

@@ -8,15 +8,30 @@ public struct DeliveryRule: Sendable {
     public var asFile: Bool
     /// nil: build_script, step_* and after_script.
     public var stages: [String]?
+    /// Served by the job's credential server instead of injected.
+    public var viaEndpoint: Bool
 
-    public init(profile: String, asFile: Bool, stages: [String]?) {
+    public init(profile: String, asFile: Bool, stages: [String]?, viaEndpoint: Bool = false) {
         self.profile = profile
         self.asFile = asFile
         self.stages = stages
+        self.viaEndpoint = viaEndpoint
     }
 
     public func applies(to stage: String) -> Bool {
         stages.map { $0.contains(stage) } ?? Stage.receivesCredentialsByDefault(stage)
+    }
+}
+
+/// How a job reaches its credential server: a loopback port and the job's own secret.
+public struct EndpointAccess: Sendable {
+    /// The file (in the stage's secrets dir) holding the secret, for AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE.
+    public static let tokenFileName = "endpoint-token"
+    public var port: Int
+    public var secret: String
+    public init(port: Int, secret: String) {
+        self.port = port
+        self.secret = secret
     }
 }
 
@@ -31,7 +46,7 @@ public struct InjectionPlan: Sendable {
     /// Builds the plan for `stage`. `secretsDir` is the path the job sees.
     /// - Throws: `AirlockFailure` (system) when two profiles would set the same variable.
     public static func make(stage: String, credentials: [IssuedCredential], rules: [String: DeliveryRule],
-                            secretsDir: String) throws(AirlockFailure) -> InjectionPlan {
+                            secretsDir: String, endpoint: EndpointAccess? = nil) throws(AirlockFailure) -> InjectionPlan {
         var plan = InjectionPlan()
         var setBy: [String: String] = [:]
         func set(_ k: String, _ v: String, _ profile: String) throws(AirlockFailure) {
@@ -45,6 +60,36 @@ public struct InjectionPlan: Sendable {
         for c in credentials.sorted(by: { $0.profile < $1.profile }) {
             guard let rule = rules[c.profile], rule.applies(to: stage) else { continue }
             plan.profiles.append(c.profile)
+            if rule.viaEndpoint {
+                // No credential in the stage: only where to ask, and the job's secret (federation.md B1-B3).
+                guard let endpoint else {
+                    throw AirlockFailure(.system, "profile \(c.profile) is delivered by the credential server, which is not running; see endpoint.log in the job's state")
+                }
+                let base = "http://127.0.0.1:\(endpoint.port)"
+                switch c.providerType {
+                case "aws":
+                    plan.files[EndpointAccess.tokenFileName] = endpoint.secret
+                    try set("AWS_CONTAINER_CREDENTIALS_FULL_URI", "\(base)/aws/\(c.profile)", c.profile)
+                    try set("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "\(secretsDir)/\(EndpointAccess.tokenFileName)", c.profile)
+                    try set("AWS_REGION", c.details["region"] ?? "us-east-1", c.profile)
+                    try set("AWS_DEFAULT_REGION", c.details["region"] ?? "us-east-1", c.profile)
+                case "azure":
+                    try set("IDENTITY_ENDPOINT", "\(base)/azure", "azure-endpoint")
+                    try set("IDENTITY_HEADER", endpoint.secret, "azure-endpoint")
+                    if let t = c.details["tenant_id"] { try set("AZURE_TENANT_ID", t, c.profile) }
+                case "gcp":
+                    // google-auth builds http://<GCE_METADATA_HOST>/computeMetadata/v1/...: the secret rides in the path.
+                    try set("GCE_METADATA_HOST", "127.0.0.1:\(endpoint.port)/\(endpoint.secret)", c.profile)
+                    try set("GCE_METADATA_IP", "127.0.0.1:\(endpoint.port)/\(endpoint.secret)", c.profile)
+                    if let project = c.details["project_id"] {
+                        try set("GOOGLE_CLOUD_PROJECT", project, c.profile)
+                        try set("CLOUDSDK_CORE_PROJECT", project, c.profile)
+                    }
+                default:
+                    throw AirlockFailure(.system, "no endpoint for provider type \(c.providerType)")
+                }
+                continue
+            }
             switch c.providerType {
             case "aws":
                 let region = c.details["region"] ?? "us-east-1"

@@ -88,6 +88,13 @@ public enum Files {
 
     /// rm -rf that does not follow symlinks; an absent path is success.
     /// - Throws: `AirlockFailure` (system) naming what could not be removed.
+    /// A file's modification time in nanoseconds, nil when it does not exist.
+    public static func modificationTime(_ path: String) -> Int? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec)
+    }
+
     public static func removeTree(_ path: String) throws(AirlockFailure) {
         var st = stat()
         guard lstat(path, &st) == 0 else { return }

@@ -40,7 +40,13 @@ public struct RunnerSettings: Sendable {
     public var sweepGrace: Double
     /// Where per-job secret files live (tmpfs where available); never under the builds dir.
     public var secretsRoot: String
+    /// The credential server serves no credential with less validity left than this (botocore
+    /// refreshes below 15 minutes); it federates again instead.
+    public var endpointMinValidity: Double = RunnerSettings.defaultEndpointMinValidity
+    /// Requests per second one job's credential server answers (the burst is twice that).
+    public var endpointRequestsPerSecond: Double = 50
 
+    public static let defaultEndpointMinValidity = 16.0 * 60
     public static let defaultFederationTimeout = 30.0
     public static let defaultSweepGrace = 3600.0
     /// /dev/shm is a tmpfs on Debian: secret files then never touch a disk.
@@ -118,6 +124,9 @@ public struct AirlockConfig: Sendable {
                 throw r.error(key, "must not overlap state_dir (\(stateDir)): jobs can write to \(key) and must never see the state")
             }
         }
+        let minValidity = try r.duration("endpoint_min_validity") ?? RunnerSettings.defaultEndpointMinValidity
+        let rps = Double(try r.int("endpoint_requests_per_second") ?? 50)
+        guard rps >= 1 else { throw r.error("endpoint_requests_per_second", "must be at least 1") }
         try r.finish()
         var warnings: [String] = []
         if isolation == .none {
@@ -139,7 +148,8 @@ public struct AirlockConfig: Sendable {
             runner: RunnerSettings(
                 buildsRoot: buildsRoot, cacheRoot: cacheRoot, stateDir: stateDir, homesRoot: homesRoot,
                 auditLog: auditLog, isolation: isolation, gracefulKill: grace, jobPath: jobPath, bwrap: bwrap,
-                federationTimeout: fedTimeout, sweepGrace: sweepGrace, secretsRoot: secretsRoot),
+                federationTimeout: fedTimeout, sweepGrace: sweepGrace, secretsRoot: secretsRoot,
+                endpointMinValidity: minValidity, endpointRequestsPerSecond: rps),
             gitlab: gitlab, providers: providers, profiles: profiles,
             policy: Policy(rules: rules), warnings: warnings)
     }

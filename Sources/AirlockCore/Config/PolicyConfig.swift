@@ -103,6 +103,8 @@ public enum DeliveryMode: String, Sendable, CaseIterable {
     case env
     /// Files in the job's secrets dir, their paths in the environment.
     case file
+    /// The job's credential server: the endpoints the cloud SDKs speak, refreshed as they run out.
+    case endpoint
 }
 
 /// `[profiles.NAME]`: what a grant hands out.
@@ -293,6 +295,15 @@ extension AirlockConfig {
                 throw c.error("deliver", "expected one of \(DeliveryMode.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")), got \(deliverText.quoted)")
             }
             _ = try c.string("description")
+            if deliver == .endpoint {
+                switch spec {
+                case .aws, .gcp: break
+                case .azure:
+                    if try c.stringMap("secrets") != nil { throw c.error("deliver", "\"endpoint\" serves Azure tokens; Key Vault secrets are delivered as env or file") }
+                default:
+                    throw c.error("deliver", "\"endpoint\" serves AWS, Azure and GCP profiles (the SDKs' container, managed identity and metadata endpoints); use env or file for \(spec.typeName)")
+                }
+            }
             var profile = ProfileSpec(name: name, provider: provider, stages: stages, deliver: deliver, aws: nil, vault: nil, oauth: nil)
             func templated(_ key: String, _ v: String?) throws(ConfigError) -> String? {
                 for ph in Template.placeholders(in: v ?? "") where !knownGitLabClaims.contains(ph) {

@@ -1,0 +1,243 @@
+import AirlockCore
+import Federation
+import Foundation
+import Ledger
+import Logging
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import NIOCore
+import RunnerContract
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One job's credential server (Hummingbird 2), on 127.0.0.1 outside the sandbox, speaking the
+/// endpoints the official SDKs already use (federation.md B1-B3):
+/// - AWS container credentials: `GET /aws/<profile>`, `Authorization: <job secret>`.
+/// - Azure App Service managed identity: `GET /azure?api-version=2019-08-01&resource=…`,
+///   `X-IDENTITY-HEADER: <job secret>`; the resource must be one of the job's Azure profiles'.
+/// - GCE metadata: `/<job secret>/computeMetadata/v1/…` with `Metadata-Flavor: Google` (google-auth
+///   cannot send a custom header, so the secret is part of GCE_METADATA_HOST), and the detection
+///   ping at `/<job secret>`.
+/// Anything without the job's secret gets 401 and an audit line. The server logs request kinds and
+/// statuses, never a credential.
+public struct EndpointServer: Sendable {
+    let broker: CredentialBroker
+    let limiter: RateLimiter
+    let secret: String
+
+    public init(broker: CredentialBroker, requestsPerSecond: Double) {
+        self.broker = broker
+        secret = broker.secret
+        limiter = RateLimiter(rate: requestsPerSecond, burst: requestsPerSecond * 2)
+    }
+
+    static func json(_ obj: Any, status: HTTPResponse.Status = .ok) -> Response {
+        let data = (try? JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])) ?? Data()
+        return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func text(_ s: String, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        var h = headers
+        h[.contentType] = "text/plain"
+        return Response(status: status, headers: h, body: ResponseBody(byteBuffer: ByteBuffer(string: s)))
+    }
+
+    /// Constant-time comparison of the presented secret.
+    static func same(_ a: String?, _ b: String) -> Bool {
+        guard let a else { return false }
+        let x = Array(a.utf8), y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var d: UInt8 = 0
+        for i in 0..<x.count { d |= x[i] ^ y[i] }
+        return d == 0
+    }
+
+    static let identityHeader = HTTPField.Name("X-IDENTITY-HEADER")!
+    static let metadataFlavor = HTTPField.Name("Metadata-Flavor")!
+
+    public func respond(_ request: Request) async -> Response {
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > 1024 {
+            return Self.json(["message": "request body too large"], status: .contentTooLarge)
+        }
+        guard await limiter.allow() else {
+            broker.refused("rate_limited", "\(request.uri.path)")
+            return Self.json(["message": "too many requests for this job's credential server"], status: .tooManyRequests)
+        }
+        let path = request.uri.path
+        do {
+            if path.hasPrefix("/aws/") { return try await aws(request, profile: String(path.dropFirst(5))) }
+            if path == "/azure" || path == "/azure/" { return try await azure(request) }
+            return try await google(request, path: path)
+        } catch let e as any BlamedError {
+            return Self.json(["message": "\(e)"], status: e.fault == .job ? .badRequest : .serviceUnavailable)
+        } catch {
+            return Self.json(["message": "\(error)"], status: .serviceUnavailable)
+        }
+    }
+
+    func unauthorized(_ kind: String, _ request: Request) -> Response {
+        broker.refused("bad_secret", "\(kind) request to \(request.uri.path.hasPrefix("/aws/") || request.uri.path.hasPrefix("/azure") ? request.uri.path : "/<path>") without this job's secret")
+        return Self.json(["message": "this endpoint serves one job; the request does not carry its secret"], status: .unauthorized)
+    }
+
+    // MARK: AWS (federation.md B1)
+
+    func aws(_ request: Request, profile: String) async throws -> Response {
+        guard Self.same(request.headers[.authorization], secret) else { return unauthorized("aws", request) }
+        guard broker.servedProfiles.contains(profile), broker.spec(profile)?.aws != nil else {
+            broker.refused("not_granted", "aws profile \(profile)")
+            return Self.json(["message": "profile \(profile) is not an AWS profile served to this job"], status: .notFound)
+        }
+        let c = try await broker.credential(profile)
+        return Self.json(["AccessKeyId": c.secrets["AccessKeyId"] ?? "", "SecretAccessKey": c.secrets["SecretAccessKey"] ?? "",
+                          "Token": c.secrets["SessionToken"] ?? "", "Expiration": ISO8601.format(c.expiresAt)])
+    }
+
+    // MARK: Azure (federation.md B2)
+
+    func azure(_ request: Request) async throws -> Response {
+        guard Self.same(request.headers[Self.identityHeader], secret) else { return unauthorized("azure", request) }
+        let q = request.uri.queryParameters
+        guard q["api-version"].map(String.init) == "2019-08-01" else {
+            return Self.json(["statusCode": 400, "message": "api-version must be 2019-08-01"], status: .badRequest)
+        }
+        guard let resource = q["resource"].map({ String($0).removingPercentEncoding ?? String($0) }), !resource.isEmpty else {
+            return Self.json(["statusCode": 400, "message": "resource is required"], status: .badRequest)
+        }
+        let wanted = resource.hasSuffix("/.default") ? String(resource.dropLast(9)) : resource
+        let azureProfiles = broker.servedProfiles.filter { broker.spec($0)?.azure != nil }
+        let match = azureProfiles.first { p in
+            guard let r = broker.spec(p)?.azure?.resource else { return false }
+            var scopes = [r.scope]
+            if case .cosmos = r { scopes.append(AzureResource.cosmosFallbackScope) }
+            return scopes.contains { $0.dropLast(9) == wanted || $0.dropLast(9) == wanted + "/" || $0.dropLast(9) + "/" == wanted }
+        }
+        guard let profile = match, let spec = broker.spec(profile)?.azure else {
+            broker.refused("resource_not_granted", "azure resource \(wanted)")
+            let granted = azureProfiles.compactMap { broker.spec($0)?.azure?.resource.scope }.map { String($0.dropLast(9)) }
+            return Self.json(["statusCode": 400, "message": "resource \(wanted) is not granted to this job; granted: \(granted.joined(separator: ", "))"], status: .badRequest)
+        }
+        if let client = q["client_id"].map(String.init), !client.isEmpty, client != spec.clientID, !spec.clientID.contains("{") {
+            broker.refused("client_not_granted", "azure client_id \(client)")
+            return Self.json(["statusCode": 400, "message": "client_id \(client) is not the identity granted to this job"], status: .badRequest)
+        }
+        let c = try await broker.credential(profile)
+        return Self.json(["access_token": c.secrets["access_token"] ?? "", "expires_on": String(Int(c.expiresAt.timeIntervalSince1970)),
+                          "resource": wanted, "token_type": "Bearer", "client_id": c.details["client_id"] ?? spec.clientID])
+    }
+
+    // MARK: Google (federation.md B3)
+
+    func google(_ request: Request, path: String) async throws -> Response {
+        let prefix = "/" + secret
+        guard path == prefix || path.hasPrefix(prefix + "/") else { return unauthorized("metadata", request) }
+        let flavor: HTTPFields = [Self.metadataFlavor: "Google"]
+        guard request.headers[Self.metadataFlavor] == "Google" else {
+            return Self.text("Missing required header \"Metadata-Flavor\": \"Google\"", status: .forbidden, headers: flavor)
+        }
+        let rest = String(path.dropFirst(prefix.count))
+        if rest == "" || rest == "/" { return Self.text("", headers: flavor) }
+        guard let profile = broker.servedProfiles.first(where: { broker.spec($0)?.gcp != nil }), let spec = broker.spec(profile)?.gcp else {
+            return Self.text("not found", status: .notFound, headers: flavor)
+        }
+        let base = "/computeMetadata/v1/"
+        guard rest.hasPrefix(base) else { return Self.text("not found", status: .notFound, headers: flavor) }
+        let item = String(rest.dropFirst(base.count))
+        var jsonHeaders = flavor
+        jsonHeaders[.contentType] = "application/json"
+        func json(_ o: Any) -> Response {
+            var r = Self.json(o)
+            r.headers[Self.metadataFlavor] = "Google"
+            return r
+        }
+        let email = spec.serviceAccount ?? "default"
+        switch item {
+        case "instance/service-accounts/default/", "instance/service-accounts/default":
+            return json(["email": email, "scopes": spec.scopes, "aliases": ["default"]])
+        case "instance/service-accounts/default/email", "instance/service-accounts/\(email)/email":
+            return Self.text(email, headers: flavor)
+        case "instance/service-accounts/default/token", "instance/service-accounts/\(email)/token":
+            let c = try await broker.credential(profile)
+            return json(["access_token": c.secrets["access_token"] ?? "", "expires_in": max(0, Int(c.expiresAt.timeIntervalSinceNow)), "token_type": "Bearer"])
+        case "instance/service-accounts/default/scopes":
+            return Self.text(spec.scopes.joined(separator: "\n"), headers: flavor)
+        case "project/project-id":
+            guard let p = spec.projectID else { return Self.text("not found", status: .notFound, headers: flavor) }
+            return Self.text(p, headers: flavor)
+        case "universe/universe-domain":
+            return Self.text("googleapis.com", headers: flavor)
+        default:
+            return Self.text("not found", status: .notFound, headers: flavor)
+        }
+    }
+}
+
+/// A token bucket: `rate` requests per second, `burst` at once.
+actor RateLimiter {
+    let rate: Double
+    let burst: Double
+    var tokens: Double
+    var last = Date()
+
+    init(rate: Double, burst: Double) {
+        self.rate = rate
+        self.burst = burst
+        tokens = burst
+    }
+
+    func allow() -> Bool {
+        let now = Date()
+        tokens = min(burst, tokens + now.timeIntervalSince(last) * rate)
+        last = now
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
+    }
+}
+
+/// `airlock-endpoint --config FILE --state DIR`: serves one job until SIGTERM or its state is gone.
+public enum EndpointMain {
+    public static func run(transport: @escaping TransportFactory) async -> Int32 {
+        let args = CommandLine.arguments
+        func value(_ flag: String) -> String? { args.firstIndex(of: flag).flatMap { $0 + 1 < args.count ? args[$0 + 1] : nil } }
+        guard let configPath = value("--config"), let state = value("--state") else {
+            FileHandle.standardError.write(Data("usage: airlock-endpoint --config FILE --state JOB_STATE_DIR\n".utf8))
+            return 2
+        }
+        do {
+            let config = try AirlockConfig.load(path: configPath)
+            guard let session = EndpointSession.load(state: state) else { throw AirlockFailure(.system, "no endpoint session in \(state)") }
+            let job = try Stages.jobContext(state: state)
+            let broker = try CredentialBroker(config: config, state: state, session: session, job: job, transport: transport())
+            let server = EndpointServer(broker: broker, requestsPerSecond: config.runner.endpointRequestsPerSecond)
+            let app = Application(
+                responder: CallbackResponder<BasicRequestContext> { request, _ in await server.respond(request) },
+                configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "airlock-endpoint",
+                                     availableConnectionsDelegate: MaximumAvailableConnections(32)),
+                onServerRunning: { channel in
+                    let port = channel.localAddress?.port ?? 0
+                    let info = EndpointServerInfo(pid: getpid(), port: port)
+                    if let data = try? JSONEncoder().encode(info) {
+                        try? Files.writeAtomically(data, to: "\(state)/\(EndpointSession.serverFile)", mode: 0o600, durable: false)
+                    }
+                    print("airlock-endpoint: job \(job.jobID): listening on 127.0.0.1:\(port) for \(session.profiles.joined(separator: ", "))")
+                    fflush(nil)
+                },
+                logger: { var l = Logger(label: "airlock-endpoint"); l.logLevel = .warning; return l }())
+            // The job's state gone (cleanup, sweep): nothing left to serve.
+            Thread.detachNewThread {
+                while FileManager.default.fileExists(atPath: "\(state)/\(EndpointSession.file)") { Thread.sleep(forTimeInterval: 1) }
+                print("airlock-endpoint: job \(job.jobID): state removed, exiting")
+                fflush(nil)
+                exit(0)
+            }
+            try await app.runService()
+            return 0
+        } catch {
+            FileHandle.standardError.write(Data("airlock-endpoint: \(error)\n".utf8))
+            return 1
+        }
+    }
+}
