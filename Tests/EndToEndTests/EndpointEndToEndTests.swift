@@ -1,0 +1,257 @@
+import AirlockTesting
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Testing
+
+/// `deliver = "endpoint"`: real SDKs nobody here wrote (boto3, the aws CLI, azure-identity,
+/// google-auth), inside sandboxed jobs, get credentials from the job's credential server with no
+/// Airlock-specific code (federation.md B1-B3). Peers: moto (AWS STS), FakeAzure (federation.md A2),
+/// FakeGoogle (federation.md A3).
+@Suite(.serialized)
+struct EndpointEndToEndTests {
+    static let audience = "https://airlock.test"
+    static let client = "8a3b1c2d-0000-4e5f-9a8b-7c6d5e4f3a2b"
+    static let wip = "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/gitlab/providers/gitlab-example"
+    static let sa = "ci-42@platform-prod.iam.gserviceaccount.com"
+    static let subject = "project_path:platform/api:ref_type:branch:ref:main"
+
+    final class Peers: @unchecked Sendable {
+        let issuer: TestIssuer
+        let moto: MotoServer
+        let azure: FakeAzure
+        let google: FakeGoogle
+        let world: TestWorld
+
+        init(runnerExtra: String = "", cosmosLifetime: Int = 3599) throws {
+            issuer = try TestIssuer()
+            moto = try MotoServer()
+            azure = try FakeAzure(issuer: issuer)
+            azure.tokenLifetime = cosmosLifetime
+            azure.addApp(EndpointEndToEndTests.client, [.init(issuer: issuer.issuer, subject: EndpointEndToEndTests.subject)])
+            google = try FakeGoogle(issuer: issuer)
+            google.addProvider(EndpointEndToEndTests.wip, .init(issuer: issuer.issuer, allowedAudiences: [EndpointEndToEndTests.audience]))
+            google.addServiceAccount(EndpointEndToEndTests.sa, impersonators: [EndpointEndToEndTests.subject])
+            world = try TestWorld(runnerExtra: runnerExtra, extra: """
+            [gitlab]
+            issuer = "\(issuer.issuer)"
+            audience = "\(EndpointEndToEndTests.audience)"
+
+            [providers.aws]
+            type = "aws"
+            sts_endpoint = "\(moto.url)"
+
+            [providers.azure]
+            type = "azure"
+            authority_host = "\(azure.authorityHost)"
+            tenant_id = "\(azure.tenant)"
+
+            [providers.gcp]
+            type = "gcp"
+            sts_endpoint = "\(google.stsEndpoint)"
+            iam_credentials_endpoint = "\(google.baseURL)"
+            revoke_endpoint = "\(google.revokeEndpoint)"
+
+            [profiles.deploy]
+            provider = "aws"
+            role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
+            deliver = "endpoint"
+
+            [profiles.arm]
+            provider = "azure"
+            client_id = "\(EndpointEndToEndTests.client)"
+            resource = "arm"
+            deliver = "endpoint"
+
+            [profiles.orders-db]
+            provider = "azure"
+            client_id = "\(EndpointEndToEndTests.client)"
+            resource = "cosmos"
+            cosmos_account = "\(azure.cosmosAccount)"
+            deliver = "endpoint"
+
+            [profiles.gcs]
+            provider = "gcp"
+            workload_identity_provider = "\(EndpointEndToEndTests.wip)"
+            service_account = "\(EndpointEndToEndTests.sa)"
+            project_id = "platform-prod"
+            deliver = "endpoint"
+
+            [[rules]]
+            name = "main of project 42"
+            project_id = 42
+            grant = ["deploy", "arm", "orders-db", "gcs"]
+            """)
+        }
+
+        func job(_ script: [String], profiles: String) -> SimulatedJob {
+            var job = SimulatedJob(script: script)
+            job.variables = ["AIRLOCK_PROFILES": profiles, "AWS_ENDPOINT_URL_STS": moto.url, "COSMOS": azure.cosmosEndpoint, "GOOGLE_API": google.baseURL]
+            job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: EndpointEndToEndTests.audience)),
+                            "AZURE_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: "api://AzureADTokenExchange"))]
+            return job
+        }
+
+        func audit() -> [[String: Any]] {
+            ((try? String(contentsOfFile: world.auditLog, encoding: .utf8)) ?? "").split(separator: "\n")
+                .compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        }
+
+        func serverGone(_ job: SimulatedJob) -> Bool {
+            // No airlock-endpoint process for this job's state is left.
+            let out = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) != nil
+            let procs = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+            return out && !procs.contains { pid in
+                guard Int(pid) != nil, let d = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return false }
+                let s = String(decoding: d, as: UTF8.self)
+                return s.contains("airlock-endpoint") && s.contains("/jobs/\(job.jobID)")
+            }
+        }
+    }
+
+    @Test func boto3AndTheAWSCLIGetCredentialsFromTheEndpoint() throws {
+        let p = try Peers()
+        let job = p.job([
+            "test -z \"$AWS_ACCESS_KEY_ID$AWS_SECRET_ACCESS_KEY$AWS_SESSION_TOKEN\" && echo no-static-credentials",
+            "python3 -c 'import boto3; print(\"boto3\", boto3.client(\"sts\").get_caller_identity()[\"Arn\"])'",
+            "echo cli $(aws sts get-caller-identity --query Arn --output text)",
+            "python3 -c 'import botocore.session as s; c = s.get_session().get_credentials().get_frozen_credentials(); print(\"key\", c.access_key)'",
+            "echo no-secret $(curl -s -o /dev/null -w '%{http_code}' \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\")",
+            "echo wrong-secret $(curl -s -o /dev/null -w '%{http_code}' -H 'Authorization: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef' \"$AWS_CONTAINER_CREDENTIALS_FULL_URI\")",
+        ], profiles: "deploy")
+        let r = p.world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("no-static-credentials"))
+        #expect(r.log.contains("boto3 arn:aws:sts::123456789012:assumed-role/gitlab-42/"), "\(r.log)")
+        #expect(r.log.contains("cli arn:aws:sts::123456789012:assumed-role/gitlab-42/"))
+        #expect(r.log.contains("key [MASKED]"), "\(r.log)")
+        #expect(r.log.contains("no-secret 401") && r.log.contains("wrong-secret 401"))
+        #expect(p.audit().filter { $0["event"] as? String == "endpoint_refused" && $0["reason"] as? String == "bad_secret" }.count == 2)
+        #expect(p.serverGone(job))
+    }
+
+    @Test func azureIdentityGetsTokensAndAnUngrantedResourceIsRefused() throws {
+        let p = try Peers()
+        let py = """
+        from azure.identity import ManagedIdentityCredential, DefaultAzureCredential
+        from azure.core.exceptions import ClientAuthenticationError
+        t = ManagedIdentityCredential().get_token('https://management.azure.com/.default')
+        print('mi', len(t.token) > 20, t.expires_on > 0)
+        d = DefaultAzureCredential().get_token('https://management.azure.com/.default')
+        print('default', len(d.token) > 20)
+        try:
+            ManagedIdentityCredential().get_token('https://storage.azure.com/.default')
+            print('storage granted?!')
+        except ClientAuthenticationError as e:
+            print('storage refused', 'not granted to this job' in str(e))
+        """
+        let job = p.job(["cat > /tmp/t.py <<'PY'\n\(py)\nPY", "python3 /tmp/t.py", "echo id-token ${AZURE_ID_TOKEN:-scrubbed}"], profiles: "arm")
+        let r = p.world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("mi True True"), "\(r.log)")
+        #expect(r.log.contains("default True"))
+        #expect(r.log.contains("storage refused True"))
+        #expect(r.log.contains("id-token scrubbed"))
+        #expect(p.audit().contains { $0["event"] as? String == "endpoint_refused" && $0["reason"] as? String == "resource_not_granted" })
+    }
+
+    @Test func googleAuthDefaultAndRefreshGetAToken() throws {
+        let p = try Peers()
+        let py = """
+        import google.auth, google.auth.transport.requests as tr, requests, os
+        creds, project = google.auth.default()
+        creds.refresh(tr.Request())
+        print('project', project, 'email', creds.service_account_email, 'valid', creds.valid)
+        info = requests.get(os.environ['GOOGLE_API'] + '/tokeninfo', params={'access_token': creds.token}).json()
+        print('tokeninfo', info.get('email'))
+        """
+        let job = p.job(["cat > /tmp/g.py <<'PY'\n\(py)\nPY", "python3 /tmp/g.py"], profiles: "gcs")
+        let r = p.world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("project platform-prod email \(Self.sa) valid True"), "\(r.log)")
+        #expect(r.log.contains("tokeninfo \(Self.sa)"))
+        #expect(!r.log.contains("ya29."))
+        #expect(p.google.count(kind: "impersonated", revoked: true) == p.google.count(kind: "impersonated"))
+    }
+
+    /// Tokens that live 6 s, a server that keeps at least 2 s of validity: the SDK in the job sees a
+    /// new token after the first expired, keeps working with it, and the audit shows both issues
+    /// and the replaced one's revocation record.
+    @Test func aLongJobSeesFreshCredentials() throws {
+        let p = try Peers(runnerExtra: "endpoint_min_validity = \"2s\"", cosmosLifetime: 6)
+        let py = """
+        import time, os, requests, email.utils
+        from azure.identity import ManagedIdentityCredential
+        c = ManagedIdentityCredential()
+        scope = 'https://orders-db.documents.azure.com/.default'
+        def dbs(tok):
+            h = {'Authorization': 'type=aad&ver=1.0&sig=' + tok, 'x-ms-date': email.utils.formatdate(usegmt=True), 'x-ms-version': '2018-12-31'}
+            return requests.get(os.environ['COSMOS'] + '/dbs', headers=h).status_code
+        t1 = c.get_token(scope)
+        print('first', dbs(t1.token))
+        time.sleep(7)
+        print('first-after-expiry', dbs(t1.token))
+        t2 = c.get_token(scope)
+        print('second', dbs(t2.token), 'changed', t1.token != t2.token, 'token', t2.token)
+        """
+        let job = p.job(["cat > /tmp/l.py <<'PY'\n\(py)\nPY", "python3 /tmp/l.py"], profiles: "orders-db")
+        let r = p.world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("first 200"), "\(r.log)")
+        #expect(r.log.contains("first-after-expiry 401"))
+        #expect(r.log.contains("second 200 changed True token [MASKED]"), "\(r.log)")
+        #expect(!r.log.contains("fake-entra."))
+        let audit = p.audit()
+        let issued = audit.filter { $0["event"] as? String == "issued" }
+        #expect(issued.count >= 2)
+        #expect(issued.contains { $0["reason"] as? String == "refresh" })
+        let revoked = audit.filter { $0["event"] as? String == "revoked" }
+        // Every issued credential has a revocation record: the replaced one at refresh, the last at cleanup.
+        #expect(Set(issued.compactMap { $0["credential_id"] as? String }) == Set(revoked.compactMap { $0["credential_id"] as? String }))
+        #expect(revoked.contains { $0["reason"] as? String == "refreshed" })
+    }
+
+    /// Two jobs at once: the first job's server refuses the second job's secret.
+    @Test func aSecondJobsSecretIsRefused() async throws {
+        let p = try Peers()
+        let a = p.job(["sleep 10"], profiles: "deploy")
+        let b = p.job(["sleep 10"], profiles: "deploy")
+        let world = p.world
+        // Real threads: the simulator blocks while its job runs.
+        final class Box: @unchecked Sendable { var result: SimulationResult?; let done = DispatchSemaphore(value: 0) }
+        let boxA = Box(), boxB = Box()
+        for (job, box) in [(a, boxA), (b, boxB)] {
+            Thread.detachNewThread { box.result = world.simulate(job); box.done.signal() }
+        }
+        func state(_ j: SimulatedJob) -> String { "\(world.stateDir)/jobs/\(j.jobID)" }
+        func session(_ j: SimulatedJob) -> (port: Int, secret: String)? {
+            guard let s = FileManager.default.contents(atPath: state(j) + "/endpoint.json").flatMap({ try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }),
+                  let i = FileManager.default.contents(atPath: state(j) + "/endpoint-server.json").flatMap({ try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }),
+                  let secret = s["secret"] as? String, let port = i["port"] as? Int else { return nil }
+            return (port, secret)
+        }
+        var sa: (port: Int, secret: String)?, sb: (port: Int, secret: String)?
+        for _ in 0..<300 where sa == nil || sb == nil {
+            try await Task.sleep(nanoseconds: 50_000_000)
+            sa = session(a)
+            sb = session(b)
+        }
+        let listing = ((try? FileManager.default.contentsOfDirectory(atPath: world.stateDir + "/jobs")) ?? []).map { j in "\(j): \((try? FileManager.default.contentsOfDirectory(atPath: world.stateDir + "/jobs/" + j)) ?? [])" }
+        let first = try #require(sa, "\(listing)"), second = try #require(sb)
+        #expect(first.port != second.port && first.secret != second.secret)
+        func status(_ port: Int, _ secret: String) async throws -> Int {
+            var req = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/aws/deploy")!)
+            req.setValue(secret, forHTTPHeaderField: "Authorization")
+            let (_, resp) = try await URLSession.shared.data(for: req)
+            return (resp as? HTTPURLResponse)?.statusCode ?? 0
+        }
+        #expect(try await status(first.port, second.secret) == 401)
+        #expect(try await status(first.port, first.secret) == 200)
+        boxA.done.wait()
+        boxB.done.wait()
+        #expect(boxA.result?.status == "success" && boxB.result?.status == "success")
+        #expect(p.audit().contains { $0["event"] as? String == "endpoint_refused" && $0["reason"] as? String == "bad_secret" && $0["job_id"] as? String == String(a.jobID) })
+        #expect(p.serverGone(a) && p.serverGone(b))
+    }
+}
