@@ -233,6 +233,9 @@ public actor CredentialBroker {
     public nonisolated func spec(_ profile: String) -> ProfileSpec? { config.profiles[profile] }
     public nonisolated var servedProfiles: [String] { session.profiles }
     public nonisolated var secret: String { session.secret }
+    private let counter = RequestCounter()
+    public nonisolated func countRequest() { counter.add() }
+    public nonisolated var requestCount: Int { counter.value }
 }
 
 extension Stages {
@@ -248,4 +251,11 @@ extension Stages {
         let info = try EndpointProcess.start(config: config, state: paths.state)
         print("Airlock: credential endpoint for \(served.joined(separator: ", ")) on 127.0.0.1:\(info.port)")
     }
+}
+
+final class RequestCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    func add() { lock.withLock { n += 1 } }
+    var value: Int { lock.withLock { n } }
 }

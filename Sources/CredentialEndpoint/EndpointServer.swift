@@ -58,6 +58,7 @@ public struct EndpointServer: Sendable {
     static let metadataFlavor = HTTPField.Name("Metadata-Flavor")!
 
     public func respond(_ request: Request) async -> Response {
+        broker.countRequest()
         if let length = request.headers[.contentLength].flatMap(Int.init), length > 1024 {
             return Self.json(["message": "request body too large"], status: .contentTooLarge)
         }
@@ -199,6 +200,15 @@ actor RateLimiter {
 
 /// `airlock-endpoint --config FILE --state DIR`: serves one job until SIGTERM or its state is gone.
 public enum EndpointMain {
+    /// One audit line when the server stops: what it served and its peak memory.
+    static func stopped(config: AirlockConfig, broker: CredentialBroker, job: JobContext) {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let hwm = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }?.split(separator: " ").dropFirst().first.map(String.init) ?? "0"
+        let f: [String: JSONValue] = ["job_id": .string(job.jobID), "project_id": .string(job.projectID),
+                                      "requests": .string(String(broker.requestCount)), "peak_rss_kib": .string(hwm)]
+        try? AuditLog(path: config.runner.auditLog).append(event: "endpoint_stopped", f)
+    }
+
     public static func run(transport: @escaping TransportFactory) async -> Int32 {
         let args = CommandLine.arguments
         func value(_ flag: String) -> String? { args.firstIndex(of: flag).flatMap { $0 + 1 < args.count ? args[$0 + 1] : nil } }
@@ -230,10 +240,12 @@ public enum EndpointMain {
             Thread.detachNewThread {
                 while FileManager.default.fileExists(atPath: "\(state)/\(EndpointSession.file)") { Thread.sleep(forTimeInterval: 1) }
                 print("airlock-endpoint: job \(job.jobID): state removed, exiting")
+                stopped(config: config, broker: broker, job: job)
                 fflush(nil)
                 exit(0)
             }
             try await app.runService()
+            stopped(config: config, broker: broker, job: job)
             return 0
         } catch {
             FileHandle.standardError.write(Data("airlock-endpoint: \(error)\n".utf8))

@@ -11,7 +11,7 @@ struct Airlock: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Airlock: scoped, short-lived cloud credentials for GitLab CI jobs (a custom executor).",
         version: airlockVersion,
-        subcommands: [Check.self, Explain.self, Sweep.self, Simulate.self, Demo.self, Mask.self, BenchConcurrent.self])
+        subcommands: [Check.self, Explain.self, Sweep.self, Simulate.self, Demo.self, Mask.self, BenchConcurrent.self, BenchEndpoint.self])
 }
 
 /// Writes to stdout unbuffered, so that it interleaves correctly with the job log the simulator streams.
@@ -256,6 +256,86 @@ struct BenchConcurrent: AsyncParsableCommand {
         say("concurrent: \(jobs) jobs at once: \(ok) succeeded, \(issued) credentials issued, \(settled) settled at cleanup, wall \(String(format: "%.1f", wall)) s")
         say("  peak RSS of any Airlock executable or job process: \(usage.ru_maxrss / 1024) MiB")
         if ok != jobs || issued != jobs || settled != jobs { throw ExitCode(1) }
+    }
+}
+
+struct BenchEndpoint: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-endpoint",
+        abstract: "Benchmark: credential-endpoint latency from boto3 (N fetches) against a minimal Python server with the same answer, and the server's peak memory.")
+
+    @Option var requests: Int = 1000
+    @Option var sts: String
+    @Option var binDir: String?
+    @Option var workdir: String
+
+    func run() throws {
+        let issuer = try TestIssuer()
+        defer { issuer.server.stop() }
+        try FileManager.default.createDirectory(atPath: workdir, withIntermediateDirectories: true)
+        let config = "\(workdir)/airlock.toml"
+        let audit = "\(workdir)/audit.jsonl"
+        try """
+        [runner]
+        builds_root = "\(workdir)/builds"
+        cache_root = "\(workdir)/cache"
+        state_dir = "\(workdir)/state"
+        audit_log = "\(audit)"
+        endpoint_requests_per_second = 100000
+        [gitlab]
+        issuer = "\(issuer.issuer)"
+        audience = "https://airlock.bench"
+        [providers.aws]
+        type = "aws"
+        sts_endpoint = "\(sts)"
+        [profiles.p]
+        provider = "aws"
+        role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
+        deliver = "endpoint"
+        [[rules]]
+        name = "all of project 42"
+        project_id = 42
+        grant = ["p"]
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        // botocore's own ContainerProvider, N fetches from Airlock's server, then N from a minimal
+        // http.server thread answering the same JSON (the baseline), side by side in the same job.
+        let py = """
+        import os, time, json, threading, http.server, statistics
+        from botocore.credentials import ContainerProvider
+        N = \(requests)
+        def run():
+            out = []
+            for _ in range(N):
+                t = time.perf_counter(); ContainerProvider().load().get_frozen_credentials(); out.append((time.perf_counter() - t) * 1000)
+            out.sort(); return out[len(out) // 2], out[int(len(out) * 0.99) - 1]
+        airlock = run()
+        body = json.dumps({'AccessKeyId': 'ASIABASELINE', 'SecretAccessKey': 'x' * 40, 'Token': 't' * 300, 'Expiration': '2099-01-01T00:00:00Z'}).encode()
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = 'HTTP/1.1'
+            def do_GET(self):
+                self.send_response(200); self.send_header('Content-Type', 'application/json'); self.send_header('Content-Length', str(len(body))); self.end_headers(); self.wfile.write(body)
+            def log_message(self, *a): pass
+        srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        os.environ['AWS_CONTAINER_CREDENTIALS_FULL_URI'] = 'http://127.0.0.1:%d/creds' % srv.server_address[1]
+        base = run()
+        print('endpoint: %d fetches from boto3: airlock p50 %.2f ms p99 %.2f ms | minimal python server p50 %.2f ms p99 %.2f ms | ratio p50 %.2f p99 %.2f' % (N, airlock[0], airlock[1], base[0], base[1], airlock[0] / base[0], airlock[1] / base[1]))
+        """
+        var job = SimulatedJob(script: ["cat > /tmp/bench.py <<'PY'\n\(py)\nPY", "python3 /tmp/bench.py"])
+        job.jobID = 990_001
+        job.variables = ["AWS_ENDPOINT_URL_STS": sts]
+        job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: "https://airlock.bench"))]
+        var o = SimulatorOptions()
+        o.tempRoot = workdir
+        let r = RunnerSimulator(job: job, driver: DriverSpec.airlock(binDir: binDir ?? binDirectory(), config: config), options: o).run()
+        guard r.status == "success", let line = r.log.split(separator: "\n").first(where: { $0.hasPrefix("endpoint: ") }) else {
+            say(r.log)
+            throw ExitCode(1)
+        }
+        say(String(line))
+        let stopped = ((try? String(contentsOfFile: audit, encoding: .utf8)) ?? "").split(separator: "\n").last { $0.contains("\"event\":\"endpoint_stopped\"") }
+        let rec = stopped.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] } ?? [:]
+        say("  server: \(rec["requests"] as? String ?? "?") requests served, peak RSS \((Int(rec["peak_rss_kib"] as? String ?? "0") ?? 0) / 1024) MiB")
     }
 }
 
