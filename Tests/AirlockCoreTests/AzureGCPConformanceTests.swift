@@ -86,7 +86,7 @@ struct AzureConformanceTests {
         let s = try Setup()
         let down = try LoopbackHTTPServer { _ in .json(["error": "temporarily_unavailable", "error_description": "AADSTS90033: A transient error has occurred.", "error_codes": [90033]], status: 503) }
         let p = s.provider(["arm": AzureProfile(tenantID: s.tenant, clientID: Self.client, resource: .arm)], authority: down.baseURL)
-        do { _ = try await p.issue(s.request("arm", deadline: 2)); Issue.record("issued") } catch let e as FederationError {
+        do { _ = try await p.issue(s.request("arm", deadline: 8)); Issue.record("issued") } catch let e as FederationError {
             #expect(e.fault == .system && e.transient)
             #expect(e.message.contains("gave up after"))
         }
@@ -182,7 +182,7 @@ struct GCPConformanceTests {
         let s = try Setup()
         let down = try LoopbackHTTPServer { _ in .json(["error": "internal_failure"], status: 500) }
         let p = s.provider(["sa": GCPProfile(workloadIdentityProvider: Self.wip, serviceAccount: Self.sa)], sts: down.baseURL + "/v1/token")
-        do { _ = try await p.issue(s.request("sa", deadline: 2)); Issue.record("issued") } catch let e as FederationError {
+        do { _ = try await p.issue(s.request("sa", deadline: 8)); Issue.record("issued") } catch let e as FederationError {
             #expect(e.fault == .system && e.transient)
         }
         #expect(down.requestCount >= 2)
