@@ -73,7 +73,7 @@ struct AWSConformanceTests {
         let (code, status, fault, transient) = Self.errorCases[i]
         let sts = try FakeSTS.rejecting(code: code, status: status)
         do {
-            _ = try await Self.provider(sts.baseURL).issue(ProviderConformance.request("p", deadline: transient ? 4 : 1.5))
+            _ = try await Self.provider(sts.baseURL).issue(ProviderConformance.request("p", deadline: transient ? 10 : 1.5))
             Issue.record("issued despite \(code)")
         } catch let e as FederationError {
             #expect(e.code == code)

@@ -190,7 +190,7 @@ struct AWSEndToEndTests {
         let job = Self.job(issuer, ["echo should-not-run"], moto: moto.url)
         let r = world.simulate(job)
         #expect(r.failureReason == "script_failure", "\(r.log)")
-        #expect(r.prepareAttempts == 1)
+        #expect(r.prepareAttempts == 1, "\(r.log)")
         #expect(r.log.contains("InvalidIdentityToken"))
         let records = Self.audit(world)
         let issued = records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String }
