@@ -54,6 +54,12 @@ public struct EndpointServer: Sendable {
         return d == 0
     }
 
+    /// A request path fit for the audit log: metadata paths start with the job's secret (or a
+    /// guess at it), so only the AWS and Azure routes are written as they are.
+    static func loggable(_ path: String) -> String {
+        path.hasPrefix("/aws/") || path.hasPrefix("/azure") ? String(path.prefix(200)) : "/<metadata path>"
+    }
+
     static let identityHeader = HTTPField.Name("X-IDENTITY-HEADER")!
     static let metadataFlavor = HTTPField.Name("Metadata-Flavor")!
 
@@ -63,7 +69,7 @@ public struct EndpointServer: Sendable {
             return Self.json(["message": "request body too large"], status: .contentTooLarge)
         }
         guard await limiter.allow() else {
-            broker.refused("rate_limited", "\(request.uri.path)")
+            broker.refused("rate_limited", Self.loggable(request.uri.path))
             return Self.json(["message": "too many requests for this job's credential server"], status: .tooManyRequests)
         }
         let path = request.uri.path
@@ -79,7 +85,7 @@ public struct EndpointServer: Sendable {
     }
 
     func unauthorized(_ kind: String, _ request: Request) -> Response {
-        broker.refused("bad_secret", "\(kind) request to \(request.uri.path.hasPrefix("/aws/") || request.uri.path.hasPrefix("/azure") ? request.uri.path : "/<path>") without this job's secret")
+        broker.refused("bad_secret", "\(kind) request to \(Self.loggable(request.uri.path)) without this job's secret")
         return Self.json(["message": "this endpoint serves one job; the request does not carry its secret"], status: .unauthorized)
     }
 

@@ -172,6 +172,7 @@ struct EndpointEndToEndTests {
         #expect(r.log.contains("project platform-prod email \(Self.sa) valid True"), "\(r.log)")
         #expect(r.log.contains("tokeninfo \(Self.sa)"))
         #expect(!r.log.contains("ya29."))
+        #expect(!((try? String(contentsOfFile: p.world.auditLog, encoding: .utf8)) ?? "").contains("ya29."))
         #expect(p.google.count(kind: "impersonated", revoked: true) == p.google.count(kind: "impersonated"))
     }
 
@@ -253,5 +254,8 @@ struct EndpointEndToEndTests {
         #expect(boxA.result?.status == "success" && boxB.result?.status == "success")
         #expect(p.audit().contains { $0["event"] as? String == "endpoint_refused" && $0["reason"] as? String == "bad_secret" && $0["job_id"] as? String == String(a.jobID) })
         #expect(p.serverGone(a) && p.serverGone(b))
+        // Refusals are audited without the secrets presented or expected.
+        let auditText = (try? String(contentsOfFile: world.auditLog, encoding: .utf8)) ?? ""
+        #expect(!auditText.contains(first.secret) && !auditText.contains(second.secret))
     }
 }
