@@ -148,14 +148,13 @@ public let knownGitLabClaims: Set<String> = [
 extension AirlockConfig {
     static func parseGitLab(_ g: inout TOMLCursor) throws(ConfigError) -> IssuerSettings {
         let issuer = try g.requiredString("issuer", hint: "the GitLab URL, exactly as the token's iss, e.g. \"https://gitlab.example.com\"")
-        guard let u = URL(string: issuer), let host = u.host,
-              u.scheme == "https" || (u.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(host)) else {
+        guard Self.isSecureURL(issuer) else {
             throw g.error("issuer", "must be an https URL (http only on loopback, for tests), got \(issuer.quoted)")
         }
         let audience = try g.requiredString("audience", hint: "the aud jobs put in their id_tokens: block, e.g. \"https://airlock.example.com\"")
         var s = IssuerSettings(issuer: issuer, audience: audience)
         s.tokenVariable = try g.string("token_variable") ?? IssuerSettings.defaultTokenVariable
-        guard s.tokenVariable.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil else {
+        guard Self.isVariableName(s.tokenVariable) else {
             throw g.error("token_variable", "must be a variable name, got \(s.tokenVariable.quoted)")
         }
         s.jwksCacheTTL = try g.duration("jwks_cache_ttl") ?? s.jwksCacheTTL
@@ -190,11 +189,10 @@ extension AirlockConfig {
             let type = try c.requiredString("type", hint: "one of " + ProviderSpec.typeNames.map(\.quoted).joined(separator: ", "))
             func endpoint(_ key: String, default d: String?) throws(ConfigError) -> String? {
                 guard let v = try c.string(key) ?? d else { return nil }
-                guard let u = URL(string: v), let host = u.host,
-                      u.scheme == "https" || (u.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(host)) else {
+                guard Self.isSecureURL(v) else {
                     throw c.error(key, "must be an https URL (http only on loopback), got \(v.quoted)")
                 }
-                return v.hasSuffix("/") && u.path == "/" ? String(v.dropLast()) : v
+                return v.hasSuffix("/") && URL(string: v)?.path == "/" ? String(v.dropLast()) : v
             }
             func audienceToken(defaultVariable: String?, defaultAudience: String?) throws(ConfigError) -> AudienceToken? {
                 let variable = try c.string("token_variable") ?? defaultVariable
@@ -203,7 +201,7 @@ extension AirlockConfig {
                     if audience != nil { throw c.error("token_audience", "needs token_variable: the id_tokens: name jobs declare with this audience") }
                     return nil
                 }
-                guard variable.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil else {
+                guard Self.isVariableName(variable) else {
                     throw c.error("token_variable", "must be a variable name, got \(variable.quoted)")
                 }
                 guard let audience, !audience.isEmpty else { throw c.error("token_audience", "is required with token_variable: the aud jobs request for it") }
@@ -219,8 +217,7 @@ extension AirlockConfig {
                 out[name] = .aws(AWSProviderSpec(name: name, stsEndpoint: endpoint, region: region))
             case "vault":
                 let address = try c.requiredString("address", hint: "e.g. \"https://vault.example.com:8200\"")
-                guard let u = URL(string: address), u.host != nil,
-                      u.scheme == "https" || (u.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(u.host!)) else {
+                guard Self.isSecureURL(address) else {
                     throw c.error("address", "must be an https URL (http only on loopback), got \(address.quoted)")
                 }
                 let mount = try c.string("auth_mount") ?? "jwt"
@@ -229,8 +226,7 @@ extension AirlockConfig {
             case "oauth2":
                 func url(_ key: String, required: Bool) throws(ConfigError) -> String? {
                     guard let v = required ? try c.requiredString(key, hint: "e.g. \"https://tenant.eu.auth0.com/oauth/token\"") : try c.string(key) else { return nil }
-                    guard let u = URL(string: v), let host = u.host,
-                          u.scheme == "https" || (u.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(host)) else {
+                    guard Self.isSecureURL(v) else {
                         throw c.error(key, "must be an https URL (http only on loopback), got \(v.quoted)")
                     }
                     return v
@@ -272,8 +268,18 @@ extension AirlockConfig {
         }
     }
 
+    /// https, or http to a loopback host (tests, local agents).
+    static func isSecureURL(_ v: String) -> Bool {
+        guard let u = URL(string: v), let host = u.host else { return false }
+        return u.scheme == "https" || (u.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(host))
+    }
+
+    static func isVariableName(_ v: String) -> Bool {
+        v.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil
+    }
+
     static func variableName(_ v: String, _ c: TOMLCursor, key: String) throws(ConfigError) -> String {
-        guard v.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil else {
+        guard Self.isVariableName(v) else {
             throw c.error(key, "\(v.quoted) is not a variable name")
         }
         return v
@@ -322,8 +328,7 @@ extension AirlockConfig {
                 for v in secrets.keys { _ = try Self.variableName(v, c, key: "secrets") }
                 if !secrets.isEmpty && vaultURL == nil { throw c.error("key_vault", "is required with secrets: the vault URL, e.g. \"https://ci-secrets.vault.azure.net\"") }
                 if let vaultURL {
-                    guard let u = URL(string: vaultURL), let host = u.host,
-                          u.scheme == "https" || (u.scheme == "http" && ["127.0.0.1", "localhost", "::1"].contains(host)) else {
+                    guard Self.isSecureURL(vaultURL) else {
                         throw c.error("key_vault", "must be an https URL, got \(vaultURL.quoted)")
                     }
                     guard !secrets.isEmpty else { throw c.error("secrets", "is required with key_vault: map job variables to secret names, e.g. { DB_PASSWORD = \"db-password\" }") }
@@ -372,7 +377,7 @@ extension AirlockConfig {
                     throw c.error("grant", "client_credentials needs private_key_file on [providers.\(provider)]: Airlock signs a private_key_jwt assertion")
                 }
                 let variable = try c.string("variable") ?? "OAUTH_ACCESS_TOKEN"
-                guard variable.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil else {
+                guard Self.isVariableName(variable) else {
                     throw c.error("variable", "\(variable.quoted) is not a variable name")
                 }
                 let audience = try c.string("audience")
@@ -394,7 +399,7 @@ extension AirlockConfig {
                 if (secret != nil || kv != nil) && env.isEmpty {
                     throw c.error("env", "is required with secret or kv: map job variables to fields, e.g. { DB_USER = \"username\" }")
                 }
-                for v in env.keys where v.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) == nil {
+                for v in env.keys where !Self.isVariableName(v) {
                     throw c.error("env", "\(v.quoted) is not a variable name")
                 }
                 for ph in Template.placeholders(in: role) + Template.placeholders(in: kv ?? "") where !knownGitLabClaims.contains(ph) {
