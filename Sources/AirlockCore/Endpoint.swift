@@ -198,25 +198,7 @@ public actor CredentialBroker {
         f["reason"] = .string("refresh")
         try? audit.append(event: "issued", f)
         if let old {
-            var rf = identity
-            rf["profile"] = .string(old.profile)
-            rf["provider"] = .string(old.provider)
-            rf["credential_id"] = .string(old.id)
-            rf["fingerprint"] = .string(old.fingerprint)
-            rf["reason"] = .string("refreshed")
-            do {
-                let outcome = try await provider.revoke(old, now: Date())
-                rf["outcome"] = .string(outcome.auditName)
-                if case .notRevocable(let at) = outcome { rf["expires_at"] = .string(ISO8601.format(at)) }
-                if case .expired(let at) = outcome { rf["expires_at"] = .string(ISO8601.format(at)) }
-                try? audit.append(event: "revoked", rf)
-                try? ledger.settle(old.id, state: .settled, outcome: outcome.auditName)
-            } catch {
-                // Left in the ledger as issued: cleanup or sweep tries again.
-                rf["outcome"] = .string("failed")
-                rf["detail"] = .string("\(error)")
-                try? audit.append(event: "revoke_failed", rf)
-            }
+            _ = await Revoker.revoke(old, provider: provider, ledger: ledger, audit: audit, identity: identity, reason: "refreshed", now: Date())
         }
         return c
     }

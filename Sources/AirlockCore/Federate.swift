@@ -144,6 +144,44 @@ enum Revoker {
         return failed
     }
 
+    /// Revokes one credential, audits the outcome and settles its ledger entry (`revokeFailed` when
+    /// the provider could not be reached: cleanup or sweep tries again). Returns whether it worked and
+    /// one secret-free line for the runner's log. Shared by cleanup, rollback, sweep and the
+    /// credential server's refresh.
+    static func revoke(_ c: IssuedCredential, provider: any CredentialProvider, ledger: JobLedger, audit: AuditLog,
+                       identity: [String: JSONValue], reason: String, now: Date) async -> (ok: Bool, line: String) {
+        var f = identity
+        f["profile"] = .string(c.profile)
+        f["provider"] = .string(c.provider)
+        f["credential_id"] = .string(c.id)
+        f["fingerprint"] = .string(c.fingerprint)
+        f["reason"] = .string(reason)
+        do {
+            let outcome = try await provider.revoke(c, now: now)
+            f["outcome"] = .string(outcome.auditName)
+            if case .notRevocable(let at) = outcome { f["expires_at"] = .string(ISO8601.format(at)) }
+            if case .expired(let at) = outcome { f["expires_at"] = .string(ISO8601.format(at)) }
+            try? audit.append(event: "revoked", f)
+            try? ledger.settle(c.id, state: .settled, outcome: outcome.auditName)
+            let what: String
+            switch outcome {
+            case .revoked: what = "revoked"
+            case .alreadyGone: what = "already revoked"
+            case .notRevocable(let at): what = "\(c.providerType) cannot revoke it; expires \(ISO8601.format(at))"
+            case .expired(let at): what = "expired at \(ISO8601.format(at))"
+            case .copiesDeleted: what = "long-lived secret, not Airlock's to revoke; the job's copies are deleted"
+            }
+            return (true, "\(c.profile) (\(c.fingerprint)): \(what)")
+        } catch {
+            f["outcome"] = .string("failed")
+            f["detail"] = .string("\(error)")
+            f["expires_at"] = .string(ISO8601.format(c.expiresAt))
+            try? audit.append(event: "revoke_failed", f)
+            try? ledger.settle(c.id, state: .revokeFailed, outcome: "\(error)")
+            return (false, "\(c.profile) (\(c.fingerprint)): revocation failed: \(error)")
+        }
+    }
+
     /// Revokes every unsettled entry of a ledger. Returns how many could not be revoked, and one
     /// secret-free line per credential for the runner's log.
     @discardableResult
@@ -155,13 +193,13 @@ enum Revoker {
         var failed = 0
         for e in entries where e.state != .settled {
             let c = e.credential
-            var f = identity
-            f["profile"] = .string(c.profile)
-            f["provider"] = .string(c.provider)
-            f["credential_id"] = .string(c.id)
-            f["fingerprint"] = .string(c.fingerprint)
-            f["reason"] = .string(reason)
             guard let provider = providers[c.provider] else {
+                var f = identity
+                f["profile"] = .string(c.profile)
+                f["provider"] = .string(c.provider)
+                f["credential_id"] = .string(c.id)
+                f["fingerprint"] = .string(c.fingerprint)
+                f["reason"] = .string(reason)
                 f["outcome"] = .string("provider_missing")
                 f["expires_at"] = .string(ISO8601.format(c.expiresAt))
                 try? audit.append(event: "revoke_failed", f)
@@ -170,29 +208,9 @@ enum Revoker {
                 failed += 1
                 continue
             }
-            do {
-                let outcome = try await provider.revoke(c, now: now)
-                f["outcome"] = .string(outcome.auditName)
-                if case .notRevocable(let at) = outcome { f["expires_at"] = .string(ISO8601.format(at)) }
-                if case .expired(let at) = outcome { f["expires_at"] = .string(ISO8601.format(at)) }
-                try? audit.append(event: "revoked", f)
-                try? ledger.settle(c.id, state: .settled, outcome: outcome.auditName)
-                switch outcome {
-                case .revoked: lines.append("\(c.profile) (\(c.fingerprint)): revoked")
-                case .alreadyGone: lines.append("\(c.profile) (\(c.fingerprint)): already revoked")
-                case .notRevocable(let at): lines.append("\(c.profile) (\(c.fingerprint)): \(c.providerType) cannot revoke it; expires \(ISO8601.format(at))")
-                case .expired(let at): lines.append("\(c.profile) (\(c.fingerprint)): expired at \(ISO8601.format(at))")
-                case .copiesDeleted: lines.append("\(c.profile) (\(c.fingerprint)): long-lived secret, not Airlock's to revoke; the job's copies are deleted")
-                }
-            } catch {
-                f["outcome"] = .string("failed")
-                f["detail"] = .string("\(error)")
-                f["expires_at"] = .string(ISO8601.format(c.expiresAt))
-                try? audit.append(event: "revoke_failed", f)
-                try? ledger.settle(c.id, state: .revokeFailed, outcome: "\(error)")
-                lines.append("\(c.profile) (\(c.fingerprint)): revocation failed: \(error)")
-                failed += 1
-            }
+            let (ok, line) = await revoke(c, provider: provider, ledger: ledger, audit: audit, identity: identity, reason: reason, now: now)
+            lines.append(line)
+            if !ok { failed += 1 }
         }
         return (failed, lines)
     }
