@@ -57,6 +57,15 @@ public struct InjectionPlan: Sendable {
             setBy[k] = profile
             plan.environment[k] = v
         }
+        /// A secret value as a file (its path in `fileVariable`) or in the environment.
+        func give(_ value: String, asFile: Bool, file name: String, fileVariable: String, env: [String], _ profile: String) throws(AirlockFailure) {
+            if asFile {
+                plan.files[name] = value
+                try set(fileVariable, "\(secretsDir)/\(name)", profile)
+            } else {
+                for v in env { try set(v, value, profile) }
+            }
+        }
         for c in credentials.sorted(by: { $0.profile < $1.profile }) {
             guard let rule = rules[c.profile], rule.applies(to: stage) else { continue }
             plan.profiles.append(c.profile)
@@ -116,68 +125,37 @@ public struct InjectionPlan: Sendable {
                 for (key, field) in c.details.sorted(by: { $0.key < $1.key }) where key.hasPrefix("env.") {
                     let variable = String(key.dropFirst(4))
                     let value = c.secrets[field] ?? ""
-                    if rule.asFile {
-                        let name = "\(c.profile)-\(variable)"
-                        plan.files[name] = value
-                        try set(variable, "\(secretsDir)/\(name)", c.profile)
-                    } else {
-                        try set(variable, value, c.profile)
-                    }
+                    try give(value, asFile: rule.asFile, file: "\(c.profile)-\(variable)", fileVariable: variable, env: [variable], c.profile)
                 }
                 if c.details["delivers_token"] == "true", let token = c.secrets["token"] {
                     try set("VAULT_ADDR", c.details["address"] ?? "", c.profile)
                     if let ns = c.details["namespace"] { try set("VAULT_NAMESPACE", ns, c.profile) }
-                    if rule.asFile {
-                        plan.files["\(c.profile)-vault-token"] = token
-                        try set("VAULT_TOKEN_FILE", "\(secretsDir)/\(c.profile)-vault-token", c.profile)
-                    } else {
-                        try set("VAULT_TOKEN", token, c.profile)
-                    }
+                    try give(token, asFile: rule.asFile, file: "\(c.profile)-vault-token", fileVariable: "VAULT_TOKEN_FILE", env: ["VAULT_TOKEN"], c.profile)
                 }
             case "oauth2":
                 let variable = c.details["variable"] ?? "OAUTH_ACCESS_TOKEN"
                 let token = c.secrets["access_token"] ?? ""
-                if rule.asFile {
-                    plan.files["\(c.profile)-access-token"] = token
-                    try set(variable, "\(secretsDir)/\(c.profile)-access-token", c.profile)
-                } else {
-                    try set(variable, token, c.profile)
-                }
+                try give(token, asFile: rule.asFile, file: "\(c.profile)-access-token", fileVariable: variable, env: [variable], c.profile)
             case "azure":
                 if c.details["delivers"] == "key_vault_secrets" {
                     // Key Vault values under the profile's variable names; the token stays with Airlock.
                     for key in c.details.keys.sorted() where key.hasPrefix("secret.") {
                         let variable = String(key.dropFirst(7))
                         let value = c.secrets[variable] ?? ""
-                        if rule.asFile {
-                            plan.files["\(c.profile)-\(variable)"] = value
-                            try set(variable, "\(secretsDir)/\(c.profile)-\(variable)", c.profile)
-                        } else {
-                            try set(variable, value, c.profile)
-                        }
+                        try give(value, asFile: rule.asFile, file: "\(c.profile)-\(variable)", fileVariable: variable, env: [variable], c.profile)
                     }
                     continue
                 }
                 let variable = c.details["variable"] ?? "AZURE_ACCESS_TOKEN"
                 let token = c.secrets["access_token"] ?? ""
-                if rule.asFile {
-                    plan.files["\(c.profile)-azure-token"] = token
-                    try set(variable, "\(secretsDir)/\(c.profile)-azure-token", c.profile)
-                } else {
-                    try set(variable, token, c.profile)
-                }
+                try give(token, asFile: rule.asFile, file: "\(c.profile)-azure-token", fileVariable: variable, env: [variable], c.profile)
                 if let t = c.details["tenant_id"] { try set("AZURE_TENANT_ID", t, c.profile) }
                 if let id = c.details["client_id"] { try set("AZURE_CLIENT_ID", id, c.profile) }
             case "gcp":
                 let token = c.secrets["access_token"] ?? ""
-                if rule.asFile {
-                    // gcloud reads auth/access_token_file from CLOUDSDK_AUTH_ACCESS_TOKEN_FILE.
-                    plan.files["\(c.profile)-gcp-token"] = token
-                    try set("CLOUDSDK_AUTH_ACCESS_TOKEN_FILE", "\(secretsDir)/\(c.profile)-gcp-token", c.profile)
-                } else {
-                    try set("CLOUDSDK_AUTH_ACCESS_TOKEN", token, c.profile)
-                    try set("GOOGLE_OAUTH_ACCESS_TOKEN", token, c.profile)
-                }
+                // gcloud reads auth/access_token_file from CLOUDSDK_AUTH_ACCESS_TOKEN_FILE.
+                try give(token, asFile: rule.asFile, file: "\(c.profile)-gcp-token", fileVariable: "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE",
+                         env: ["CLOUDSDK_AUTH_ACCESS_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN"], c.profile)
                 if let project = c.details["project_id"] {
                     try set("CLOUDSDK_CORE_PROJECT", project, c.profile)
                     try set("GOOGLE_CLOUD_PROJECT", project, c.profile)
