@@ -53,6 +53,16 @@ public final class TestWorld: @unchecked Sendable {
     }
 
     /// Runs a job through Airlock's executables as the runner would.
+    /// The audit log's records, parsed.
+    public func auditRecords() -> [[String: Any]] {
+        ((try? String(contentsOfFile: auditLog, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    /// The audit log as text (to assert what it does not contain).
+    public var auditText: String { (try? String(contentsOfFile: auditLog, encoding: .utf8)) ?? "" }
+
     public func simulate(_ job: SimulatedJob, configure: (inout SimulatorOptions) -> Void = { _ in }) -> SimulationResult {
         var o = SimulatorOptions()
         o.retryDelay = 0.1

@@ -98,11 +98,7 @@ struct MultiProviderEndToEndTests {
             return j
         }
 
-        func audit() -> [[String: Any]] {
-            ((try? String(contentsOfFile: world.auditLog, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
-                try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-            }
-        }
+        func audit() -> [[String: Any]] { world.auditRecords() }
     }
 
     @Test func exchangeAndPrivateKeyJWTTokensReachTheJobAndAreRevoked() throws {
