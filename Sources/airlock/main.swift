@@ -206,28 +206,7 @@ struct BenchConcurrent: AsyncParsableCommand {
         let issuer = try TestIssuer()
         defer { issuer.server.stop() }
         try FileManager.default.createDirectory(atPath: workdir, withIntermediateDirectories: true)
-        let config = "\(workdir)/airlock.toml"
-        let audit = "\(workdir)/audit.jsonl"
-        try """
-        [runner]
-        builds_root = "\(workdir)/builds"
-        cache_root = "\(workdir)/cache"
-        state_dir = "\(workdir)/state"
-        audit_log = "\(audit)"
-        [gitlab]
-        issuer = "\(issuer.issuer)"
-        audience = "https://airlock.bench"
-        [providers.aws]
-        type = "aws"
-        sts_endpoint = "\(sts)"
-        [profiles.p]
-        provider = "aws"
-        role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
-        [[rules]]
-        name = "all of project 42"
-        project_id = 42
-        grant = ["p"]
-        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let (config, audit) = try benchConfig(workdir: workdir, issuer: issuer, sts: sts)
         let driver = DriverSpec.airlock(binDir: binDir ?? binDirectory(), config: config)
         let results = ResultBox()
         let started = Date()
@@ -273,30 +252,8 @@ struct BenchEndpoint: ParsableCommand {
         let issuer = try TestIssuer()
         defer { issuer.server.stop() }
         try FileManager.default.createDirectory(atPath: workdir, withIntermediateDirectories: true)
-        let config = "\(workdir)/airlock.toml"
-        let audit = "\(workdir)/audit.jsonl"
-        try """
-        [runner]
-        builds_root = "\(workdir)/builds"
-        cache_root = "\(workdir)/cache"
-        state_dir = "\(workdir)/state"
-        audit_log = "\(audit)"
-        endpoint_requests_per_second = 100000
-        [gitlab]
-        issuer = "\(issuer.issuer)"
-        audience = "https://airlock.bench"
-        [providers.aws]
-        type = "aws"
-        sts_endpoint = "\(sts)"
-        [profiles.p]
-        provider = "aws"
-        role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
-        deliver = "endpoint"
-        [[rules]]
-        name = "all of project 42"
-        project_id = 42
-        grant = ["p"]
-        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let (config, audit) = try benchConfig(workdir: workdir, issuer: issuer, sts: sts,
+                                              runnerExtra: "endpoint_requests_per_second = 100000", deliver: "endpoint")
         // botocore's own ContainerProvider, N fetches from Airlock's server, then N from a minimal
         // http.server thread answering the same JSON (the baseline), side by side in the same job.
         let py = """
@@ -337,6 +294,36 @@ struct BenchEndpoint: ParsableCommand {
         let rec = stopped.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] } ?? [:]
         say("  server: \(rec["requests"] as? String ?? "?") requests served, peak RSS \((Int(rec["peak_rss_kib"] as? String ?? "0") ?? 0) / 1024) MiB")
     }
+}
+
+/// The benchmarks' configuration: a local issuer, one AWS profile against `sts`, granted to project 42.
+/// Returns the config and audit log paths.
+func benchConfig(workdir: String, issuer: TestIssuer, sts: String, runnerExtra: String = "", deliver: String = "env") throws -> (String, String) {
+    let config = "\(workdir)/airlock.toml"
+    let audit = "\(workdir)/audit.jsonl"
+    try """
+    [runner]
+    builds_root = "\(workdir)/builds"
+    cache_root = "\(workdir)/cache"
+    state_dir = "\(workdir)/state"
+    audit_log = "\(audit)"
+    \(runnerExtra)
+    [gitlab]
+    issuer = "\(issuer.issuer)"
+    audience = "https://airlock.bench"
+    [providers.aws]
+    type = "aws"
+    sts_endpoint = "\(sts)"
+    [profiles.p]
+    provider = "aws"
+    role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
+    deliver = "\(deliver)"
+    [[rules]]
+    name = "all of project 42"
+    project_id = 42
+    grant = ["p"]
+    """.write(toFile: config, atomically: true, encoding: .utf8)
+    return (config, audit)
 }
 
 final class ResultBox: @unchecked Sendable {
