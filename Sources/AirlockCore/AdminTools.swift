@@ -113,12 +113,9 @@ extension AdminTools {
     public static func sweep(config: AirlockConfig, transport: any HTTPTransport, now: Date = Date(), force: Bool = false) async -> [String] {
         let store = JobStateStore(root: config.runner.stateDir)
         var lines: [String] = []
-        let dec = JSONDecoder()
-        dec.dateDecodingStrategy = .iso8601
         for id in store.jobIDs() {
             let dir = store.directory(jobID: id)
-            guard let data = FileManager.default.contents(atPath: "\(dir)/\(Stages.recordFile)"),
-                  let record = try? dec.decode(JobRecord.self, from: data) else {
+            guard let record = Stages.loadRecord(state: dir) else {
                 // prepare died before writing its record: nothing was issued (the ledger comes after).
                 let age = ((try? FileManager.default.attributesOfItem(atPath: dir))?[.modificationDate] as? Date).map { now.timeIntervalSince($0) } ?? 0
                 if force || age > config.runner.sweepGrace {

@@ -185,12 +185,15 @@ public enum Stages {
 
     /// The job a state directory belongs to (for the credential server).
     public static func jobContext(state: String) throws(AirlockFailure) -> JobContext {
+        guard let r = loadRecord(state: state) else { throw AirlockFailure(.system, "no job record in \(state)") }
+        return r.job
+    }
+
+    /// The record `saveRecord` wrote; nil when absent or unreadable.
+    static func loadRecord(state: String) -> JobRecord? {
         let dec = JSONDecoder()
         dec.dateDecodingStrategy = .iso8601
-        guard let d = FileManager.default.contents(atPath: "\(state)/\(recordFile)"), let r = try? dec.decode(JobRecord.self, from: d) else {
-            throw AirlockFailure(.system, "no job record in \(state)")
-        }
-        return r.job
+        return FileManager.default.contents(atPath: "\(state)/\(recordFile)").flatMap { try? dec.decode(JobRecord.self, from: $0) }
     }
 
     static func saveRecord(_ record: JobRecord, paths: JobPaths) throws(AirlockFailure) {
