@@ -129,7 +129,7 @@ extension AdminTools {
                 lines.append("job \(id): still within its timeout + grace (until \(ISO8601DateFormatter().string(from: due))), left alone")
                 continue
             }
-            let failed = await Revoker.settleJob(config: config, job: record.job, paths: record.paths, reason: "sweep", transport: transport)
+            let failed = await Revoker.settleJob(config: config, job: record.job, paths: record.paths, state: dir, reason: "sweep", transport: transport)
             var f = Audit.identity(record.job)
             f["outcome"] = .string(failed == 0 ? "settled" : "revoke_failed")
             try? AuditLog(path: config.runner.auditLog).append(event: "swept", f)

@@ -59,8 +59,11 @@ public enum Authorizer {
         do {
             verified = try await TokenVerifier(settings: gitlab, keys: store).verify(token, now: now)
             // The token must be this job's own: another job's token (leaked, replayed) proves nothing here.
-            if verified["job_id"] != job.jobID || verified["project_id"] != job.projectID {
-                throw TokenRejection(.wrongJob, "the token belongs to job \(verified["job_id"] ?? "?") of project \(verified["project_id"] ?? "?"), not to this job \(job.jobID) of project \(job.projectID)")
+            // Job and project come from the runner's payload, which the job cannot set. For a fork's
+            // merge request `project_id` is the source project; `job_project_id` (GitLab 18.4) is the
+            // project that runs the job.
+            if verified["job_id"] != job.jobID || tokenProject(verified) != job.projectID {
+                throw TokenRejection(.wrongJob, "the token belongs to job \(verified["job_id"] ?? "?") of project \(tokenProject(verified) ?? "?"), not to this job \(job.jobID) of project \(job.projectID) (as the runner's payload says)")
             }
         } catch let r as TokenRejection {
             base["decision"] = .string("denied")
@@ -138,13 +141,16 @@ public enum Authorizer {
             } catch let r as TokenRejection {
                 throw TokenRejection(r.check, "\(wanted.variable) (the ID token for provider \(name)): \(r.detail)")
             }
-            guard v["job_id"] == job.jobID, v["project_id"] == job.projectID, v["sub"] == primary["sub"] else {
+            guard v["job_id"] == job.jobID, tokenProject(v) == job.projectID, v["sub"] == primary["sub"] else {
                 throw TokenRejection(.wrongJob, "\(wanted.variable) belongs to job \(v["job_id"] ?? "?") (sub \(v["sub"] ?? "?")), not to this job \(job.jobID) (sub \(primary["sub"] ?? "?"))")
             }
             out[name] = Secret(token)
         }
         return out
     }
+
+    /// The project that runs the job, as the token says.
+    static func tokenProject(_ v: VerifiedJob) -> String? { v["job_project_id"] ?? v["project_id"] }
 
     /// The job identity an audit record carries, from verified claims; never the token.
     static func identity(_ v: VerifiedJob, job: JobContext) -> [String: JSONValue] {

@@ -203,12 +203,28 @@ public actor CredentialBroker {
         return c
     }
 
-    /// An audit line for a refused request (wrong secret, ungranted resource, rate limit).
+    /// Counts a refused request (wrong secret, ungranted resource, rate limit). The audit log gets
+    /// one `endpoint_refused` line per reason and minute with the count, never a line per request:
+    /// a flood cannot fill the disk or drown the log. `detail` names a route or resource, never a secret.
     public nonisolated func refused(_ reason: String, _ detail: String) {
-        var f = identity
-        f["reason"] = .string(reason)
-        f["detail"] = .string(detail)
-        try? AuditLog(path: config.runner.auditLog).append(event: "endpoint_refused", f)
+        for (minute, counts) in refusals.add(reason, detail, now: Date()) { writeRefusals(minute, counts) }
+    }
+
+    /// Writes the counts not yet in the audit log (the server stops, or a minute passed).
+    public nonisolated func flushRefusals() {
+        for (minute, counts) in refusals.drain() { writeRefusals(minute, counts) }
+    }
+
+    private nonisolated func writeRefusals(_ minute: Date, _ counts: [String: (count: Int, detail: String)]) {
+        let audit = AuditLog(path: config.runner.auditLog)
+        for (reason, c) in counts.sorted(by: { $0.key < $1.key }) {
+            var f = identity
+            f["reason"] = .string(reason)
+            f["count"] = .int(c.count)
+            f["minute"] = .string(ISO8601.format(minute))
+            f["detail"] = .string(c.detail)
+            try? audit.append(event: "endpoint_refused", f)
+        }
     }
 
     /// The profile spec (for scopes, service account...).
@@ -216,6 +232,7 @@ public actor CredentialBroker {
     public nonisolated var servedProfiles: [String] { session.profiles }
     public nonisolated var secret: String { session.secret }
     private let counter = RequestCounter()
+    private let refusals = RefusalCounter()
     public nonisolated func countRequest() { counter.add() }
     public nonisolated var requestCount: Int { counter.value }
 }
@@ -231,7 +248,42 @@ extension Stages {
         guard let data = try? JSONEncoder().encode(session) else { throw AirlockFailure(.system, "cannot encode the endpoint session") }
         try Files.writeAtomically(data, to: "\(paths.state)/\(EndpointSession.file)", mode: 0o600)
         let info = try EndpointProcess.start(config: config, state: paths.state)
+        // Only the job's own uid may connect: another job cannot flood it or hold its connections.
+        if let uid = paths.uid, config.runner.blockMetadata {
+            do {
+                try NetworkGuard.allowEndpoint(config.runner, port: info.port, uid: uid)
+            } catch {
+                EndpointProcess.stop(state: paths.state)
+                throw error
+            }
+        }
         print("Airlock: credential endpoint for \(served.joined(separator: ", ")) on 127.0.0.1:\(info.port)")
+    }
+}
+
+/// Refusals counted per reason within the current minute; a new minute hands back the last one's.
+final class RefusalCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var minute: Date?
+    private var counts: [String: (count: Int, detail: String)] = [:]
+
+    func add(_ reason: String, _ detail: String, now: Date) -> [(Date, [String: (count: Int, detail: String)])] {
+        let m = Date(timeIntervalSince1970: (now.timeIntervalSince1970 / 60).rounded(.down) * 60)
+        return lock.withLock {
+            var out: [(Date, [String: (count: Int, detail: String)])] = []
+            if let cur = minute, cur != m, !counts.isEmpty { out.append((cur, counts)); counts = [:] }
+            minute = m
+            counts[reason] = ((counts[reason]?.count ?? 0) + 1, counts[reason]?.detail ?? detail)
+            return out
+        }
+    }
+
+    func drain() -> [(Date, [String: (count: Int, detail: String)])] {
+        lock.withLock {
+            defer { counts = [:] }
+            guard let m = minute, !counts.isEmpty else { return [] }
+            return [(m, counts)]
+        }
     }
 }
 

@@ -46,6 +46,9 @@ public enum Executor {
     /// `transport` is given by the executables that talk to the network (prepare, cleanup).
     public static func main(_ kind: Kind, transport: TransportFactory? = nil) async -> Never {
         let env = RunnerEnvironment(ProcessInfo.processInfo.environment)
+        // prepare and cleanup finish what they started when the runner signals them (see Termination);
+        // the run stage forwards signals to the job instead (StageWatcher).
+        if kind == .prepare || kind == .cleanup { Termination.install() }
         let code: Int32
         do {
             let args = try ExecutorArguments(Array(CommandLine.arguments.dropFirst()))

@@ -50,6 +50,9 @@ enum Federator {
     static func federate(config: AirlockConfig, auth: Authorization, job: JobContext, ledger: JobLedger,
                          transport: any HTTPTransport, now: Date) async throws -> [IssuedCredential] {
         guard let verified = auth.verified, let token = auth.token, !auth.grants.isEmpty else { return [] }
+        if let sig = Termination.received {
+            throw AirlockFailure(.system, "prepare received signal \(sig) from the runner (job timeout or cancel) before federating: nothing was issued")
+        }
         let providers = providers(config: config, transport: transport)
         let audit = AuditLog(path: config.runner.auditLog)
         let identity = Authorizer.identity(verified, job: job)
@@ -92,6 +95,10 @@ enum Federator {
                 }
             }
         }
+        // Cancelled while exchanging: what was issued is in the ledger; roll it all back.
+        if failure == nil, let sig = Termination.received {
+            failure = AirlockFailure(.system, "prepare received signal \(sig) from the runner (job timeout or cancel) while federating: everything issued is revoked")
+        }
         for c in issued {
             var f = identity
             f.merge(issuedFields(c)) { $1 }
@@ -129,17 +136,31 @@ enum Federator {
 enum Revoker {
     /// Revokes a job's ledger and, when nothing is left unrevoked, removes its state, HOME and secrets.
     /// Returns how many credentials could not be revoked (their ledger is kept for sweep).
-    static func settleJob(config: AirlockConfig, job: JobContext, paths: JobPaths, reason: String,
+    static func settleJob(config: AirlockConfig, job: JobContext, paths: JobPaths?, state: String, reason: String,
                           transport: any HTTPTransport, report: (String) -> Void = { _ in }) async -> Int {
         // The job's credential server first, so that it federates nothing more.
-        EndpointProcess.stop(state: paths.state)
-        let ledger = JobLedger(stateDirectory: paths.state)
+        if let info = EndpointServerInfo.load(state: state), let uid = paths?.uid {
+            NetworkGuard.removeEndpoint(config.runner, port: info.port, uid: uid)
+        }
+        EndpointProcess.stop(state: state)
+        let ledger = JobLedger(stateDirectory: state)
         let (failed, lines) = await revokeAll(config: config, ledger: ledger,
                                      providers: Federator.providers(config: config, transport: transport),
                                      identity: Audit.identity(job), reason: reason, now: Date())
         lines.forEach(report)
         try? Files.removeTree("\(config.runner.secretsRoot)/\(job.jobID)")
-        try? Files.removeTree(paths.home)
+        if let paths {
+            try? Files.removeTree(paths.home)
+            if let uid = paths.uid {
+                // The uid's next job may be another project's: its directories are root's until then.
+                Ownership.takeBack(paths.buildsDir)
+                Ownership.takeBack(paths.cacheDir)
+                JobSlots.release(runner: config.runner, jobID: job.jobID, uid: uid)
+            } else {
+                try? Files.removeTree(paths.buildsDir)
+                try? Files.removeTree(paths.cacheDir)
+            }
+        }
         if failed == 0 { try? JobStateStore(root: config.runner.stateDir).remove(jobID: job.jobID) }
         return failed
     }

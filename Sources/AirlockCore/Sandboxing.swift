@@ -23,12 +23,19 @@ enum Sandboxing {
         throw AirlockFailure(.system, "bubblewrap (\(runner.bwrap)) is not installed: `apt-get install bubblewrap`, or set [runner] bwrap to its path, or isolation = \"none\" (weaker: jobs then see the host)")
     }
 
+    /// - Throws: `AirlockFailure` (system) when Airlock cannot give the job its own uid.
+    static func requireRoot(_ runner: RunnerSettings) throws(AirlockFailure) {
+        guard geteuid() == 0 else {
+            throw AirlockFailure(.system, "Airlock runs as uid \(geteuid()), and must run as root to give each job its own unprivileged uid from [runner] job_uids (gitlab-runner's packages run the service as root); isolation = \"none\" skips this and is unsafe")
+        }
+    }
+
     /// The job's environment: PATH, HOME, LANG, TMPDIR and what the stage is delivered. No
     /// `CUSTOM_ENV_*`, no runner variables, no Airlock variables.
     static func environment(config: AirlockConfig, env: RunnerEnvironment, paths: JobPaths, extra: [String: String]) -> [String: String] {
         var e: [String: String] = [
             "PATH": config.runner.jobPath ?? env.raw["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
-            "HOME": paths.home,
+            "HOME": paths.homeView,
             "LANG": env.raw["LANG"] ?? "C.UTF-8",
         ]
         if config.runner.isolation == .bubblewrap { e["TMPDIR"] = "/tmp" }
@@ -36,31 +43,45 @@ enum Sandboxing {
         return e
     }
 
-    static func spec(config: AirlockConfig, env: RunnerEnvironment, paths: JobPaths, scriptPath: String,
-                     extraEnvironment: [String: String]) -> SandboxSpec {
-        let bw = config.runner.isolation == .bubblewrap
-        var hiddenDirs = [config.runner.stateDir, config.runner.secretsRoot]
-        var hiddenFiles = [config.path, config.runner.auditLog]
-        if let t = env.runnerTempDir { hiddenDirs.append(t) }
-        if let r = env.jobResponseFile {
-            hiddenFiles.append(r)
-            hiddenDirs.append((r as NSString).deletingLastPathComponent)
+    /// The allow-listed view: the system read-only; the job's own builds dir, cache dir and HOME at
+    /// the paths every job sees; a private /tmp and /run; and nothing of Airlock's, the runner's or
+    /// another job's. Files it needs (script, secrets) arrive as descriptors.
+    static func spec(config: AirlockConfig, env: RunnerEnvironment, paths: JobPaths, scriptPath: String, scriptFD: Int32?,
+                     dataFiles: [(fd: Int32, inside: String)], extraEnvironment: [String: String]) -> SandboxSpec {
+        let r = config.runner
+        let bw = r.isolation == .bubblewrap
+        // Roots of every job's directories are covered whole; the job's own are mounted on top.
+        var hiddenDirs = [r.buildsRoot, r.cacheRoot, r.homesRoot, r.stateDir, r.secretsRoot,
+                          (r.auditLog as NSString).deletingLastPathComponent] + r.hiddenPaths
+        var hiddenFiles = [config.path, r.auditLog] + config.referencedFiles.map(\.path)
+        if let t = env.runnerTempDir {
+            hiddenDirs.append(t)
+            // The runner makes one temp dir per job beside the others: hide their parent too, unless
+            // it is a system directory the job needs.
+            let parent = (t as NSString).deletingLastPathComponent
+            if parent.split(separator: "/").count >= 2 && !["/var/tmp", "/usr/local", "/var/lib"].contains(parent) {
+                hiddenDirs.append(parent)
+            }
+        }
+        if let f = env.jobResponseFile {
+            hiddenFiles.append(f)
+            hiddenDirs.append((f as NSString).deletingLastPathComponent)
         }
         // A directory that holds only Airlock's files (e.g. /etc/airlock) is hidden whole: keys and
         // JWKS files live beside the config.
         let configDir = (config.path as NSString).deletingLastPathComponent
-        let jobDirs = [paths.buildsDir, paths.cacheDir, paths.home]
-        if (configDir as NSString).lastPathComponent.contains("airlock"),
-           !jobDirs.contains(where: { $0.hasPrefix(configDir + "/") }) {
-            hiddenDirs.append(configDir)
-        }
-        let workdir = paths.buildsDir
+        if (configDir as NSString).lastPathComponent.contains("airlock") { hiddenDirs.append(configDir) }
+        let own = [(paths.buildsDir, paths.buildsView), (paths.cacheDir, paths.cacheView), (paths.home, paths.homeView)]
+        // A hidden directory that holds one of the job's own mount points cannot be covered before
+        // them without also covering them; bubblewrap mounts the job's after, so that order is fine,
+        // but never hide a directory *inside* the job's own view.
+        hiddenDirs = hiddenDirs.filter { d in !own.contains { d.hasPrefix($0.1 + "/") && $0.1 != d } }
         return SandboxSpec(
-            useBubblewrap: bw, bwrapPath: config.runner.bwrap,
-            writable: jobDirs,
+            useBubblewrap: bw, bwrapPath: r.bwrap, setprivPath: r.setpriv, uid: bw ? paths.uid : nil,
+            writable: bw ? own.map { (host: $0.0, inside: $0.1) } : [],
             hiddenDirectories: hiddenDirs, hiddenFiles: hiddenFiles,
-            readOnlyFiles: bw ? [(scriptPath, scriptInside)] : [],
-            directory: workdir,
+            dataFiles: bw ? (scriptFD.map { [(fd: $0, inside: scriptInside)] } ?? []) + dataFiles : [],
+            directory: paths.buildsView,
             environment: environment(config: config, env: env, paths: paths, extra: extraEnvironment),
             command: ["bash", "--noprofile", "--norc", bw ? scriptInside : scriptPath])
     }

@@ -19,15 +19,16 @@ struct JobRecord: Codable {
 public enum Stages {
     static let recordFile = "job.json"
 
-    /// config_exec: the runner JSON.
-    /// - Throws: `AirlockFailure` when the job's variables are unusable.
+    /// config_exec: the runner JSON. With bubblewrap every job sees the same paths (its own
+    /// directories are mounted there), so nothing about the job is needed yet.
+    /// - Throws: `AirlockFailure` when the runner's payload is unusable (isolation = "none").
     public static func config(config: AirlockConfig, env: RunnerEnvironment) throws(AirlockFailure) -> Data {
-        let job = try JobContext(variables: env.jobVariables)
-        let paths = JobPaths(runner: config.runner, job: job)
+        let view = config.runner.isolation == .bubblewrap
+            ? JobPaths.view(runner: config.runner, job: nil)
+            : JobPaths.view(runner: config.runner, job: try JobContext(env))
         let out = ConfigOutput(
-            buildsDir: paths.buildsDir, cacheDir: paths.cacheDir, hostname: ProcessInfo.processInfo.hostName,
-            driver: .init(name: "airlock", version: airlockVersion),
-            jobEnv: ["AIRLOCK_JOB_STATE": paths.state])
+            buildsDir: view.builds, cacheDir: view.cache, hostname: ProcessInfo.processInfo.hostName,
+            driver: .init(name: "airlock", version: airlockVersion), jobEnv: [:])
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return (try? enc.encode(out)) ?? Data()
@@ -36,21 +37,43 @@ public enum Stages {
     /// prepare_exec: the job's directories and state; identity and federation plug in here.
     /// - Throws: `BlamedError`; the job's fault for a bad token or a denial, the system's otherwise.
     public static func prepare(config: AirlockConfig, env: RunnerEnvironment, transport: any HTTPTransport) async throws {
-        let job = try JobContext(variables: env.jobVariables)
-        let paths = JobPaths(runner: config.runner, job: job)
-        if config.runner.isolation == .bubblewrap {
-            try Sandboxing.requireBubblewrap(config.runner)
+        let job = try JobContext(env)
+        let r = config.runner
+        if r.isolation == .bubblewrap {
+            try Sandboxing.requireRoot(r)
+            try Sandboxing.requireBubblewrap(r)
+            if r.blockMetadata {
+                do {
+                    try NetworkGuard.install(r)
+                } catch {
+                    throw AirlockFailure(.system, "cannot block the host's cloud metadata service for jobs: \(error.message). Install nftables (`apt-get install nftables`) and run Airlock as root, or set [runner] block_metadata = false (weaker: jobs then reach the host's own cloud identity)")
+                }
+            }
         }
-        let store = JobStateStore(root: config.runner.stateDir)
+        let store = JobStateStore(root: r.stateDir)
         try store.create(jobID: job.jobID)
-        for dir in [paths.buildsDir, paths.cacheDir] { try Files.makeDirectories(dir, mode: 0o755) }
-        try Files.makeDirectories(config.runner.homesRoot, mode: 0o755)
-        try Files.makeDirectory(paths.home, mode: 0o700)
-        let record = JobRecord(job: job, paths: paths, preparedAt: Date())
-        try saveRecord(record, paths: paths)
         let auth = try await Authorizer.authorize(
             config: config, env: env, job: job, now: Date(), transport: transport,
             warn: { FileHandle.standardError.write(Data("airlock-prepare: warning: \($0)\n".utf8)) })
+        // Directories are never shared between protected and unprotected refs. The runner's payload
+        // says (newer GitLab); otherwise the verified token; a job that proved nothing is unprotected.
+        let protected = job.refProtected ?? (auth.verified?["ref_protected"] == "true")
+        let refClass: RefClass = protected ? .protected : .unprotected
+        let paths: JobPaths
+        if r.isolation == .bubblewrap {
+            let uid = try JobSlots.acquire(runner: r, job: job, refClass: refClass)
+            paths = .sandboxed(runner: r, job: job, uid: uid, refClass: refClass)
+            try Ownership.give(paths.buildsDir, to: uid)
+            try Ownership.give(paths.cacheDir, to: uid)
+            try Files.removeTree(paths.home)
+            try Ownership.give(paths.home, to: uid)
+        } else {
+            paths = .unsandboxed(runner: r, job: job)
+            for dir in [paths.buildsDir, paths.cacheDir] { try Files.makeDirectories(dir, mode: 0o755) }
+            try Files.makeDirectories(r.homesRoot, mode: 0o755)
+            try Files.makeDirectory(paths.home, mode: 0o700)
+        }
+        try saveRecord(JobRecord(job: job, paths: paths, preparedAt: Date()), paths: paths)
         let granted = auth.grants.map(\.profile)
         print("Airlock \(airlockVersion): job \(job.jobID) prepared (isolation: \(config.runner.isolation.rawValue)); "
               + (auth.verified == nil ? "no verified ID token, no credentials" : granted.isEmpty ? "identity verified, no profile granted" : "granted: \(granted.joined(separator: ", "))"))
@@ -94,47 +117,75 @@ public enum Stages {
     /// Returns 0, or the build-failure exit code after writing the script's code to BUILD_EXIT_CODE_FILE.
     /// - Throws: `BlamedError` (system) when the stage cannot be started.
     public static func run(config: AirlockConfig, env: RunnerEnvironment, script: String, stage: String) throws -> Int32 {
-        let job = try JobContext(variables: env.jobVariables)
-        let paths = JobPaths(runner: config.runner, job: job)
-        guard FileManager.default.fileExists(atPath: "\(paths.state)/\(recordFile)") else {
-            throw AirlockFailure(.system, "no state for job \(job.jobID) at \(paths.state): prepare_exec did not run or cleanup already removed it; check that prepare_exec and run_exec use the same --config")
+        let job = try JobContext(env)
+        let state = JobPaths.state(config.runner, jobID: job.jobID)
+        guard let record = loadRecord(state: state) else {
+            throw AirlockFailure(.system, "no state for job \(job.jobID) at \(state): prepare_exec did not run or cleanup already removed it; check that prepare_exec and run_exec use the same --config")
         }
+        let paths = record.paths
         guard let body = FileManager.default.contents(atPath: script), let text = String(data: body, encoding: .utf8) else {
             throw AirlockFailure(.system, "cannot read the stage script \(script)")
         }
-        // The ID tokens Airlock consumes never reach the job: scrubbed from the script, masked in output.
-        let secrets = config.consumedTokenVariables.compactMap { env.jobVariables[$0] }.filter { !$0.isEmpty }
+        // No token Airlock trusts reaches the job: the configured variables, and any JWT from the
+        // configured issuer with an audience Airlock accepts, whatever variable holds it (a job can
+        // ask GitLab for such a token under any name). Scrubbed from the script, masked in output.
+        let configured = config.consumedTokenVariables.compactMap { env.jobVariables[$0] }.filter { !$0.isEmpty }
+        let secrets = Array(Set(configured + TrustedTokens.find(in: text, config: config)))
         let scrubbed = ScriptScrubber.scrub(text, removing: secrets).script
         let stageName = Stage.isValidName(stage) ? stage : "stage"
-        try Files.makeDirectory("\(paths.state)/scripts", mode: 0o700)
-        let stagePath = "\(paths.state)/scripts/\(stageName).sh"
-        try Files.writeAtomically(Data(scrubbed.utf8), to: stagePath, mode: 0o600, durable: false)
-        defer { unlink(stagePath) }
+        let sandboxed = config.runner.isolation == .bubblewrap
 
         let credentials = try JobLedger(stateDirectory: paths.state).entries().filter { $0.state == .issued }.map(\.credential)
         let secretsHost = "\(config.runner.secretsRoot)/\(job.jobID)/\(stageName)"
-        let secretsInside = config.runner.isolation == .bubblewrap ? Sandboxing.secretsInside : secretsHost
+        let secretsInside = sandboxed ? Sandboxing.secretsInside : secretsHost
         let rules = config.profiles.mapValues { DeliveryRule(profile: $0.name, asFile: $0.deliver == .file, stages: $0.stages, viaEndpoint: $0.deliver == .endpoint) }
         let session = EndpointSession.load(state: paths.state)
         let endpoint = session.flatMap { s in EndpointServerInfo.load(state: paths.state).map { EndpointAccess(port: $0.port, secret: s.secret) } }
         let plan = try InjectionPlan.make(stage: stage, credentials: credentials, rules: rules, secretsDir: secretsInside, endpoint: endpoint)
-        if !plan.files.isEmpty {
-            try Files.makeDirectories(config.runner.secretsRoot, mode: 0o711)
-            try Files.makeDirectory("\(config.runner.secretsRoot)/\(job.jobID)", mode: 0o700)
-            try Files.makeDirectory(secretsHost, mode: 0o700)
-            for (name, content) in plan.files {
-                try Files.writeAtomically(Data(content.utf8), to: "\(secretsHost)/\(name)", mode: 0o600, durable: false)
+
+        // Sandboxed, the script and the secret files reach the sandbox as descriptors of unlinked
+        // root-only files: the job's uid needs no access to any host path of Airlock's.
+        var descriptors: [Int32] = []
+        defer { descriptors.forEach { close($0) } }
+        var scriptPath = ""
+        var dataFiles: [(fd: Int32, inside: String)] = []
+        if sandboxed {
+            try Files.makeDirectory("\(paths.state)/scripts", mode: 0o700)
+            let fd = try Files.unlinkedCopy(Data(scrubbed.utf8), in: "\(paths.state)/scripts")
+            descriptors.append(fd)
+            for (name, content) in plan.files.sorted(by: { $0.key < $1.key }) {
+                let f = try Files.unlinkedCopy(Data(content.utf8), in: "\(paths.state)/scripts")
+                descriptors.append(f)
+                dataFiles.append((fd: f, inside: "\(secretsInside)/\(name)"))
+            }
+        } else {
+            try Files.makeDirectory("\(paths.state)/scripts", mode: 0o700)
+            scriptPath = "\(paths.state)/scripts/\(stageName).sh"
+            try Files.writeAtomically(Data(scrubbed.utf8), to: scriptPath, mode: 0o600, durable: false)
+            if !plan.files.isEmpty {
+                try Files.makeDirectories(config.runner.secretsRoot, mode: 0o711)
+                try Files.makeDirectory("\(config.runner.secretsRoot)/\(job.jobID)", mode: 0o700)
+                try Files.makeDirectory(secretsHost, mode: 0o700)
+                for (name, content) in plan.files {
+                    try Files.writeAtomically(Data(content.utf8), to: "\(secretsHost)/\(name)", mode: 0o600, durable: false)
+                }
             }
         }
-        defer { if !plan.files.isEmpty { try? Files.removeTree(secretsHost) } }
-        var spec = Sandboxing.spec(config: config, env: env, paths: paths, scriptPath: stagePath, extraEnvironment: plan.environment)
-        if !plan.files.isEmpty && spec.useBubblewrap { spec.readOnlyFiles.append((secretsHost, Sandboxing.secretsInside)) }
+        defer {
+            if !scriptPath.isEmpty { unlink(scriptPath) }
+            if !sandboxed && !plan.files.isEmpty { try? Files.removeTree(secretsHost) }
+        }
+        let spec = Sandboxing.spec(config: config, env: env, paths: paths, scriptPath: scriptPath, scriptFD: descriptors.first,
+                                   dataFiles: dataFiles, extraEnvironment: plan.environment)
         let child: ChildProcess
         do {
-            child = try ChildProcess(argv: spec.argv(), environment: spec.environment, directory: spec.useBubblewrap ? nil : spec.directory)
+            child = try ChildProcess(argv: spec.argv(), environment: spec.environment, directory: spec.useBubblewrap ? nil : spec.directory,
+                                     newSession: true)
         } catch {
             throw AirlockFailure(.system, "cannot start the \(stage) stage: \(error)")
         }
+        descriptors.forEach { close($0) }
+        descriptors = []
         let watcher = StageWatcher(child: child, bubblewrap: spec.useBubblewrap, graceful: config.runner.gracefulKill)
         watcher.start()
         child.startReaper { watcher.finish() }
@@ -168,13 +219,15 @@ public enum Stages {
     /// - Throws: `AirlockFailure` (system) when something could not be removed.
     /// Its output goes to the runner's log unmasked: it names profiles and fingerprints, never values.
     public static func cleanup(config: AirlockConfig, env: RunnerEnvironment, transport: any HTTPTransport) async throws {
-        let job = try JobContext(variables: env.jobVariables)
-        let paths = JobPaths(runner: config.runner, job: job)
-        let existed = FileManager.default.fileExists(atPath: paths.state)
-        let failed = await Revoker.settleJob(config: config, job: job, paths: paths, reason: "cleanup", transport: transport) {
+        let job = try JobContext(env)
+        let state = JobPaths.state(config.runner, jobID: job.jobID)
+        let existed = FileManager.default.fileExists(atPath: state)
+        let record = loadRecord(state: state)
+        let failed = await Revoker.settleJob(config: config, job: record?.job ?? job, paths: record?.paths, state: state,
+                                             reason: "cleanup", transport: transport) {
             print("airlock-cleanup: job \(job.jobID): \($0)")
         }
-        var fields = Audit.identity(job)
+        var fields = Audit.identity(record?.job ?? job)
         fields["state"] = .string(existed ? (failed == 0 ? "removed" : "kept_for_sweep") : "already-clean")
         try AuditLog(path: config.runner.auditLog).append(event: "cleanup", fields)
         if failed > 0 {

@@ -36,6 +36,7 @@ public final class DemoEnvironment: @unchecked Sendable {
         audit_log = "\(audit)"
         isolation = "\(isolation)"
         graceful_kill = "5s"
+        job_path = "/opt/airlock-venv/bin:/usr/local/bin:/usr/bin:/bin"
 
         [gitlab]
         issuer = "\(issuer.issuer)"            # the demo's local GitLab issuer

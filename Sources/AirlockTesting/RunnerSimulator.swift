@@ -100,6 +100,8 @@ public final class RunnerSimulator: @unchecked Sendable {
             result.prepareAttempts = attempt
             tmp = makeTempDir()
             env = baseEnvironment(tmp: tmp)
+            // The runner writes the payload before config_exec (executors/custom/custom.go Prepare).
+            writeResponse(tmp: tmp, env: env)
             do {
                 configOut = try runConfig(env: env)
             } catch {
@@ -108,7 +110,6 @@ public final class RunnerSimulator: @unchecked Sendable {
             }
             for (k, v) in configOut.jobEnv ?? [:] { env[k] = v }
             env = addJobVariables(env, config: configOut)
-            writeResponse(tmp: tmp, env: env)
             if let d = configOut.driver { log("Using Custom executor with driver \(d.name ?? "") \(d.version ?? "")...") }
             guard let prep = driver.prepareExec else { prepared = true; break }
             let code = exec(prep, env: env, cwd: tmp, captureTo: .jobLog).code
@@ -333,8 +334,14 @@ public final class RunnerSimulator: @unchecked Sendable {
         let vars: [[String: Any]] = jobVariables(config: nil).map {
             ["key": $0.key, "value": $0.value, "public": !$0.masked, "file": $0.file, "masked": $0.masked, "raw": false]
         }
+        // spec.Job as gitlab-runner marshals it (common/spec/spec.go): the trusted job identity.
+        var git: [String: Any] = ["ref": job.ref, "sha": job.sha, "ref_type": "branch",
+                                  "repo_url": "https://gitlab-ci-token:\(jobToken)@gitlab.example.com/\(job.projectPath).git"]
+        if let p = job.refProtected { git["protected"] = p }
         let payload: [String: Any] = ["id": job.jobID, "token": jobToken, "variables": vars,
-                                      "job_info": ["name": job.name, "project_id": job.projectID]]
+                                      "job_info": ["name": job.name, "stage": "test", "project_id": job.projectID,
+                                                   "project_name": String(job.projectPath.split(separator: "/").last ?? "")],
+                                      "runner_info": ["timeout": job.timeout], "git_info": git]
         let data = (try? JSONSerialization.data(withJSONObject: payload, options: [.sortedKeys])) ?? Data()
         FileManager.default.createFile(atPath: "\(tmp)/response.json", contents: data, attributes: [.posixPermissions: 0o600])
     }

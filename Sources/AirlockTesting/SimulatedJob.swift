@@ -17,6 +17,8 @@ public struct SimulatedJob: Codable, Sendable {
     public var concurrentProjectID: Int = 0
     /// Seconds; sets CI_JOB_TIMEOUT and is enforced like the runner's job timeout.
     public var timeout: Int = 3600
+    /// `git_info.protected` in the runner's payload (newer GitLab); nil leaves it out.
+    public var refProtected: Bool? = nil
     /// Job variables (`variables:` in .gitlab-ci.yml), public and unmasked.
     public var variables: [String: String] = [:]
     /// Masked job variables: the simulator masks their exact values in the log, as the runner does.
@@ -37,7 +39,7 @@ public struct SimulatedJob: Codable, Sendable {
         case name, jobID = "job_id", pipelineID = "pipeline_id", projectID = "project_id", projectPath = "project_path"
         case ref, sha, runnerShortToken = "runner_short_token", concurrentProjectID = "concurrent_project_id", timeout
         case variables, maskedVariables = "masked_variables", fileVariables = "file_variables", idTokens = "id_tokens"
-        case script, afterScript = "after_script", stageProbes = "stage_probes"
+        case script, afterScript = "after_script", stageProbes = "stage_probes", refProtected = "ref_protected"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -53,6 +55,7 @@ public struct SimulatedJob: Codable, Sendable {
         runnerShortToken = try c.decodeIfPresent(String.self, forKey: .runnerShortToken) ?? d.runnerShortToken
         concurrentProjectID = try c.decodeIfPresent(Int.self, forKey: .concurrentProjectID) ?? d.concurrentProjectID
         timeout = try c.decodeIfPresent(Int.self, forKey: .timeout) ?? d.timeout
+        refProtected = try c.decodeIfPresent(Bool.self, forKey: .refProtected)
         variables = try c.decodeIfPresent([String: String].self, forKey: .variables) ?? [:]
         maskedVariables = try c.decodeIfPresent([String: String].self, forKey: .maskedVariables) ?? [:]
         fileVariables = try c.decodeIfPresent([String: String].self, forKey: .fileVariables) ?? [:]

@@ -10,6 +10,9 @@ public final class TestWorld: @unchecked Sendable {
     public let stateDir: String
     public let runnerTemp: String
     public let binDir: String
+    /// This world's job uids: distinct per world, so that worlds running in parallel never hand the
+    /// same uid to two running jobs.
+    public let jobUIDs: ClosedRange<UInt32>
 
     /// Creates the tree and writes a config; `extra` is appended to it (more TOML sections).
     public init(isolation: String = "bubblewrap", runnerExtra: String = "", extra: String = "") throws {
@@ -19,11 +22,17 @@ public final class TestWorld: @unchecked Sendable {
         stateDir = "\(root)/state"
         runnerTemp = "\(root)/runner-tmp"
         binDir = TestWorld.executablesDirectory()
+        let base = 2_100_000_000 + UInt32.random(in: 0..<1_000_000) * 32
+        jobUIDs = base...(base + 31)
         for d in ["etc", "log", "runner-tmp"] {
             try FileManager.default.createDirectory(atPath: "\(root)/\(d)", withIntermediateDirectories: true)
         }
         try writeConfig(isolation: isolation, runnerExtra: runnerExtra, extra: extra)
     }
+
+    /// The PATH test jobs get: the SDKs and the aws CLI from a world-readable venv (scripts/install-deps
+    /// makes it), because a job's uid cannot run an interpreter under /root.
+    public static let jobPath = "/opt/airlock-venv/bin:/usr/local/bin:/usr/bin:/bin"
 
     /// Rewrites the config.
     public func writeConfig(isolation: String = "bubblewrap", runnerExtra: String = "", extra: String = "") throws {
@@ -36,6 +45,8 @@ public final class TestWorld: @unchecked Sendable {
         isolation = "\(isolation)"
         graceful_kill = "3s"
         \(runnerExtra)
+        \(runnerExtra.contains("job_uids") ? "" : "job_uids = \"\(jobUIDs.lowerBound)-\(jobUIDs.upperBound)\"")
+        \(runnerExtra.contains("job_path") ? "" : "job_path = \"\(TestWorld.jobPath)\"")
 
         \(extra)
         """
@@ -77,6 +88,38 @@ public final class TestWorld: @unchecked Sendable {
         Self.launch("\(binDir)/\(name)", ["--config", configPath] + args, environment: environment)
     }
 
+    /// The environment a runner gives an executable for one job: this process's environment, a
+    /// runner temp dir with the job's payload (`JOB_RESPONSE_FILE`), and `CUSTOM_ENV_` variables.
+    public func runnerEnvironment(jobID: Int, projectID: Int = 42, timeout: Int = 3600,
+                                  variables: [String: String] = [:]) throws -> [String: String] {
+        let tmp = "\(runnerTemp)/custom-executor-\(jobID)"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let payload = #"{"id": \#(jobID), "job_info": {"project_id": \#(projectID), "name": "build"}, "runner_info": {"timeout": \#(timeout)}, "variables": []}"#
+        FileManager.default.createFile(atPath: "\(tmp)/response.json", contents: Data(payload.utf8), attributes: [.posixPermissions: 0o600])
+        var env = ProcessInfo.processInfo.environment
+        env["TMPDIR"] = tmp
+        env["JOB_RESPONSE_FILE"] = "\(tmp)/response.json"
+        env["CUSTOM_ENV_CI_JOB_ID"] = "\(jobID)"
+        env["CUSTOM_ENV_CI_PROJECT_ID"] = "\(projectID)"
+        for (k, v) in variables { env["CUSTOM_ENV_\(k)"] = v }
+        return env
+    }
+
+    /// The host directory that held a project's builds dir (`<builds_root>/project-<id>/<class>/<uid>`):
+    /// the job saw it at `builds_root`. The most recently modified one when several exist.
+    public func hostBuildsDir(projectID: Int = 42) -> String? {
+        let fm = FileManager.default
+        let top = "\(root)/builds/project-\(projectID)"
+        var found: [(String, Date)] = []
+        for cls in (try? fm.contentsOfDirectory(atPath: top)) ?? [] {
+            for uid in (try? fm.contentsOfDirectory(atPath: "\(top)/\(cls)")) ?? [] {
+                let d = "\(top)/\(cls)/\(uid)"
+                found.append((d, (try? fm.attributesOfItem(atPath: d))?[.modificationDate] as? Date ?? .distantPast))
+            }
+        }
+        return found.max { $0.1 < $1.1 }?.0
+    }
+
     /// Runs the `airlock` admin CLI.
     public func run(_ args: [String]) -> (code: Int32, stdout: String, stderr: String) {
         Self.launch("\(binDir)/airlock", args, environment: nil)
@@ -109,6 +152,17 @@ public final class TestWorld: @unchecked Sendable {
 
     deinit {
         try? FileManager.default.removeItem(atPath: root)
+        TestWorld.removeNetworkRules(marker: "airlock uids \(jobUIDs.lowerBound)-\(jobUIDs.upperBound)")
+    }
+
+    /// Deletes the nftables rules prepare installed for one uid range (tests leave the host as they found it).
+    public static func removeNetworkRules(marker: String) {
+        let list = launch("/usr/sbin/nft", ["-a", "list", "chain", "inet", "airlock", "output"], environment: nil)
+        guard list.code == 0 else { return }
+        for line in list.stdout.split(separator: "\n") where line.contains("comment \"\(marker):") {
+            guard let h = line.components(separatedBy: "# handle ").last?.trimmingCharacters(in: .whitespaces), Int(h) != nil else { continue }
+            _ = launch("/usr/sbin/nft", ["delete", "rule", "inet", "airlock", "output", "handle", h], environment: nil)
+        }
     }
 }
 

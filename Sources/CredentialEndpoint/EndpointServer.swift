@@ -68,11 +68,17 @@ public struct EndpointServer: Sendable {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > 1024 {
             return Self.json(["message": "request body too large"], status: .contentTooLarge)
         }
+        let path = request.uri.path
+        // The job's secret first: a request without it costs the job nothing, neither a token of its
+        // rate limit nor an audit line of its own (refusals are counted per minute).
+        guard carriesSecret(request, path: path) else {
+            broker.refused("bad_secret", Self.kind(path))
+            return Self.json(["message": "this endpoint serves one job; the request does not carry its secret"], status: .unauthorized)
+        }
         guard await limiter.allow() else {
-            broker.refused("rate_limited", Self.loggable(request.uri.path))
+            broker.refused("rate_limited", Self.kind(path))
             return Self.json(["message": "too many requests for this job's credential server"], status: .tooManyRequests)
         }
-        let path = request.uri.path
         do {
             if path.hasPrefix("/aws/") { return try await aws(request, profile: String(path.dropFirst(5))) }
             if path == "/azure" || path == "/azure/" { return try await azure(request) }
@@ -84,8 +90,22 @@ public struct EndpointServer: Sendable {
         }
     }
 
+    /// Where each route carries the job's secret: AWS in `Authorization`, Azure in
+    /// `X-IDENTITY-HEADER`, GCE metadata as the path's first segment.
+    func carriesSecret(_ request: Request, path: String) -> Bool {
+        if path.hasPrefix("/aws/") { return Self.same(request.headers[.authorization], secret) }
+        if path == "/azure" || path == "/azure/" { return Self.same(request.headers[Self.identityHeader], secret) }
+        let first = path.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: true).first.map(String.init)
+        return Self.same(first, secret)
+    }
+
+    /// The route a request was for, fit for the audit log (never a path that may hold a secret).
+    static func kind(_ path: String) -> String {
+        path.hasPrefix("/aws/") ? "aws" : path == "/azure" || path == "/azure/" ? "azure" : "metadata"
+    }
+
     func unauthorized(_ kind: String, _ request: Request) -> Response {
-        broker.refused("bad_secret", "\(kind) request to \(Self.loggable(request.uri.path)) without this job's secret")
+        broker.refused("bad_secret", kind)
         return Self.json(["message": "this endpoint serves one job; the request does not carry its secret"], status: .unauthorized)
     }
 
@@ -208,6 +228,7 @@ actor RateLimiter {
 public enum EndpointMain {
     /// One audit line when the server stops: what it served and its peak memory.
     static func stopped(config: AirlockConfig, broker: CredentialBroker, job: JobContext) {
+        broker.flushRefusals()
         let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
         let hwm = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }?.split(separator: " ").dropFirst().first.map(String.init) ?? "0"
         let f: [String: JSONValue] = ["job_id": .string(job.jobID), "project_id": .string(job.projectID),
@@ -230,6 +251,9 @@ public enum EndpointMain {
             let server = EndpointServer(broker: broker, requestsPerSecond: config.runner.endpointRequestsPerSecond)
             let app = Application(
                 responder: CallbackResponder<BasicRequestContext> { request, _ in await server.respond(request) },
+                // A connection idle for 5 s is closed: a half-open or stalled client cannot hold one of
+                // the 32 connections for long.
+                server: .http1(configuration: .init(idleTimeout: .seconds(5))),
                 configuration: .init(address: .hostname("127.0.0.1", port: 0), serverName: "airlock-endpoint",
                                      availableConnectionsDelegate: MaximumAvailableConnections(32)),
                 onServerRunning: { channel in

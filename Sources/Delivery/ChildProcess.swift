@@ -18,8 +18,10 @@ public final class ChildProcess: @unchecked Sendable {
     private var exitedAt: Date?
 
     /// Spawns `argv` with exactly `environment`, stdin from /dev/null, in `directory`.
+    /// `newSession`: the child leads a new session (and so a new process group) with no controlling
+    /// terminal, so a job cannot push keystrokes (TIOCSTI) into the runner's terminal.
     /// - Throws: `SpawnError` with the OS reason when the spawn fails.
-    public init(argv: [String], environment: [String: String], directory: String?) throws {
+    public init(argv: [String], environment: [String: String], directory: String?, newSession: Bool = false) throws {
         var outPipe: [Int32] = [0, 0]
         var errPipe: [Int32] = [0, 0]
         guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw SpawnError(argv0: argv[0], errno: errno) }
@@ -41,8 +43,10 @@ public final class ChildProcess: @unchecked Sendable {
         for s in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT, SIGCHLD] { sigaddset(&defaults, s) }
         posix_spawnattr_setsigmask(&attr, &empty)
         posix_spawnattr_setsigdefault(&attr, &defaults)
-        posix_spawnattr_setpgroup(&attr, 0)
-        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        // glibc's POSIX_SPAWN_SETSID (0x80); setsid also makes the child its own process group leader.
+        let setsid: Int32 = 0x80
+        if !newSession { posix_spawnattr_setpgroup(&attr, 0) }
+        posix_spawnattr_setflags(&attr, Int16((newSession ? setsid : POSIX_SPAWN_SETPGROUP) | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
         // posix_spawn_file_actions_addchdir_np is not exported by Swift's Glibc module: cd in a shell.
         let argv = directory.map { ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", $0] + argv } ?? argv

@@ -2,17 +2,24 @@ import Foundation
 
 /// What a stage's sandbox looks like: the one place that decides what a job can see and write.
 public struct SandboxSpec: Sendable {
-    /// bubblewrap, or none (the script runs with the host's view).
+    /// bubblewrap, or none (the script runs with the host's view: unsafe).
     public var useBubblewrap: Bool
     public var bwrapPath: String
-    /// Directories the job may write: its builds dir, cache dir and HOME.
-    public var writable: [String]
-    /// Directories replaced by an empty tmpfs: Airlock's state, the runner's temp dir.
+    /// setpriv, which drops to `uid` before bubblewrap starts.
+    public var setprivPath: String
+    /// The job's own uid and gid; nil runs as the caller (only with `useBubblewrap == false`).
+    public var uid: UInt32?
+    /// The job's own directories: host path → where the job sees it. Mounted last, so they win.
+    public var writable: [(host: String, inside: String)]
+    /// Directories replaced by an empty tmpfs: roots of other jobs' directories, Airlock's state,
+    /// the runner's config and temp dirs.
     public var hiddenDirectories: [String]
-    /// Files replaced by /dev/null: Airlock's config, the audit log, response.json.
+    /// Files replaced by /dev/null: Airlock's config, keys, the audit log, response.json.
     public var hiddenFiles: [String]
-    /// Read-only files bound into the sandbox at a path inside it (host path → sandbox path).
-    public var readOnlyFiles: [(host: String, inside: String)]
+    /// Files bubblewrap copies into the sandbox from an open descriptor, read-only, mode 0400,
+    /// owned by the job: the stage script and the stage's secret files. The job's uid needs no access
+    /// to any host path for them.
+    public var dataFiles: [(fd: Int32, inside: String)]
     /// The working directory inside the sandbox.
     public var directory: String
     /// The job's whole environment; nothing else is inherited.
@@ -20,50 +27,77 @@ public struct SandboxSpec: Sendable {
     /// The command to run inside.
     public var command: [String]
 
-    public init(useBubblewrap: Bool, bwrapPath: String, writable: [String], hiddenDirectories: [String],
-                hiddenFiles: [String], readOnlyFiles: [(host: String, inside: String)], directory: String,
+    public init(useBubblewrap: Bool, bwrapPath: String, setprivPath: String = "setpriv", uid: UInt32?,
+                writable: [(host: String, inside: String)], hiddenDirectories: [String], hiddenFiles: [String],
+                dataFiles: [(fd: Int32, inside: String)] = [], directory: String,
                 environment: [String: String], command: [String]) {
         self.useBubblewrap = useBubblewrap
         self.bwrapPath = bwrapPath
+        self.setprivPath = setprivPath
+        self.uid = uid
         self.writable = writable
         self.hiddenDirectories = hiddenDirectories
         self.hiddenFiles = hiddenFiles
-        self.readOnlyFiles = readOnlyFiles
+        self.dataFiles = dataFiles
         self.directory = directory
         self.environment = environment
         self.command = command
     }
 
-    /// The argv to spawn. With bubblewrap: new PID/IPC/UTS namespaces, the whole system read-only,
-    /// a private /tmp and /run, the hidden paths masked, only `writable` writable, and the sandbox
-    /// dies with its parent.
+    /// The argv to spawn (in a new session: no controlling terminal to push keystrokes into).
+    ///
+    /// With bubblewrap: setpriv drops to the job's uid/gid with no supplementary groups, no
+    /// capabilities (inheritable and bounding sets emptied) and no_new_privs; bubblewrap then builds
+    /// new user/PID/IPC/UTS/mount/cgroup namespaces (the network is the host's, as with the shell
+    /// executor), forbids further user namespaces, shows the system read-only, a private /tmp and
+    /// /run, masks the hidden paths, mounts the job's own directories, and dies with its parent.
     public func argv() -> [String] {
         guard useBubblewrap else { return command }
         let fm = FileManager.default
-        var a = [bwrapPath, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-                 "--hostname", "airlock-job", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-                 "--tmpfs", "/tmp", "--tmpfs", "/run"]
+        var a: [String] = []
+        if let uid {
+            a += [setprivPath, "--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", "--inh-caps=-all",
+                  "--bounding-set=-all", "--no-new-privs", "--"]
+        }
+        a += [bwrapPath, "--unshare-all", "--share-net", "--die-with-parent"]
+        if uid != nil { a += ["--unshare-user", "--disable-userns"] }
+        a += ["--hostname", "airlock-job", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+              "--tmpfs", "/tmp", "--tmpfs", "/run"]
         // /run holds sockets (docker, systemd) a job must not reach; keep only the resolver.
         if fm.fileExists(atPath: "/run/systemd/resolve") {
             a += ["--ro-bind", "/run/systemd/resolve", "/run/systemd/resolve"]
         }
-        for w in writable { a += ["--bind", w, w] }
-        // Hidden paths come after the writable binds so that they win if an operator nests them.
-        // Under the fresh /tmp or /run a host path is already gone, unless a writable bind brought it back.
+        // Under the fresh /tmp or /run a host path is already gone.
         func underTmpfs(_ p: String) -> Bool {
-            (p == "/tmp" || p.hasPrefix("/tmp/") || p == "/run" || p.hasPrefix("/run/"))
-                && !writable.contains { p == $0 || p.hasPrefix($0 + "/") }
+            p == "/tmp" || p.hasPrefix("/tmp/") || p == "/run" || p.hasPrefix("/run/")
         }
-        for d in hiddenDirectories where !underTmpfs(d) && fm.fileExists(atPath: d) {
+        // A path the job's uid cannot even reach (a directory on the way is not searchable by others)
+        // is already out of its sight; bubblewrap, running as that uid, could not mount over it either.
+        let reachable = { (p: String) in uid == nil || Self.searchableByOthers(parentsOf: p) }
+        for d in hiddenDirectories where !underTmpfs(d) && fm.fileExists(atPath: d) && reachable(d) {
             a += ["--tmpfs", d]
         }
         // A file inside a hidden directory is already gone; binding over it would recreate its name.
         let inHiddenDir = { (f: String) in self.hiddenDirectories.contains { f.hasPrefix($0 + "/") } }
-        for f in hiddenFiles where !underTmpfs(f) && !inHiddenDir(f) && fm.fileExists(atPath: f) {
+        for f in hiddenFiles where !underTmpfs(f) && !inHiddenDir(f) && fm.fileExists(atPath: f) && reachable(f) {
             a += ["--ro-bind", "/dev/null", f]
         }
-        for f in readOnlyFiles { a += ["--ro-bind", f.host, f.inside] }
+        // The job's own directories last, so that they show even where a hidden root covers them.
+        for w in writable { a += ["--bind", w.host, w.inside] }
+        for f in dataFiles { a += ["--perms", "0400", "--ro-bind-data", "\(f.fd)", f.inside] }
         a += ["--chdir", directory, "--"]
         return a + command
+    }
+
+    /// Whether every directory above `path` lets others search it (o+x): whether a uid that owns
+    /// none of them and belongs to none of their groups can reach `path` at all.
+    public static func searchableByOthers(parentsOf path: String) -> Bool {
+        var dir = (path as NSString).deletingLastPathComponent
+        while dir.count > 1 {
+            var st = stat()
+            guard stat(dir, &st) == 0, st.st_mode & 0o001 != 0 else { return false }
+            dir = (dir as NSString).deletingLastPathComponent
+        }
+        return true
     }
 }

@@ -86,6 +86,28 @@ public enum Files {
         }
     }
 
+    /// A read-only descriptor of a root-only copy of `data` whose name is already gone: handed to a
+    /// sandbox, which copies it in. The descriptor is inherited by children (no close-on-exec).
+    /// - Throws: `AirlockFailure` (system) naming the directory.
+    public static func unlinkedCopy(_ data: Data, in directory: String) throws(AirlockFailure) -> Int32 {
+        let path = "\(directory)/.data-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let w = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard w >= 0 else { throw AirlockFailure(.system, "cannot write in \(directory): \(String(cString: strerror(errno)))") }
+        defer { close(w); unlink(path) }
+        var ok = true
+        data.withUnsafeBytes { buf in
+            var off = 0
+            while off < buf.count {
+                let n = write(w, buf.baseAddress! + off, buf.count - off)
+                if n < 0 { if errno == EINTR { continue }; ok = false; break }
+                off += n
+            }
+        }
+        let r = open(path, O_RDONLY)
+        guard ok, r >= 0 else { throw AirlockFailure(.system, "cannot write in \(directory): \(String(cString: strerror(errno)))") }
+        return r
+    }
+
     /// rm -rf that does not follow symlinks; an absent path is success.
     /// - Throws: `AirlockFailure` (system) naming what could not be removed.
     /// A file's modification time in nanoseconds, nil when it does not exist.

@@ -308,6 +308,7 @@ func benchConfig(workdir: String, issuer: TestIssuer, sts: String, runnerExtra: 
     state_dir = "\(workdir)/state"
     audit_log = "\(audit)"
     \(runnerExtra)
+    job_path = "/opt/airlock-venv/bin:/usr/local/bin:/usr/bin:/bin"
     [gitlab]
     issuer = "\(issuer.issuer)"
     audience = "https://airlock.bench"

@@ -69,7 +69,9 @@ final class IdentityFixture: @unchecked Sendable {
 
     func authorize(_ token: String?, extra: [String: String] = [:], now: Date = Date()) async throws -> Authorization {
         let env = env(token: token, extra: extra)
-        return try await Authorizer.authorize(config: config, env: env, job: try JobContext(variables: env.jobVariables),
+        // The job's identity comes from the runner's payload, as in a real prepare.
+        let response = try JobResponse(json: Data(#"{"id": \#(job.jobID), "job_info": {"project_id": \#(job.projectID)}}"#.utf8))
+        return try await Authorizer.authorize(config: config, env: env, job: JobContext(response: response, variables: env.jobVariables),
                                               now: now, transport: URLSessionTransport(), warn: { _ in })
     }
 

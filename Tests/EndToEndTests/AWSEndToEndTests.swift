@@ -60,14 +60,9 @@ struct AWSEndToEndTests {
     }
 
     /// What the runner gives prepare_exec for `job`, for tests that drive prepare directly.
-    static func prepareEnvironment(_ job: SimulatedJob) -> [String: String] {
-        var env = ProcessInfo.processInfo.environment
-        env["CUSTOM_ENV_CI_JOB_ID"] = "\(job.jobID)"
-        env["CUSTOM_ENV_CI_PROJECT_ID"] = "42"
-        env["CUSTOM_ENV_CI_PROJECT_PATH"] = job.projectPath
-        env["CUSTOM_ENV_CI_JOB_TIMEOUT"] = "60"
-        env["CUSTOM_ENV_AIRLOCK_ID_TOKEN"] = job.idTokens["AIRLOCK_ID_TOKEN"]
-        return env
+    static func prepareEnvironment(_ world: TestWorld, _ job: SimulatedJob) throws -> [String: String] {
+        try world.runnerEnvironment(jobID: job.jobID, timeout: 60, variables: [
+            "CI_PROJECT_PATH": job.projectPath, "AIRLOCK_ID_TOKEN": job.idTokens["AIRLOCK_ID_TOKEN"] ?? ""])
     }
 
     static func audit(_ w: TestWorld) -> [[String: Any]] { w.auditRecords() }
@@ -138,7 +133,7 @@ struct AWSEndToEndTests {
         ], moto: moto.url)
         let r = world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(r.log)")
-        let envFile = try String(contentsOfFile: "\(world.root)/builds/\(job.runnerShortToken)/0/project-42/platform/job-env.txt", encoding: .utf8)
+        let envFile = try String(contentsOfFile: "\(try #require(world.hostBuildsDir()))/platform/job-env.txt", encoding: .utf8)
         var secrets: [String: String] = [:]
         for line in envFile.split(separator: "\n") {
             for k in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] where line.hasPrefix(k + "=") {
@@ -201,9 +196,7 @@ struct AWSEndToEndTests {
         let job = Self.job(issuer, ["sleep 60"], moto: moto.url)
         let r = world.simulate(job) { $0.cancelAfter = 1 }
         #expect(r.status == "canceled")
-        var env = ProcessInfo.processInfo.environment
-        env["CUSTOM_ENV_CI_JOB_ID"] = "\(job.jobID)"
-        env["CUSTOM_ENV_CI_PROJECT_ID"] = "42"
+        let env = try world.runnerEnvironment(jobID: job.jobID)
         let again = world.execute("airlock-cleanup", environment: env)
         #expect(again.code == 0)
         let records = Self.audit(world)
@@ -220,7 +213,7 @@ struct AWSEndToEndTests {
         let issuer = try TestIssuer()
         let world = try TestWorld(runnerExtra: "federation_timeout = \"60s\"", extra: Self.config(issuer, sts: moto.url, second: hang.baseURL))
         let job = Self.job(issuer, [], moto: moto.url)
-        let env = Self.prepareEnvironment(job)
+        let env = try Self.prepareEnvironment(world, job)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "\(world.binDir)/airlock-prepare")
         p.arguments = ["--config", world.configPath]
@@ -250,7 +243,7 @@ struct AWSEndToEndTests {
         let issuer = try TestIssuer()
         let world = try TestWorld(extra: Self.config(issuer, sts: moto.url))
         let job = Self.job(issuer, [], moto: moto.url)
-        let env = Self.prepareEnvironment(job)
+        let env = try Self.prepareEnvironment(world, job)
         // A prepare that issued and then died (SIGKILL) leaves a ledger and no cleanup.
         let p = world.execute("airlock-prepare", environment: env)
         #expect(p.code == 0, "\(p.stderr)")

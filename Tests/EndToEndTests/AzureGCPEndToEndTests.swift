@@ -120,7 +120,7 @@ struct AzureGCPEndToEndTests {
         let r = p.world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(r.log)")
         #expect(r.log.contains("file=/run/airlock/secrets/app-secrets-DB_PASSWORD"), "\(r.log)")
-        #expect(r.log.contains("\n600"))
+        #expect(r.log.contains("\n400"))
         #expect(r.log.contains("value: [MASKED]"))
         // The Key Vault token stays with Airlock.
         #expect(r.log.contains("token=none"))

@@ -84,7 +84,7 @@ struct ExecutorContractTests {
             #expect(!text.contains(forbidden), "\(forbidden) reached the job")
         }
         #expect(text.contains("CI_JOB_ID="))  // the stage script's own exports
-        #expect(text.contains("HOME=\(world.root)/builds/.homes/job-"))
+        #expect(text.contains("HOME=\(world.root)/builds/.homes\n"))  // every job sees its own HOME there
     }
 
     @Test func failedPrepareIsRetriedWithCleanupBetween() throws {
@@ -100,10 +100,9 @@ struct ExecutorContractTests {
 
     @Test func cleanupIsIdempotent() throws {
         let world = try TestWorld()
-        var env = ProcessInfo.processInfo.environment
-        env["CUSTOM_ENV_CI_JOB_ID"] = "777"
-        env["CUSTOM_ENV_CI_PROJECT_ID"] = "42"
-        #expect(world.execute("airlock-prepare", environment: env).code == 0)
+        let env = try world.runnerEnvironment(jobID: 777)
+        let prep = world.execute("airlock-prepare", environment: env)
+        #expect(prep.code == 0, "\(prep.stderr)")
         #expect(FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/777"))
         let first = world.execute("airlock-cleanup", environment: env)
         let second = world.execute("airlock-cleanup", environment: env)
@@ -112,30 +111,31 @@ struct ExecutorContractTests {
         #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/777"))
     }
 
-    @Test func configPrintsRunnerJSONUniquePerSlot() throws {
+    /// With bubblewrap every job sees its own directories at the same paths, whatever its variables
+    /// say: config_exec takes nothing from the job (issue 11: `CI_CONCURRENT_*` and
+    /// `CI_RUNNER_SHORT_TOKEN` are the job's to set). Separation is by uid and host directory.
+    @Test func configPrintsTheSameViewWhateverTheJobSays() throws {
         let world = try TestWorld()
-        var env = ProcessInfo.processInfo.environment
-        env["CUSTOM_ENV_CI_JOB_ID"] = "1"
-        env["CUSTOM_ENV_CI_PROJECT_ID"] = "42"
+        var env = try world.runnerEnvironment(jobID: 1)
         env["CUSTOM_ENV_CI_RUNNER_SHORT_TOKEN"] = "abcd1234"
         env["CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID"] = "0"
         let a = world.execute("airlock-config", environment: env)
         env["CUSTOM_ENV_CI_CONCURRENT_PROJECT_ID"] = "1"
+        env["CUSTOM_ENV_CI_JOB_ID"] = "2"
         let b = world.execute("airlock-config", environment: env)
         let ja = try JSONSerialization.jsonObject(with: Data(a.stdout.utf8)) as? [String: Any]
         let jb = try JSONSerialization.jsonObject(with: Data(b.stdout.utf8)) as? [String: Any]
         #expect(ja?["builds_dir_is_shared"] as? Bool == false)
         #expect(ja?["shell"] as? String == "bash")
         #expect((ja?["driver"] as? [String: Any])?["name"] as? String == "airlock")
-        #expect(ja?["builds_dir"] as? String != jb?["builds_dir"] as? String)
-        #expect((ja?["builds_dir"] as? String)?.contains("abcd1234") == true)
+        #expect(ja?["builds_dir"] as? String == "\(world.root)/builds")
+        #expect(ja?["cache_dir"] as? String == "\(world.root)/cache")
+        #expect(ja?["builds_dir"] as? String == jb?["builds_dir"] as? String)
     }
 
     @Test func brokenConfigIsASystemFailureNamingKeyAndLine() throws {
         let world = try TestWorld(runnerExtra: "isolaton = \"none\"")
-        var env = ProcessInfo.processInfo.environment
-        env["CUSTOM_ENV_CI_JOB_ID"] = "1"
-        env["CUSTOM_ENV_CI_PROJECT_ID"] = "42"
+        var env = try world.runnerEnvironment(jobID: 1)
         env["SYSTEM_FAILURE_EXIT_CODE"] = "2"
         let r = world.execute("airlock-prepare", environment: env)
         #expect(r.code == 2)

@@ -49,7 +49,7 @@ struct IdentityEndToEndTests {
         #expect(r.log.contains("identity verified, no profile granted"))
         #expect(!r.log.contains(token))
         #expect(!r.runnerLog.contains(token))
-        let root = "\(world.root)/builds/\(job.runnerShortToken)/0/project-\(job.projectID)/platform"
+        let root = "\(try #require(world.hostBuildsDir(projectID: job.projectID)))/platform"
         for f in ["env.txt", "script.txt"] {
             let text = try String(contentsOfFile: "\(root)/\(f)", encoding: .utf8)
             #expect(!text.contains(token), "\(f) holds the ID token")
@@ -133,7 +133,7 @@ struct IdentityEndToEndTests {
         """))
         let bad = world.run(["check", "--config", world.configPath])
         #expect(bad.code != 0)
-        #expect(bad.stdout.contains("airlock.toml:25: [rules #1] grant: profile \"no-such-profile\" is not defined"), "\(bad.stdout)")
+        #expect(bad.stdout.contains("airlock.toml:27: [rules #1] grant: profile \"no-such-profile\" is not defined"), "\(bad.stdout)")
         issuer.setDown(true)
         try world.writeConfig(extra: Self.gitlabSection(issuer, rules: ""))
         let down = world.run(["check", "--config", world.configPath])

@@ -5,10 +5,12 @@ import RunnerContract
 
 /// How the run stage isolates a job.
 public enum Isolation: String, Sendable, CaseIterable {
-    /// bubblewrap: new PID/IPC/UTS namespaces, read-only system, Airlock's files invisible.
+    /// bubblewrap as a per-job unprivileged uid: no capabilities, no_new_privs, its own namespaces,
+    /// an allow-listed view (system read-only, its own builds/cache/HOME, a private /tmp).
     case bubblewrap
-    /// No sandbox: the script runs as the runner's user with the host's view. Weaker: the job can
-    /// read Airlock's config, state and the runner's temp dir if file permissions allow.
+    /// UNSAFE: no sandbox. The script runs as the runner's user (root, usually) with the host's view:
+    /// it can read Airlock's config, state and keys, other jobs' credentials and the runner's token.
+    /// Only for a runner whose every job is trusted; `airlock check` warns about it.
     case none
 }
 
@@ -45,6 +47,21 @@ public struct RunnerSettings: Sendable {
     public var endpointMinValidity: Double = RunnerSettings.defaultEndpointMinValidity
     /// Requests per second one job's credential server answers (the burst is twice that).
     public var endpointRequestsPerSecond: Double = 50
+    /// The uids (and gids, the same numbers) Airlock hands to running jobs, one per job.
+    public var jobUIDs: ClosedRange<UInt32> = RunnerSettings.defaultJobUIDs
+    /// Block jobs from the host's cloud metadata services with nftables (prepare fails when it cannot).
+    public var blockMetadata: Bool = true
+    /// setpriv (util-linux), which drops the job to its uid before bubblewrap starts.
+    public var setpriv: String = "setpriv"
+    /// nft (nftables), for the metadata block and the credential endpoint's owner rule.
+    public var nft: String = "nft"
+    /// More host paths a job must not see (the runner's config and home by default).
+    public var hiddenPaths: [String] = RunnerSettings.defaultHiddenPaths
+
+    /// Far above login users, subordinate-uid ranges and systemd's container range (0x80000–0x6FFFFFFF).
+    public static let defaultJobUIDs: ClosedRange<UInt32> = 2_000_000_000...2_000_000_999
+    /// The runner's own config (its authentication token) and homes a job has no business reading.
+    public static let defaultHiddenPaths = ["/etc/gitlab-runner", "/home/gitlab-runner", "/root"]
 
     public static let defaultEndpointMinValidity = 16.0 * 60
     public static let defaultFederationTimeout = 30.0
@@ -127,10 +144,31 @@ public struct AirlockConfig: Sendable {
         let minValidity = try r.duration("endpoint_min_validity") ?? RunnerSettings.defaultEndpointMinValidity
         let rps = Double(try r.int("endpoint_requests_per_second") ?? 50)
         guard rps >= 1 else { throw r.error("endpoint_requests_per_second", "must be at least 1") }
+        var jobUIDs = RunnerSettings.defaultJobUIDs
+        if let text = try r.string("job_uids") {
+            let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { UInt32($0.trimmingCharacters(in: .whitespaces)) }
+            guard parts.count == 2, let lo = parts[0], let hi = parts[1], lo >= 1000, lo <= hi, hi < 4_294_967_295 else {
+                throw r.error("job_uids", "expected \"FIRST-LAST\" with 1000 <= FIRST <= LAST (uids nobody else uses, e.g. \"2000000000-2000000999\"), got \(text.quoted)")
+            }
+            jobUIDs = lo...hi
+        }
+        let blockMetadata = try r.bool("block_metadata") ?? true
+        let setpriv = try r.string("setpriv") ?? "setpriv"
+        let nft = try r.string("nft") ?? "nft"
+        var hidden = RunnerSettings.defaultHiddenPaths
+        if let extra = try r.stringArray("hide") {
+            for p in extra where !p.hasPrefix("/") || p.split(separator: "/").contains("..") {
+                throw r.error("hide", "must list absolute paths without '..', got \(p.quoted)")
+            }
+            hidden += extra
+        }
         try r.finish()
         var warnings: [String] = []
         if isolation == .none {
-            warnings.append("[runner] isolation = \"none\": jobs see the host, including files Airlock cannot hide")
+            warnings.append("[runner] isolation = \"none\" is UNSAFE: jobs run as the runner's user with the host's view and can read Airlock's config, keys and state, other jobs' credentials and the runner's token; use it only where every job is trusted")
+        }
+        if !blockMetadata {
+            warnings.append("[runner] block_metadata = false: jobs can reach the host's cloud metadata service (169.254.169.254...), and through it the host's own cloud identity")
         }
         var gitlab: IssuerSettings?
         if var g = try top.table("gitlab") {
@@ -149,9 +187,21 @@ public struct AirlockConfig: Sendable {
                 buildsRoot: buildsRoot, cacheRoot: cacheRoot, stateDir: stateDir, homesRoot: homesRoot,
                 auditLog: auditLog, isolation: isolation, gracefulKill: grace, jobPath: jobPath, bwrap: bwrap,
                 federationTimeout: fedTimeout, sweepGrace: sweepGrace, secretsRoot: secretsRoot,
-                endpointMinValidity: minValidity, endpointRequestsPerSecond: rps),
+                endpointMinValidity: minValidity, endpointRequestsPerSecond: rps, jobUIDs: jobUIDs,
+                blockMetadata: blockMetadata, setpriv: setpriv, nft: nft, hiddenPaths: hidden),
             gitlab: gitlab, providers: providers, profiles: profiles,
             policy: Policy(rules: rules), warnings: warnings)
+    }
+
+    /// Every file the configuration names that a job must never read: the config itself, keys,
+    /// JWKS files. Each is hidden from the sandbox and checked by `airlock check`.
+    public var referencedFiles: [(key: String, path: String)] {
+        var out: [(String, String)] = [("the configuration", path)]
+        if let j = gitlab?.jwksFile { out.append(("[gitlab] jwks_file", j)) }
+        for (name, p) in providers.sorted(by: { $0.key < $1.key }) {
+            if case .oauth2(let o) = p, let k = o.privateKeyFile { out.append(("[providers.\(name)] private_key_file", k)) }
+        }
+        return out
     }
 
     static func reason(_ error: any Error) -> String {

@@ -1,0 +1,86 @@
+import Foundation
+import Ledger
+import RunnerContract
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Hands each running job its own uid from `[runner] job_uids`, so that a job is a tenant: it cannot
+/// read, signal or ptrace another job, write another job's directories, or read root's files.
+///
+/// One file per uid in `<state_dir>/uids/` holds the job id that owns it, under an exclusive lock.
+/// A uid is free when its file is absent or names a job whose state is gone (that job was cleaned up
+/// or swept). Nothing the job sets decides which uid it gets.
+enum JobSlots {
+    static func directory(_ runner: RunnerSettings) -> String { "\(runner.stateDir)/uids" }
+
+    /// The uid the job holds, allocating one when it holds none. A free uid whose builds directory
+    /// for this project and class already exists is preferred, so checkouts and caches are reused.
+    /// - Throws: `AirlockFailure` (system) when every uid of the range belongs to a running job.
+    static func acquire(runner: RunnerSettings, job: JobContext, refClass: RefClass) throws(AirlockFailure) -> UInt32 {
+        let dir = directory(runner)
+        try Files.makeDirectory(runner.stateDir, mode: 0o700)
+        try Files.makeDirectory(dir, mode: 0o700)
+        return try withLock(dir) { () throws(AirlockFailure) -> UInt32 in
+            var free: [UInt32] = []
+            for uid in runner.jobUIDs {
+                switch owner(dir, uid) {
+                case job.jobID?: return uid
+                case let other? where FileManager.default.fileExists(atPath: JobPaths.state(runner, jobID: other)): continue
+                default: free.append(uid)
+                }
+            }
+            let existing = Set((try? FileManager.default.contentsOfDirectory(atPath: JobPaths.slotParent(runner.buildsRoot, job: job, refClass))) ?? [])
+            guard let uid = free.first(where: { existing.contains(String($0)) }) ?? free.first else {
+                throw AirlockFailure(.system, "all \(runner.jobUIDs.count) job uids of [runner] job_uids (\(runner.jobUIDs.lowerBound)-\(runner.jobUIDs.upperBound)) belong to running jobs: widen the range, or lower the runner's `concurrent` to at most its size")
+            }
+            try Files.writeAtomically(Data(job.jobID.utf8), to: "\(dir)/\(uid)", durable: false)
+            return uid
+        }
+    }
+
+    /// Gives the job's uid back (cleanup, sweep); a uid another job holds by now is left alone.
+    static func release(runner: RunnerSettings, jobID: String, uid: UInt32) {
+        let dir = directory(runner)
+        _ = try? withLock(dir) { () throws(AirlockFailure) in
+            if owner(dir, uid) == jobID { unlink("\(dir)/\(uid)") }
+        }
+    }
+
+    private static func owner(_ dir: String, _ uid: UInt32) -> String? {
+        FileManager.default.contents(atPath: "\(dir)/\(uid)").map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    private static func withLock<T>(_ dir: String, _ body: () throws(AirlockFailure) -> T) throws(AirlockFailure) -> T {
+        let fd = open("\(dir)/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw AirlockFailure(.system, "cannot open \(dir)/.lock: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            if errno != EINTR { throw AirlockFailure(.system, "cannot lock \(dir)/.lock: \(String(cString: strerror(errno)))") }
+        }
+        return try body()
+    }
+}
+
+/// Directory ownership for a job's uid.
+enum Ownership {
+    /// Creates (or takes back) a directory the job owns: parents root-owned 0711 (traversable, not
+    /// listable), the directory itself `uid:uid` 0700. A symlink in its place is refused.
+    static func give(_ path: String, to uid: UInt32) throws(AirlockFailure) {
+        let parent = (path as NSString).deletingLastPathComponent
+        try Files.makeDirectories(parent, mode: 0o711)
+        try Files.makeDirectory(path, mode: 0o700)
+        guard lchown(path, uid, uid) == 0 else {
+            throw AirlockFailure(.system, "cannot give \(path) to uid \(uid): \(String(cString: strerror(errno))); Airlock must run as root (as gitlab-runner's packages run it)")
+        }
+    }
+
+    /// After the job: the directory is root's again, so that the uid's next job (maybe another
+    /// project's) cannot reach it, even knowing its path.
+    static func takeBack(_ path: String) {
+        var st = stat()
+        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return }
+        lchown(path, 0, 0)
+        chmod(path, 0o700)
+    }
+}

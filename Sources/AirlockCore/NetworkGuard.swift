@@ -1,0 +1,131 @@
+import Foundation
+import Ledger
+import RunnerContract
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// nftables rules on the job uid range, in Airlock's own table `inet airlock`:
+/// - jobs cannot reach the host's cloud metadata services (the host's own cloud identity);
+/// - a job's credential endpoint port accepts connections from that job's uid alone.
+///
+/// Installed idempotently by prepare (one set of rules per uid range, found by its comment), checked
+/// by `airlock check`. Everything else about the network is the host's, as with the shell executor.
+enum NetworkGuard {
+    static let table = "airlock"
+    /// AWS, GCP, Azure and OCI instance metadata; ECS task credentials; Alibaba Cloud metadata.
+    static let metadataIPv4 = ["169.254.169.254", "169.254.170.2", "100.100.100.200"]
+    /// AWS's IPv6 instance metadata endpoint.
+    static let metadataIPv6 = ["fd00:ec2::254"]
+
+    static func marker(_ runner: RunnerSettings) -> String {
+        "airlock uids \(runner.jobUIDs.lowerBound)-\(runner.jobUIDs.upperBound)"
+    }
+
+    /// The rules for one uid range, each tagged with the range's marker.
+    static func rules(_ runner: RunnerSettings) -> [String] {
+        let uids = "\(runner.jobUIDs.lowerBound)-\(runner.jobUIDs.upperBound)"
+        let m = marker(runner)
+        return [
+            "meta skuid \(uids) ip daddr { \(metadataIPv4.joined(separator: ", ")) } reject comment \"\(m): metadata\"",
+            "meta skuid \(uids) ip6 daddr { \(metadataIPv6.joined(separator: ", ")) } reject comment \"\(m): metadata6\"",
+            "meta skuid \(uids) tcp dport @endpoint_ports tcp dport . meta skuid != @endpoint_owner reject with tcp reset comment \"\(m): endpoint\"",
+        ]
+    }
+
+    static let skeleton = """
+    table inet airlock {
+      set endpoint_ports { type inet_service; }
+      set endpoint_owner { type inet_service . uid; }
+      chain output { type filter hook output priority 0; policy accept; }
+    }
+    """
+
+    /// Makes sure the rules for this range are in place.
+    /// - Throws: `AirlockFailure` (system) when nft is missing or refuses.
+    static func install(_ runner: RunnerSettings) throws(AirlockFailure) {
+        if let listing = try? nft(runner, ["list", "chain", "inet", table, "output"]), missing(runner, in: listing).isEmpty { return }
+        try withLock(runner) { () throws(AirlockFailure) in
+            try nft(runner, ["-f", "-"], input: skeleton)
+            let listing = try nft(runner, ["list", "chain", "inet", table, "output"])
+            let script = missing(runner, in: listing).map { "add rule inet \(table) output \($0)" }.joined(separator: "\n")
+            if !script.isEmpty { try nft(runner, ["-f", "-"], input: script + "\n") }
+        }
+    }
+
+    /// What `airlock check` reports: empty when every rule is in place.
+    static func verify(_ runner: RunnerSettings) -> [String] {
+        do {
+            let listing = try nft(runner, ["list", "chain", "inet", table, "output"])
+            return missing(runner, in: listing).map { "nftables rule missing from table inet \(table): \($0)" }
+        } catch {
+            return ["nftables table inet \(table) is not installed (prepare installs it on the first job): \(error)"]
+        }
+    }
+
+    static func missing(_ runner: RunnerSettings, in listing: String) -> [String] {
+        rules(runner).filter { rule in
+            let comment = rule.components(separatedBy: "comment ").last ?? rule
+            return !listing.contains(comment)
+        }
+    }
+
+    /// Lets only `uid` (of the job range) connect to `port` on this host.
+    static func allowEndpoint(_ runner: RunnerSettings, port: Int, uid: UInt32) throws(AirlockFailure) {
+        try nft(runner, ["-f", "-"], input: """
+        add element inet \(table) endpoint_owner { \(port) . \(uid) }
+        add element inet \(table) endpoint_ports { \(port) }
+
+        """)
+    }
+
+    /// Removes a job's endpoint rule (cleanup, sweep); absent elements are fine.
+    static func removeEndpoint(_ runner: RunnerSettings, port: Int, uid: UInt32) {
+        _ = try? nft(runner, ["delete", "element", "inet", table, "endpoint_ports", "{ \(port) }"])
+        _ = try? nft(runner, ["delete", "element", "inet", table, "endpoint_owner", "{ \(port) . \(uid) }"])
+    }
+
+    @discardableResult
+    static func nft(_ runner: RunnerSettings, _ args: [String], input: String? = nil) throws(AirlockFailure) -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable(runner.nft))
+        p.arguments = args
+        let out = Pipe(), err = Pipe(), inp = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = input == nil ? FileHandle.nullDevice : inp
+        do { try p.run() } catch {
+            throw AirlockFailure(.system, "cannot run \(runner.nft): \(error.localizedDescription); `apt-get install nftables`, or set [runner] nft to its path")
+        }
+        if let input {
+            inp.fileHandleForWriting.write(Data(input.utf8))
+            try? inp.fileHandleForWriting.close()
+        }
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            let msg = String(decoding: e, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw AirlockFailure(.system, "nft \(args.prefix(2).joined(separator: " ")) failed: \(msg.prefix(300))")
+        }
+        return String(decoding: o, as: UTF8.self)
+    }
+
+    static func executable(_ name: String) -> String {
+        if name.hasPrefix("/") { return name }
+        for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+            return "\(dir)/\(name)"
+        }
+        return "/usr/sbin/\(name)"
+    }
+
+    private static func withLock(_ runner: RunnerSettings, _ body: () throws(AirlockFailure) -> Void) throws(AirlockFailure) {
+        // One lock for the whole host: several configs (uid ranges) share the table.
+        let path = FileManager.default.fileExists(atPath: "/run/lock") ? "/run/lock/airlock-nft.lock" : "\(runner.stateDir)/nft.lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw AirlockFailure(.system, "cannot open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
+        try body()
+    }
+}
