@@ -125,7 +125,7 @@ public final class TestWorld: @unchecked Sendable {
         Self.launch("\(binDir)/airlock", args, environment: nil)
     }
 
-    static func launch(_ path: String, _ args: [String], environment: [String: String]?) -> (code: Int32, stdout: String, stderr: String) {
+    public static func launch(_ path: String, _ args: [String], environment: [String: String]?) -> (code: Int32, stdout: String, stderr: String) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: path)
         p.arguments = args

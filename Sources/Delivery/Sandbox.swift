@@ -74,7 +74,10 @@ public struct SandboxSpec: Sendable {
         // A path the job's uid cannot even reach (a directory on the way is not searchable by others)
         // is already out of its sight; bubblewrap, running as that uid, could not mount over it either.
         let reachable = { (p: String) in uid == nil || Self.searchableByOthers(parentsOf: p) }
-        for d in hiddenDirectories where !underTmpfs(d) && fm.fileExists(atPath: d) && reachable(d) {
+        let hidden = hiddenDirectories.filter { !underTmpfs($0) && fm.fileExists(atPath: $0) && reachable($0) }
+        // A directory inside another hidden one is gone already; covering it again would recreate its
+        // name as a mount point in the empty tmpfs above it.
+        for d in Set(hidden).sorted() where !hidden.contains(where: { d.hasPrefix($0 + "/") }) {
             a += ["--tmpfs", d]
         }
         // A file inside a hidden directory is already gone; binding over it would recreate its name.
