@@ -84,7 +84,7 @@ struct ExecutorContractTests {
             #expect(!text.contains(forbidden), "\(forbidden) reached the job")
         }
         #expect(text.contains("CI_JOB_ID="))  // the stage script's own exports
-        #expect(text.contains("HOME=\(world.root)/builds/.homes\n"))  // every job sees its own HOME there
+        #expect(text.contains("HOME=\(world.root)/homes\n"))  // every job sees its own HOME there
     }
 
     @Test func failedPrepareIsRetriedWithCleanupBetween() throws {

@@ -128,7 +128,8 @@ struct HostileJobTests {
             for d in [keyFile, runnerConfig] { try? FileManager.default.removeItem(atPath: (d as NSString).deletingLastPathComponent) }
         }
 
-        var victimBuilds: String? { world.hostBuildsDir(projectID: HostileJobTests.victimProject) }
+        /// The victim's host builds dir, found once it is ready (later jobs of project 42 have their own).
+        private(set) var victimBuilds: String?
 
         /// Starts the victim and returns once it has written its directories and holds credentials.
         func startVictim() throws {
@@ -141,7 +142,11 @@ struct HostileJobTests {
             t.start()
             let until = Date().addingTimeInterval(60)
             while Date() < until {
-                if let b = victimBuilds, FileManager.default.fileExists(atPath: "\(b)/platform/api/ready") { return }
+                if let b = world.hostBuildsDir(projectID: HostileJobTests.victimProject),
+                   FileManager.default.fileExists(atPath: "\(b)/platform/api/ready") {
+                    victimBuilds = b
+                    return
+                }
                 if done.wait(timeout: .now()) == .success { done.signal(); break }
                 Thread.sleep(forTimeInterval: 0.05)
             }
@@ -164,7 +169,7 @@ struct HostileJobTests {
                      "RUNNER_TMP": world.runnerTemp, "KEY": keyFile, "RUNNER_CONF": runnerConfig,
                      "BUILDS_ROOT": "\(world.root)/builds", "CACHE_ROOT": "\(world.root)/cache",
                      "VICTIM_BUILDS_HOST": victimBuilds ?? "/nonexistent", "SECRETS_ROOT": secretsRoot,
-                     "VICTIM_HOME_HOST": "\(world.root)/builds/.homes/job-\(id)"]
+                     "VICTIM_HOME_HOST": "\(world.root)/homes/job-\(id)", "HOMES_ROOT": "\(world.root)/homes"]
             if let d = FileManager.default.contents(atPath: "\(state)/endpoint-server.json"),
                let j = try? JSONSerialization.jsonObject(with: d) as? [String: Any], let port = j["port"] as? Int {
                 f["VICTIM_PORT"] = "\(port)"
@@ -238,7 +243,7 @@ struct HostileJobTests {
         Attack(name: "victim-secret-files", script: [#"probe victim-secret-files 'ls -A "$SECRETS_ROOT"; ls -A "$SECRETS_ROOT/$VICTIM_JOB"'"#]),
         Attack(name: "victim-builds", script: [#"probe victim-builds 'cat "$VICTIM_BUILDS_HOST/platform/api/canary.txt"; ls "$BUILDS_ROOT"/project-*'"#]),
         Attack(name: "victim-cache", script: [#"probe victim-cache 'cat "$CACHE_ROOT"/project-42/*/*/canary.txt; ls "$CACHE_ROOT"/project-42'"#]),
-        Attack(name: "victim-home", script: [#"probe victim-home 'cat "$VICTIM_HOME_HOST/canary.txt"; ls -A "$BUILDS_ROOT/.homes"'"#]),
+        Attack(name: "victim-home", script: [#"probe victim-home 'cat "$VICTIM_HOME_HOST/canary.txt"; ls -A "$HOMES_ROOT"'"#]),
         Attack(name: "victim-process", script: [#"probe victim-process 'kill -0 "$VICTIM_PID" && echo alive; cat /proc/$VICTIM_PID/environ'"#]),
         Attack(name: "signal-everything", script: [#"kill -HUP "$VICTIM_PID" 2>/dev/null || true; kill -CONT -1 2>/dev/null || true"#, #"probe signal-everything 'ps -eo uid= | tr -d " " | grep -v "^$(id -u)$"'"#]),
         Attack(name: "other-response-json", script: [#"probe other-response-json 'cat "$RUNNER_TMP"/custom-executor*/response.json; ls -A "$RUNNER_TMP"'"#]),

@@ -26,7 +26,8 @@ public struct RunnerSettings: Sendable {
     public var cacheRoot: String
     /// Per-job state (ledger, scrubbed scripts); 0700, never visible to jobs.
     public var stateDir: String
-    /// Where each job's HOME is made; defaults to `<builds_root>/.homes`.
+    /// Where each job's HOME is seen (and made, per job, on the host); defaults to `homes` beside
+    /// builds_root, so that a job's own builds view holds no mount point of Airlock's.
     public var homesRoot: String
     public var auditLog: String
     public var isolation: Isolation
@@ -121,7 +122,7 @@ public struct AirlockConfig: Sendable {
         let buildsRoot = try absolute("builds_root", RunnerSettings.defaultBuildsRoot, &r)
         let cacheRoot = try absolute("cache_root", RunnerSettings.defaultCacheRoot, &r)
         let stateDir = try absolute("state_dir", RunnerSettings.defaultStateDir, &r)
-        let homesRoot = try absolute("homes_root", buildsRoot + "/.homes", &r)
+        let homesRoot = try absolute("homes_root", ((buildsRoot as NSString).deletingLastPathComponent as NSString).appendingPathComponent("homes"), &r)
         let auditLog = try absolute("audit_log", RunnerSettings.defaultAuditLog, &r)
         let isoText = try r.string("isolation") ?? Isolation.bubblewrap.rawValue
         guard let isolation = Isolation(rawValue: isoText) else {
