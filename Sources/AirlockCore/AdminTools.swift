@@ -1,3 +1,4 @@
+import Federation
 import Foundation
 import Identity
 import Ledger
@@ -82,7 +83,9 @@ public enum AdminTools {
         var notes: [String] = config.warnings.map { "warning: \($0)" }
         if config.runner.isolation == .bubblewrap {
             do { try Sandboxing.requireBubblewrap(config.runner) } catch { problems.append(error.message) }
+            problems += tenantProblems(config.runner, notes: &notes)
         }
+        problems += await referencedFileProblems(config, notes: &notes)
         for (what, dir) in [("state_dir", config.runner.stateDir), ("builds_root", config.runner.buildsRoot),
                             ("audit_log's directory", (config.runner.auditLog as NSString).deletingLastPathComponent)] {
             var d = dir
@@ -107,6 +110,89 @@ public enum AdminTools {
 }
 
 extension AdminTools {
+    /// What makes a job a tenant (issue 11): root to hand out uids, setpriv, a uid range nobody else
+    /// uses, and the nftables rules (installed here as prepare would, then verified).
+    static func tenantProblems(_ r: RunnerSettings, notes: inout [String]) -> [String] {
+        var problems: [String] = []
+        do { try Sandboxing.requireRoot(r) } catch { problems.append(error.message) }
+        do { try Sandboxing.requireSetpriv(r) } catch { problems.append(error.message) }
+        problems += uidRangeProblems(r.jobUIDs)
+        notes.append("job uids \(r.jobUIDs.lowerBound)-\(r.jobUIDs.upperBound): up to \(r.jobUIDs.count) concurrent jobs")
+        if r.blockMetadata {
+            do {
+                try NetworkGuard.install(r)
+                let missing = NetworkGuard.verify(r)
+                problems += missing
+                if missing.isEmpty { notes.append("nftables: table inet \(NetworkGuard.table) blocks the metadata services for job uids and guards endpoint ports") }
+            } catch {
+                problems.append("cannot enforce the metadata block: \(error.message); install nftables and run as root, or set [runner] block_metadata = false (weaker)")
+            }
+        }
+        return problems
+    }
+
+    /// A job uid that is also a login user's, a group's, or inside a subordinate-uid range would let a
+    /// job share files or processes with it.
+    static func uidRangeProblems(_ range: ClosedRange<UInt32>) -> [String] {
+        var problems: [String] = []
+        for (file, kind) in [("/etc/passwd", "user"), ("/etc/group", "group")] {
+            let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+            for line in text.split(separator: "\n") {
+                let f = line.split(separator: ":", omittingEmptySubsequences: false)
+                if f.count > 2, let id = UInt32(f[2]), range.contains(id) {
+                    problems.append("[runner] job_uids \(range.lowerBound)-\(range.upperBound) contains \(kind) \(f[0]) (\(id)) from \(file): pick a range nobody uses")
+                }
+            }
+        }
+        for file in ["/etc/subuid", "/etc/subgid"] {
+            let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+            for line in text.split(separator: "\n") {
+                let f = line.split(separator: ":")
+                guard f.count == 3, let start = UInt32(f[1]), let count = UInt32(f[2]), count > 0 else { continue }
+                let end = start &+ (count - 1)
+                if start <= range.upperBound && range.lowerBound <= end {
+                    problems.append("[runner] job_uids \(range.lowerBound)-\(range.upperBound) overlaps \(f[0])'s subordinate range \(start)-\(end) in \(file): pick a range nobody uses")
+                }
+            }
+        }
+        return problems
+    }
+
+    /// Each file the config names: present, readable by Airlock, not readable by others, a valid key
+    /// where it is one, and outside every directory a job can see or write.
+    static func referencedFileProblems(_ config: AirlockConfig, notes: inout [String]) async -> [String] {
+        var problems: [String] = []
+        let r = config.runner
+        let jobVisible = [r.buildsRoot, r.cacheRoot, r.homesRoot, "/tmp", "/dev/shm"]
+        for (key, path) in config.referencedFiles {
+            if let root = jobVisible.first(where: { path.hasPrefix($0 + "/") }) {
+                problems.append("\(key) \(path) is inside \(root), where jobs can see or write: move it (e.g. to /etc/airlock, 0600)")
+            }
+            var st = stat()
+            guard stat(path, &st) == 0 else {
+                if key != "the configuration" { problems.append("\(key) \(path) does not exist: jobs granted a profile that needs it would fail") }
+                continue
+            }
+            guard access(path, R_OK) == 0 else { problems.append("\(key) \(path) is not readable by this user"); continue }
+            let exposed = st.st_mode & 0o077 != 0
+            if key == "the configuration" {
+                if st.st_mode & 0o022 != 0 { problems.append("the configuration \(path) is writable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it") }
+                else if exposed { notes.append("warning: the configuration \(path) is readable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))); jobs never see it, but chmod 600 keeps it root's") }
+                continue
+            }
+            if key.hasSuffix("private_key_file") {
+                if exposed { problems.append("\(key) \(path) is readable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it") }
+                do {
+                    let (_, alg) = try await ClientKey(path: path, keyID: nil).load(profile: "-", provider: key)
+                    notes.append("\(key): \(alg) key")
+                } catch let e as FederationError where e.code == "ClientKeyInvalid" || e.code == "ClientKeyUnreadable" {
+                    problems.append("\(key) \(path) is not a usable key: \(e.message)")
+                } catch {}
+            }
+        }
+        return problems
+    }
+
     /// `airlock sweep`: revokes the ledgers of jobs that never got their cleanup (runner crash,
     /// host reboot) once they are older than their job timeout plus `[runner] sweep_grace`, and
     /// removes their state. Returns one line per job looked at.

@@ -12,15 +12,21 @@ enum Sandboxing {
 
     /// - Throws: `AirlockFailure` (system) when bubblewrap is configured but absent.
     static func requireBubblewrap(_ runner: RunnerSettings) throws(AirlockFailure) {
-        if runner.bwrap.hasPrefix("/") {
-            if FileManager.default.isExecutableFile(atPath: runner.bwrap) { return }
-        } else {
-            let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-            for dir in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/\(runner.bwrap)") {
-                return
-            }
-        }
+        if installed(runner.bwrap) { return }
         throw AirlockFailure(.system, "bubblewrap (\(runner.bwrap)) is not installed: `apt-get install bubblewrap`, or set [runner] bwrap to its path, or isolation = \"none\" (weaker: jobs then see the host)")
+    }
+
+    /// - Throws: `AirlockFailure` (system) when setpriv, which drops a job to its uid, is absent.
+    static func requireSetpriv(_ runner: RunnerSettings) throws(AirlockFailure) {
+        if installed(runner.setpriv) { return }
+        throw AirlockFailure(.system, "setpriv (\(runner.setpriv)) is not installed: `apt-get install util-linux`, or set [runner] setpriv to its path")
+    }
+
+    /// Whether `name` (a path, or a command found on PATH) is an executable.
+    static func installed(_ name: String) -> Bool {
+        if name.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: name) }
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        return path.split(separator: ":").contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(name)") }
     }
 
     /// - Throws: `AirlockFailure` (system) when Airlock cannot give the job its own uid.

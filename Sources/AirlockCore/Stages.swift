@@ -42,6 +42,7 @@ public enum Stages {
         if r.isolation == .bubblewrap {
             try Sandboxing.requireRoot(r)
             try Sandboxing.requireBubblewrap(r)
+            try Sandboxing.requireSetpriv(r)
             if r.blockMetadata {
                 do {
                     try NetworkGuard.install(r)

@@ -47,7 +47,7 @@ public struct ClientKey: Sendable {
 
     /// Loads the key into a collection that signs with it.
     /// - Throws: `FederationError` (system) for a missing, unreadable, group/world-readable or unparsable key.
-    func load(profile: String, provider: String) async throws -> (JWTKeyCollection, String) {
+    public func load(profile: String, provider: String) async throws -> (JWTKeyCollection, String) {
         var st = stat()
         guard stat(path, &st) == 0, let pem = FileManager.default.contents(atPath: path) else {
             throw FederationError(fault: .system, profile: profile, provider: provider, code: "ClientKeyUnreadable", message: "cannot read private_key_file \(path)")
