@@ -96,7 +96,8 @@ enum Federator {
             }
         }
         // Cancelled while exchanging: what was issued is in the ledger; roll it all back.
-        if failure == nil, let sig = Termination.received {
+        // The cancel is the cause whatever else failed after it (a provider refused no more retries).
+        if let sig = Termination.received {
             failure = AirlockFailure(.system, "prepare received signal \(sig) from the runner (job timeout or cancel) while federating: everything issued is revoked")
         }
         for c in issued {

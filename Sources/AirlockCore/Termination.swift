@@ -1,3 +1,4 @@
+import Federation
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -16,7 +17,10 @@ enum Termination {
     /// Installs the flag-raising handler for SIGTERM, SIGINT and SIGHUP in this process.
     static func install() {
         for s in [SIGTERM, SIGINT, SIGHUP] {
-            signal(s) { sig in Termination.flag.store(sig, ordering: .relaxed) }
+            signal(s) { sig in
+                Termination.flag.store(sig, ordering: .relaxed)
+                Retry.abandon()
+            }
         }
     }
 

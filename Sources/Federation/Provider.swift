@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Identity
 import RunnerContract
 
@@ -122,6 +123,11 @@ public protocol CredentialProvider: Sendable {
 public enum Retry {
     public static let baseDelay = 0.2
     public static let maxDelay = 5.0
+    private static let abandoned = Atomic<Bool>(false)
+
+    /// No further attempts in this process (the runner cancelled prepare): exchanges in flight still
+    /// finish, so that what they issue reaches the ledger and is rolled back. Safe in a signal handler.
+    public static func abandon() { abandoned.store(true, ordering: .relaxed) }
 
     /// Runs `body` until it succeeds, fails with a non-transient error, or the deadline would pass.
     public static func run<T: Sendable>(deadline: Date, _ body: @Sendable (Int) async throws -> T) async throws -> T {
@@ -133,6 +139,11 @@ public enum Retry {
                 attempt += 1
                 let backoff = min(maxDelay, baseDelay * pow(2, Double(attempt - 1)))
                 let wait = max(e.retryAfter ?? 0, Double.random(in: 0...backoff))
+                if abandoned.load(ordering: .relaxed) {
+                    var last = e
+                    last.message += " (no retry: prepare was cancelled)"
+                    throw last
+                }
                 guard Date().addingTimeInterval(wait + 0.05) < deadline else {
                     var last = e
                     last.message += " (gave up after \(attempt) attempt(s) within the federation deadline)"

@@ -238,6 +238,43 @@ struct AWSEndToEndTests {
         hang.stop()
     }
 
+    /// The runner's SIGTERM (job timeout, cancel) during prepare (issue 11): the exchange in flight
+    /// finishes, and everything issued is revoked before prepare exits; nothing is left for sweep.
+    @Test func prepareSIGTERMedRollsBackWhatWasIssued() throws {
+        let moto = try MotoServer()
+        let slow = try FakeSTS.hanging(3)
+        let issuer = try TestIssuer()
+        let world = try TestWorld(runnerExtra: "federation_timeout = \"20s\"", extra: Self.config(issuer, sts: moto.url, second: slow.baseURL))
+        let job = Self.job(issuer, [], moto: moto.url)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "\(world.binDir)/airlock-prepare")
+        p.arguments = ["--config", world.configPath]
+        p.environment = try Self.prepareEnvironment(world, job)
+        let err = Pipe()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = err
+        try p.run()
+        // The first profile is issued (moto) while the second is still in flight: the runner cancels.
+        let ledger = "\(world.stateDir)/jobs/\(job.jobID)/ledger.json"
+        let until = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: ledger) && Date() < until { Thread.sleep(forTimeInterval: 0.02) }
+        #expect(FileManager.default.fileExists(atPath: ledger))
+        kill(p.processIdentifier, SIGTERM)
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationReason == .exit && p.terminationStatus == 2, "\(p.terminationReason) \(p.terminationStatus) \(stderr)")
+        #expect(stderr.contains("received signal 15"), "\(stderr)")
+        let records = Self.audit(world)
+        let issued = records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String }
+        let rolledBack = records.filter { $0["event"] as? String == "revoked" && $0["reason"] as? String == "rollback" }
+            .compactMap { $0["credential_id"] as? String }
+        #expect(issued.count == 1 && Set(issued) == Set(rolledBack), "\(records)")
+        // Nothing left for sweep to revoke (the runner's cleanup would only remove the state).
+        _ = world.run(["sweep", "--config", world.configPath, "--force"])
+        #expect(!Self.audit(world).contains { $0["event"] as? String == "revoked" && $0["reason"] as? String == "sweep" })
+        slow.stop()
+    }
+
     @Test func sweepSettlesAPrepareKilledAfterIssuing() async throws {
         let moto = try MotoServer()
         let issuer = try TestIssuer()
