@@ -261,10 +261,12 @@ public enum Stages {
 /// Audit field helpers.
 enum Audit {
     /// The job identity every record carries.
+    /// `job_id` and `project_id` are the runner's payload's; what only the job's variables say is
+    /// named `ci_*` (a job can set it to anything), and a verified token adds the real `project_path`.
     static func identity(_ job: JobContext) -> [String: JSONValue] {
         var f: [String: JSONValue] = ["job_id": .string(job.jobID), "project_id": .string(job.projectID),
-                                      "project_path": .string(job.projectPath), "airlock_version": .string(airlockVersion)]
-        if let p = job.pipelineID { f["pipeline_id"] = .string(p) }
+                                      "ci_project_path": .string(job.projectPath), "airlock_version": .string(airlockVersion)]
+        if let p = job.pipelineID { f["ci_pipeline_id"] = .string(p) }
         return f
     }
 }
