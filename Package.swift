@@ -27,6 +27,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "RunnerContract", swiftSettings: strict),
+        // keyctl(2) for the stage's own session keyring (syscall(2) is variadic, so C).
+        .target(name: "CSupport"),
         .target(name: "Identity", dependencies: [
             "RunnerContract",
             .product(name: "JWTKit", package: "jwt-kit"),
@@ -43,7 +45,7 @@ let package = Package(
         ], swiftSettings: strict),
         .target(name: "Delivery", dependencies: ["RunnerContract", "Federation", "Ledger"], swiftSettings: strict),
         .target(name: "AirlockCore", dependencies: [
-            "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "Delivery",
+            "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "Delivery", "CSupport",
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
@@ -64,7 +66,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         .target(name: "AirlockTesting", dependencies: [
-            "AirlockCore", "RunnerContract", "Identity", "Delivery",
+            "AirlockCore", "RunnerContract", "Identity", "Delivery", "CSupport",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ], swiftSettings: strict),

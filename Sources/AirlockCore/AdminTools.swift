@@ -176,8 +176,9 @@ extension AdminTools {
             guard access(path, R_OK) == 0 else { problems.append("\(key) \(path) is not readable by this user"); continue }
             let exposed = st.st_mode & 0o077 != 0
             if key == "the configuration" {
-                if st.st_mode & 0o022 != 0 { problems.append("the configuration \(path) is writable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it") }
-                else if exposed { notes.append("warning: the configuration \(path) is readable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))); jobs never see it, but chmod 600 keeps it root's") }
+                // The sandbox covers the file with /dev/null, but an editor's save (write a copy, rename
+                // it over) replaces the file under a running job's mount: only its mode keeps it root's.
+                if exposed { problems.append("the configuration \(path) is readable or writable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it") }
                 continue
             }
             if key.hasSuffix("private_key_file") {

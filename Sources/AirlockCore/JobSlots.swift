@@ -69,6 +69,15 @@ enum Ownership {
     static func give(_ path: String, to uid: UInt32) throws(AirlockFailure) {
         let parent = (path as NSString).deletingLastPathComponent
         try Files.makeDirectories(parent, mode: 0o711)
+        // bubblewrap runs as the job's uid and must reach the directory to mount it.
+        var dir = parent
+        while dir.count > 1 {
+            var st = stat()
+            if stat(dir, &st) == 0 && st.st_mode & 0o001 == 0 {
+                throw AirlockFailure(.system, "\(dir) (mode \(String(st.st_mode & 0o777, radix: 8))) is not searchable by others, so job uids cannot reach their directories under it: chmod o+x \(dir) (job directories stay 0700, owned by their job)")
+            }
+            dir = (dir as NSString).deletingLastPathComponent
+        }
         try Files.makeDirectory(path, mode: 0o700)
         guard lchown(path, uid, uid) == 0 else {
             throw AirlockFailure(.system, "cannot give \(path) to uid \(uid): \(String(cString: strerror(errno))); Airlock must run as root (as gitlab-runner's packages run it)")

@@ -13,10 +13,12 @@ import Glibc
 /// by `airlock check`. Everything else about the network is the host's, as with the shell executor.
 enum NetworkGuard {
     static let table = "airlock"
-    /// AWS, GCP, Azure and OCI instance metadata; ECS task credentials; Alibaba Cloud metadata.
-    static let metadataIPv4 = ["169.254.169.254", "169.254.170.2", "100.100.100.200"]
-    /// AWS's IPv6 instance metadata endpoint.
-    static let metadataIPv6 = ["fd00:ec2::254"]
+    /// AWS, GCP, Azure and OCI instance metadata; ECS task credentials; EKS Pod Identity; Tencent
+    /// Cloud; Alibaba Cloud. Not all of 169.254.0.0/16: AWS's DNS (169.254.169.253) and NTP
+    /// (169.254.169.123) live there and jobs need them.
+    static let metadataIPv4 = ["169.254.169.254", "169.254.170.2", "169.254.170.23", "169.254.0.23", "100.100.100.200"]
+    /// IPv6: AWS instance metadata, EKS Pod Identity, GCE, OCI.
+    static let metadataIPv6 = ["fd00:ec2::254", "fd00:ec2::23", "fd20:ce::254", "fd00:c1::a9fe:a9fe"]
 
     static func marker(_ runner: RunnerSettings) -> String {
         "airlock uids \(runner.jobUIDs.lowerBound)-\(runner.jobUIDs.upperBound)"

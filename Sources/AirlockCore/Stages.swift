@@ -1,3 +1,4 @@
+import CSupport
 import Delivery
 import Federation
 import Foundation
@@ -178,6 +179,11 @@ public enum Stages {
         }
         let spec = Sandboxing.spec(config: config, env: env, paths: paths, scriptPath: scriptPath, scriptFD: descriptors.first,
                                    dataFiles: dataFiles, extraEnvironment: plan.environment)
+        // A fresh session keyring for the stage: it would otherwise inherit the runner's, which every
+        // job could read, add to and revoke keys in (setpriv and bubblewrap leave keyrings alone).
+        if airlock_join_new_session_keyring() < 0 {
+            throw AirlockFailure(.system, "cannot give the \(stage) stage its own session keyring: \(String(cString: strerror(errno)))")
+        }
         let child: ChildProcess
         do {
             child = try ChildProcess(argv: spec.argv(), environment: spec.environment, directory: spec.useBubblewrap ? nil : spec.directory,

@@ -106,6 +106,8 @@ public final class RunnerSimulator: @unchecked Sendable {
                 configOut = try runConfig(env: env)
             } catch {
                 log("ERROR: Preparation failed: \(error)")
+                // The runner removes the temp dir (and its response.json with the job token) after each attempt.
+                try? FileManager.default.removeItem(atPath: tmp)
                 if attempt < 3 { retryWait(); continue } else { break }
             }
             for (k, v) in configOut.jobEnv ?? [:] { env[k] = v }

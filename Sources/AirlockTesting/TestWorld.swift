@@ -1,3 +1,4 @@
+import CSupport
 import Foundation
 
 /// A private world for one end-to-end test: directory tree, config, and the built executables.
@@ -51,6 +52,7 @@ public final class TestWorld: @unchecked Sendable {
         \(extra)
         """
         try text.write(toFile: configPath, atomically: true, encoding: .utf8)
+        chmod(configPath, 0o600)
     }
 
     /// Where `swift build` put the executables: beside the test bundle.
@@ -153,6 +155,13 @@ public final class TestWorld: @unchecked Sendable {
     deinit {
         try? FileManager.default.removeItem(atPath: root)
         TestWorld.removeNetworkRules(marker: "airlock uids \(jobUIDs.lowerBound)-\(jobUIDs.upperBound)")
+    }
+
+    /// Makes this test process join a new session keyring holding nothing, as gitlab-runner under
+    /// systemd has one of its own, and returns its id (or nil when the kernel refuses).
+    public static func joinSessionKeyring() -> Int? {
+        let id = airlock_join_new_session_keyring()
+        return id > 0 ? id : nil
     }
 
     /// Deletes the nftables rules prepare installed for one uid range (tests leave the host as they found it).

@@ -130,6 +130,25 @@ struct EndpointEndToEndTests {
         #expect(p.serverGone(job))
     }
 
+    /// Issue 11: requests without the job's secret never spend the job's rate limit (checked before
+    /// the limiter), and a connection that sends nothing is closed after 5 s instead of holding one of
+    /// the server's 32 connections. With 1 request/s (burst 2), ten bad requests would have left the
+    /// job's own request a 429.
+    @Test func badRequestsDoNotSpendTheJobsRateLimitAndIdleConnectionsClose() throws {
+        let p = try Peers(runnerExtra: "endpoint_requests_per_second = 1")
+        let job = p.job([
+            #"for i in $(seq 1 10); do curl -s -o /dev/null "$AWS_CONTAINER_CREDENTIALS_FULL_URI"; done"#,
+            #"echo "own-after-flood=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: $(cat "$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")" "$AWS_CONTAINER_CREDENTIALS_FULL_URI")""#,
+            #"port=${AWS_CONTAINER_CREDENTIALS_FULL_URI#http://127.0.0.1:}; port=${port%%/*}; exec 3<>"/dev/tcp/127.0.0.1/$port"; sleep 7"#,
+            #"if timeout 2 cat <&3 >/dev/null; then echo "idle-$((6*7))=closed-by-server"; else echo "idle-$((6*7))=still-open"; fi"#,
+        ], profiles: "deploy")
+        let r = p.world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.log.contains("own-after-flood=200"), "\(r.log)")
+        #expect(r.log.contains("idle-42=closed-by-server"), "\(r.log)")
+        #expect(p.serverGone(job))
+    }
+
     @Test func azureIdentityGetsTokensAndAnUngrantedResourceIsRefused() throws {
         let p = try Peers()
         let py = """

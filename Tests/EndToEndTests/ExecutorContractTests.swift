@@ -98,6 +98,21 @@ struct ExecutorContractTests {
         #expect(!r.log.contains("\nnever"))
     }
 
+    /// Issue 11: when the metadata block cannot be enforced, no job runs (system failure, retried),
+    /// unless the platform team opts out with `block_metadata = false`.
+    @Test func prepareFailsWhenTheMetadataBlockCannotBeEnforced() throws {
+        let world = try TestWorld(runnerExtra: "nft = \"/nonexistent/nft\"")
+        let r = world.simulate(SimulatedJob(script: ["echo never"]))
+        #expect(r.failureReason == "system_failure", "\(r.log)")
+        #expect(r.log.contains("cannot block the host's cloud metadata service for jobs"), "\(r.log)")
+        #expect(r.log.contains("block_metadata = false"))
+        #expect(!r.log.contains("\nnever"))
+        let optOut = try TestWorld(runnerExtra: "nft = \"/nonexistent/nft\"\nblock_metadata = false")
+        let ok = optOut.simulate(SimulatedJob(script: ["echo ran-$((20+22))"]))
+        #expect(ok.status == "success", "\(ok.log)")
+        #expect(ok.log.contains("ran-42"))
+    }
+
     @Test func cleanupIsIdempotent() throws {
         let world = try TestWorld()
         let env = try world.runnerEnvironment(jobID: 777)

@@ -37,6 +37,8 @@ struct HostileJobTests {
         let world: TestWorld
         let issuer: TestIssuer
         let moto: MotoServer
+        /// The session keyring the "runner" (this test process) holds while the jobs run.
+        let runnerKeyring: Int?
         let keyFile: String
         let runnerConfig: String
         var victim: SimulatedJob
@@ -50,6 +52,7 @@ struct HostileJobTests {
         init() throws {
             issuer = try TestIssuer()
             moto = try Self.sharedMoto.get()
+            runnerKeyring = TestWorld.joinSessionKeyring()
             let base = "/var/tmp/airlock-hostile-\(UUID().uuidString.prefix(8))"
             // A careless operator: the OAuth key and a copy of the runner's config readable by others.
             // The sandbox must hide them anyway.
@@ -236,6 +239,15 @@ struct HostileJobTests {
                    let left = (try? FileManager.default.contentsOfDirectory(atPath: "/var/tmp"))?.filter { $0.hasPrefix("airlock-pwned-") } ?? []
                    #expect(left.isEmpty)
                }),
+        // The runner's session keyring (gitlab-runner under systemd has one): a job holding it could
+        // read, add and revoke keys in it, and so could every other job.
+        Attack(name: "runner-keyring", victim: false, script: [
+            #"echo "ATTACK[keyring]=$(python3 -c 'import ctypes, platform; n = {"x86_64": 250, "aarch64": 219}[platform.machine()]; print(ctypes.CDLL(None).syscall(n, 0, -3, 0))')""#,
+        ], check: { r, a in
+            #expect(a.runnerKeyring != nil)
+            let seen = number(after: "ATTACK[keyring]=", in: r.log)
+            #expect(seen != nil && seen != a.runnerKeyring.map(String.init), "runner's keyring \(String(describing: a.runnerKeyring)): \(r.log)")
+        }),
         Attack(name: "nested-userns", victim: false, script: [#"probe nested-userns 'unshare -r -m sh -c "echo inside"'"#]),
         Attack(name: "tiocsti", victim: false, script: [#"probe tiocsti 'exec 3<>/dev/tty && echo has-a-terminal'"#]),
         // -- another job's credentials and files

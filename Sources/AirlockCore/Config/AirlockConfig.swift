@@ -148,8 +148,9 @@ public struct AirlockConfig: Sendable {
         var jobUIDs = RunnerSettings.defaultJobUIDs
         if let text = try r.string("job_uids") {
             let parts = text.split(separator: "-", omittingEmptySubsequences: false).map { UInt32($0.trimmingCharacters(in: .whitespaces)) }
-            guard parts.count == 2, let lo = parts[0], let hi = parts[1], lo >= 1000, lo <= hi, hi < 4_294_967_295 else {
-                throw r.error("job_uids", "expected \"FIRST-LAST\" with 1000 <= FIRST <= LAST (uids nobody else uses, e.g. \"2000000000-2000000999\"), got \(text.quoted)")
+            // bubblewrap writes the uid into a user namespace's uid_map, which refuses ids of 2^31 and up.
+            guard parts.count == 2, let lo = parts[0], let hi = parts[1], lo >= 1000, lo <= hi, hi <= 2_147_483_647 else {
+                throw r.error("job_uids", "expected \"FIRST-LAST\" with 1000 <= FIRST <= LAST <= 2147483647 (uids nobody else uses, e.g. \"2000000000-2000000999\"), got \(text.quoted)")
             }
             jobUIDs = lo...hi
         }
