@@ -172,6 +172,11 @@ public final class TestWorld: @unchecked Sendable {
             guard let h = line.components(separatedBy: "# handle ").last?.trimmingCharacters(in: .whitespaces), Int(h) != nil else { continue }
             _ = launch("/usr/sbin/nft", ["delete", "rule", "inet", "airlock", "output", "handle", h], environment: nil)
         }
+        // And the `ranges` element that tells prepare the rules are in ("airlock uids A-B" → "A . B").
+        let range = marker.replacingOccurrences(of: "airlock uids ", with: "").split(separator: "-")
+        if range.count == 2 {
+            _ = launch("/usr/sbin/nft", ["delete", "element", "inet", "airlock", "ranges", "{ \(range[0]) . \(range[1]) }"], environment: nil)
+        }
     }
 }
 

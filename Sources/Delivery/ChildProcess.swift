@@ -140,6 +140,20 @@ public final class ChildProcess: @unchecked Sendable {
         return 128 + low
     }
 
+    /// Reads `fd` to its end and closes it.
+    public static func readAll(_ fd: Int32) -> [UInt8] {
+        var out: [UInt8] = []
+        var buf = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n > 0 { out += buf[0..<n]; continue }
+            if n < 0 && errno == EINTR { continue }
+            break
+        }
+        close(fd)
+        return out
+    }
+
     /// Writes every byte to `fd`, retrying on EINTR.
     public static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
         var off = 0

@@ -15,6 +15,7 @@ public struct JobStateStore: Sendable {
     /// - Throws: `AirlockFailure` (system) naming the path and the OS error.
     @discardableResult
     public func create(jobID: String) throws(AirlockFailure) -> String {
+        try Files.makeDirectories((root as NSString).deletingLastPathComponent, mode: 0o755)
         for dir in [root, "\(root)/jobs", directory(jobID: jobID)] {
             try Files.makeDirectory(dir, mode: 0o700)
         }
@@ -67,15 +68,7 @@ public enum Files {
         let tmp = "\(path).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw AirlockFailure(.system, "cannot write \(path): \(String(cString: strerror(errno)))") }
-        var ok = true
-        data.withUnsafeBytes { buf in
-            var off = 0
-            while off < buf.count {
-                let n = write(fd, buf.baseAddress! + off, buf.count - off)
-                if n < 0 { if errno == EINTR { continue }; ok = false; break }
-                off += n
-            }
-        }
+        var ok = writeAll(fd, data)
         fchmod(fd, mode)
         if durable && fsync(fd) != 0 { ok = false }
         close(fd)
@@ -83,6 +76,19 @@ public enum Files {
             let reason = String(cString: strerror(errno))
             unlink(tmp)
             throw AirlockFailure(.system, "cannot write \(path): \(reason)")
+        }
+    }
+
+    /// Writes every byte of `data` to `fd`, retrying on EINTR; false on any other error.
+    static func writeAll(_ fd: Int32, _ data: Data) -> Bool {
+        data.withUnsafeBytes { buf in
+            var off = 0
+            while off < buf.count {
+                let n = write(fd, buf.baseAddress! + off, buf.count - off)
+                if n < 0 { if errno == EINTR { continue }; return false }
+                off += n
+            }
+            return true
         }
     }
 
@@ -94,15 +100,7 @@ public enum Files {
         let w = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard w >= 0 else { throw AirlockFailure(.system, "cannot write in \(directory): \(String(cString: strerror(errno)))") }
         defer { close(w); unlink(path) }
-        var ok = true
-        data.withUnsafeBytes { buf in
-            var off = 0
-            while off < buf.count {
-                let n = write(w, buf.baseAddress! + off, buf.count - off)
-                if n < 0 { if errno == EINTR { continue }; ok = false; break }
-                off += n
-            }
-        }
+        let ok = writeAll(w, data)
         let r = open(path, O_RDONLY)
         guard ok, r >= 0 else { throw AirlockFailure(.system, "cannot write in \(directory): \(String(cString: strerror(errno)))") }
         return r

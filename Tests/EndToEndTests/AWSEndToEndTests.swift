@@ -67,6 +67,24 @@ struct AWSEndToEndTests {
 
     static func audit(_ w: TestWorld) -> [[String: Any]] { w.auditRecords() }
 
+    /// Starts prepare_exec for `job` and returns once its ledger holds a credential (stderr piped).
+    static func prepareUntilIssued(_ world: TestWorld, _ job: SimulatedJob,
+                                   sourceLocation: SourceLocation = #_sourceLocation) throws -> (Process, Pipe) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "\(world.binDir)/airlock-prepare")
+        p.arguments = ["--config", world.configPath]
+        p.environment = try prepareEnvironment(world, job)
+        let err = Pipe()
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = err
+        try p.run()
+        let ledger = "\(world.stateDir)/jobs/\(job.jobID)/ledger.json"
+        let until = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: ledger) && Date() < until { Thread.sleep(forTimeInterval: 0.02) }
+        #expect(FileManager.default.fileExists(atPath: ledger), sourceLocation: sourceLocation)
+        return (p, err)
+    }
+
     @Test(arguments: ["env", "file"])
     func jobCallsSTSWithInjectedCredentials(deliver: String) throws {
         let moto = try MotoServer()
@@ -213,19 +231,8 @@ struct AWSEndToEndTests {
         let issuer = try TestIssuer()
         let world = try TestWorld(runnerExtra: "federation_timeout = \"60s\"", extra: Self.config(issuer, sts: moto.url, second: hang.baseURL))
         let job = Self.job(issuer, [], moto: moto.url)
-        let env = try Self.prepareEnvironment(world, job)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "\(world.binDir)/airlock-prepare")
-        p.arguments = ["--config", world.configPath]
-        p.environment = env
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
         // The first profile is issued (moto) while the second hangs: kill prepare then.
-        let ledger = "\(world.stateDir)/jobs/\(job.jobID)/ledger.json"
-        let until = Date().addingTimeInterval(20)
-        while !FileManager.default.fileExists(atPath: ledger) && Date() < until { Thread.sleep(forTimeInterval: 0.02) }
-        #expect(FileManager.default.fileExists(atPath: ledger))
+        let (p, _) = try Self.prepareUntilIssued(world, job)
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
         let swept = world.run(["sweep", "--config", world.configPath, "--force"])
@@ -246,19 +253,8 @@ struct AWSEndToEndTests {
         let issuer = try TestIssuer()
         let world = try TestWorld(runnerExtra: "federation_timeout = \"20s\"", extra: Self.config(issuer, sts: moto.url, second: slow.baseURL))
         let job = Self.job(issuer, [], moto: moto.url)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "\(world.binDir)/airlock-prepare")
-        p.arguments = ["--config", world.configPath]
-        p.environment = try Self.prepareEnvironment(world, job)
-        let err = Pipe()
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = err
-        try p.run()
         // The first profile is issued (moto) while the second is still in flight: the runner cancels.
-        let ledger = "\(world.stateDir)/jobs/\(job.jobID)/ledger.json"
-        let until = Date().addingTimeInterval(20)
-        while !FileManager.default.fileExists(atPath: ledger) && Date() < until { Thread.sleep(forTimeInterval: 0.02) }
-        #expect(FileManager.default.fileExists(atPath: ledger))
+        let (p, err) = try Self.prepareUntilIssued(world, job)
         kill(p.processIdentifier, SIGTERM)
         let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         p.waitUntilExit()
