@@ -43,7 +43,7 @@ let package = Package(
         .target(name: "Ledger", dependencies: [
             "RunnerContract", "Federation", "Identity",
         ], swiftSettings: strict),
-        .target(name: "Delivery", dependencies: ["RunnerContract", "Federation", "Ledger"], swiftSettings: strict),
+        .target(name: "Delivery", dependencies: ["RunnerContract", "Federation", "Ledger", "CSupport"], swiftSettings: strict),
         .target(name: "AirlockCore", dependencies: [
             "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "Delivery", "CSupport",
             .product(name: "TOMLKit", package: "TOMLKit"),

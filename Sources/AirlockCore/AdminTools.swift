@@ -110,12 +110,11 @@ public enum AdminTools {
 }
 
 extension AdminTools {
-    /// What makes a job a tenant (issue 11): root to hand out uids, setpriv, a uid range nobody else
+    /// What makes a job a tenant (issue 11): root to hand out uids, a uid range nobody else
     /// uses, and the nftables rules (installed here as prepare would, then verified).
     static func tenantProblems(_ r: RunnerSettings, notes: inout [String]) -> [String] {
         var problems: [String] = []
         do { try Sandboxing.requireRoot(r) } catch { problems.append(error.message) }
-        do { try Sandboxing.requireSetpriv(r) } catch { problems.append(error.message) }
         problems += uidRangeProblems(r.jobUIDs)
         notes.append("job uids \(r.jobUIDs.lowerBound)-\(r.jobUIDs.upperBound): up to \(r.jobUIDs.count) concurrent jobs")
         if r.blockMetadata {

@@ -16,17 +16,17 @@ enum Sandboxing {
         throw AirlockFailure(.system, "bubblewrap (\(runner.bwrap)) is not installed: `apt-get install bubblewrap`, or set [runner] bwrap to its path, or isolation = \"none\" (weaker: jobs then see the host)")
     }
 
-    /// - Throws: `AirlockFailure` (system) when setpriv, which drops a job to its uid, is absent.
-    static func requireSetpriv(_ runner: RunnerSettings) throws(AirlockFailure) {
-        if installed(runner.setpriv) { return }
-        throw AirlockFailure(.system, "setpriv (\(runner.setpriv)) is not installed: `apt-get install util-linux`, or set [runner] setpriv to its path")
-    }
-
     /// Whether `name` (a path, or a command found on PATH) is an executable.
-    static func installed(_ name: String) -> Bool {
-        if name.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: name) }
+    static func installed(_ name: String) -> Bool { resolve(name) != nil }
+
+    /// The absolute path of `name` (a path, or a command found on PATH), if it is an executable.
+    static func resolve(_ name: String) -> String? {
+        if name.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: name) ? name : nil }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        return path.split(separator: ":").contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(name)") }
+        for dir in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+            return "\(dir)/\(name)"
+        }
+        return nil
     }
 
     /// - Throws: `AirlockFailure` (system) when Airlock cannot give the job its own uid.
@@ -83,7 +83,7 @@ enum Sandboxing {
         // but never hide a directory *inside* the job's own view.
         hiddenDirs = hiddenDirs.filter { d in !own.contains { d.hasPrefix($0.1 + "/") && $0.1 != d } }
         return SandboxSpec(
-            useBubblewrap: bw, bwrapPath: r.bwrap, setprivPath: r.setpriv, uid: bw ? paths.uid : nil,
+            useBubblewrap: bw, bwrapPath: resolve(r.bwrap) ?? r.bwrap, uid: bw ? paths.uid : nil,
             writable: bw ? own.map { (host: $0.0, inside: $0.1) } : [],
             hiddenDirectories: hiddenDirs, hiddenFiles: hiddenFiles,
             dataFiles: bw ? (scriptFD.map { [(fd: $0, inside: scriptInside)] } ?? []) + dataFiles : [],

@@ -43,7 +43,6 @@ public enum Stages {
         if r.isolation == .bubblewrap {
             try Sandboxing.requireRoot(r)
             try Sandboxing.requireBubblewrap(r)
-            try Sandboxing.requireSetpriv(r)
             if r.blockMetadata {
                 do {
                     try NetworkGuard.install(r)
@@ -180,14 +179,18 @@ public enum Stages {
         let spec = Sandboxing.spec(config: config, env: env, paths: paths, scriptPath: scriptPath, scriptFD: descriptors.first,
                                    dataFiles: dataFiles, extraEnvironment: plan.environment)
         // A fresh session keyring for the stage: it would otherwise inherit the runner's, which every
-        // job could read, add to and revoke keys in (setpriv and bubblewrap leave keyrings alone).
+        // job could read, add to and revoke keys in (bubblewrap leaves keyrings alone).
         if airlock_join_new_session_keyring() < 0 {
             throw AirlockFailure(.system, "cannot give the \(stage) stage its own session keyring: \(String(cString: strerror(errno)))")
         }
         let child: ChildProcess
         do {
-            child = try ChildProcess(argv: spec.argv(), environment: spec.environment, directory: spec.useBubblewrap ? nil : spec.directory,
-                                     newSession: true)
+            if let uid = spec.uid {
+                child = try ChildProcess(tenant: uid, argv: spec.argv(), environment: spec.environment)
+            } else {
+                child = try ChildProcess(argv: spec.argv(), environment: spec.environment, directory: spec.useBubblewrap ? nil : spec.directory,
+                                         newSession: true)
+            }
         } catch {
             throw AirlockFailure(.system, "cannot start the \(stage) stage: \(error)")
         }

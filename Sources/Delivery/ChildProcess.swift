@@ -1,3 +1,4 @@
+import CSupport
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -62,6 +63,37 @@ public final class ChildProcess: @unchecked Sendable {
             throw SpawnError(argv0: argv[0], errno: rc)
         }
         pid = child
+        stdoutFD = outPipe[0]
+        stderrFD = errPipe[0]
+    }
+
+    /// Spawns `argv` (its first element an absolute path) as a tenant: uid and gid `uid`, no
+    /// supplementary groups, no capabilities (bounding set emptied), no_new_privs, a new session,
+    /// stdin from /dev/null, exactly `environment`. Airlock must be root. Descriptors that are not
+    /// close-on-exec are inherited (the sandbox's data files).
+    /// - Throws: `SpawnError` when fork fails.
+    public init(tenant uid: UInt32, argv: [String], environment: [String: String]) throws {
+        var outPipe: [Int32] = [0, 0]
+        var errPipe: [Int32] = [0, 0]
+        guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw SpawnError(argv0: argv[0], errno: errno) }
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { (cArgs + cEnv).forEach { free($0) } }
+        let closing = [outPipe[0], errPipe[0], outPipe[1], errPipe[1]]
+        let rc = cArgs.withUnsafeBufferPointer { a in
+            cEnv.withUnsafeBufferPointer { e in
+                closing.withUnsafeBufferPointer { c in
+                    airlock_spawn_tenant(uid, argv[0], a.baseAddress, e.baseAddress, outPipe[1], errPipe[1], c.baseAddress, Int32(c.count))
+                }
+            }
+        }
+        close(outPipe[1])
+        close(errPipe[1])
+        guard rc > 0 else {
+            close(outPipe[0]); close(errPipe[0])
+            throw SpawnError(argv0: argv[0], errno: -rc)
+        }
+        pid = rc
         stdoutFD = outPipe[0]
         stderrFD = errPipe[0]
     }

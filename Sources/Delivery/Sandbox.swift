@@ -5,9 +5,8 @@ public struct SandboxSpec: Sendable {
     /// bubblewrap, or none (the script runs with the host's view: unsafe).
     public var useBubblewrap: Bool
     public var bwrapPath: String
-    /// setpriv, which drops to `uid` before bubblewrap starts.
-    public var setprivPath: String
-    /// The job's own uid and gid; nil runs as the caller (only with `useBubblewrap == false`).
+    /// The job's own uid and gid, which the stage is started as (`ChildProcess(tenant:)`); nil runs
+    /// as the caller (only with `useBubblewrap == false`).
     public var uid: UInt32?
     /// The job's own directories: host path → where the job sees it. Mounted last, so they win.
     public var writable: [(host: String, inside: String)]
@@ -27,13 +26,12 @@ public struct SandboxSpec: Sendable {
     /// The command to run inside.
     public var command: [String]
 
-    public init(useBubblewrap: Bool, bwrapPath: String, setprivPath: String = "setpriv", uid: UInt32?,
+    public init(useBubblewrap: Bool, bwrapPath: String, uid: UInt32?,
                 writable: [(host: String, inside: String)], hiddenDirectories: [String], hiddenFiles: [String],
                 dataFiles: [(fd: Int32, inside: String)] = [], directory: String,
                 environment: [String: String], command: [String]) {
         self.useBubblewrap = useBubblewrap
         self.bwrapPath = bwrapPath
-        self.setprivPath = setprivPath
         self.uid = uid
         self.writable = writable
         self.hiddenDirectories = hiddenDirectories
@@ -46,20 +44,15 @@ public struct SandboxSpec: Sendable {
 
     /// The argv to spawn (in a new session: no controlling terminal to push keystrokes into).
     ///
-    /// With bubblewrap: setpriv drops to the job's uid/gid with no supplementary groups, no
-    /// capabilities (inheritable and bounding sets emptied) and no_new_privs; bubblewrap then builds
+    /// With bubblewrap, started as the job's uid/gid (no supplementary groups, no capabilities,
+    /// bounding set emptied, no_new_privs: `ChildProcess(tenant:)`), bubblewrap builds
     /// new user/PID/IPC/UTS/mount/cgroup namespaces (the network is the host's, as with the shell
     /// executor), forbids further user namespaces, shows the system read-only, a private /tmp and
     /// /run, masks the hidden paths, mounts the job's own directories, and dies with its parent.
     public func argv() -> [String] {
         guard useBubblewrap else { return command }
         let fm = FileManager.default
-        var a: [String] = []
-        if let uid {
-            a += [setprivPath, "--reuid=\(uid)", "--regid=\(uid)", "--clear-groups", "--inh-caps=-all",
-                  "--bounding-set=-all", "--no-new-privs", "--"]
-        }
-        a += [bwrapPath, "--unshare-all", "--share-net", "--die-with-parent"]
+        var a = [bwrapPath, "--unshare-all", "--share-net", "--die-with-parent"]
         if uid != nil { a += ["--unshare-user", "--disable-userns"] }
         a += ["--hostname", "airlock-job", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
               "--tmpfs", "/tmp", "--tmpfs", "/run"]

@@ -46,12 +46,11 @@ struct HostileJobTests {
         private var victimThread: Thread?
         private let done = DispatchSemaphore(value: 0)
 
-        /// One moto for the whole suite (it dies with the test process: setpriv --pdeathsig).
-        static let sharedMoto = Result { try MotoServer() }
-
         init() throws {
             issuer = try TestIssuer()
-            moto = try Self.sharedMoto.get()
+            // One moto per case: moto dies with the thread that started it (setpriv --pdeathsig is
+            // per thread), so a suite-wide one vanished when its first test's thread ended.
+            moto = try MotoServer()
             runnerKeyring = TestWorld.joinSessionKeyring()
             let base = "/var/tmp/airlock-hostile-\(UUID().uuidString.prefix(8))"
             // A careless operator: the OAuth key and a copy of the runner's config readable by others.

@@ -52,8 +52,6 @@ public struct RunnerSettings: Sendable {
     public var jobUIDs: ClosedRange<UInt32> = RunnerSettings.defaultJobUIDs
     /// Block jobs from the host's cloud metadata services with nftables (prepare fails when it cannot).
     public var blockMetadata: Bool = true
-    /// setpriv (util-linux), which drops the job to its uid before bubblewrap starts.
-    public var setpriv: String = "setpriv"
     /// nft (nftables), for the metadata block and the credential endpoint's owner rule.
     public var nft: String = "nft"
     /// More host paths a job must not see (the runner's config and home by default).
@@ -155,7 +153,6 @@ public struct AirlockConfig: Sendable {
             jobUIDs = lo...hi
         }
         let blockMetadata = try r.bool("block_metadata") ?? true
-        let setpriv = try r.string("setpriv") ?? "setpriv"
         let nft = try r.string("nft") ?? "nft"
         var hidden = RunnerSettings.defaultHiddenPaths
         if let extra = try r.stringArray("hide") {
@@ -190,7 +187,7 @@ public struct AirlockConfig: Sendable {
                 auditLog: auditLog, isolation: isolation, gracefulKill: grace, jobPath: jobPath, bwrap: bwrap,
                 federationTimeout: fedTimeout, sweepGrace: sweepGrace, secretsRoot: secretsRoot,
                 endpointMinValidity: minValidity, endpointRequestsPerSecond: rps, jobUIDs: jobUIDs,
-                blockMetadata: blockMetadata, setpriv: setpriv, nft: nft, hiddenPaths: hidden),
+                blockMetadata: blockMetadata, nft: nft, hiddenPaths: hidden),
             gitlab: gitlab, providers: providers, profiles: profiles,
             policy: Policy(rules: rules), warnings: warnings)
     }

@@ -9,4 +9,17 @@ long airlock_join_new_session_keyring(void);
 /// The id of the calling process's session keyring (KEYCTL_GET_KEYRING_ID, no creation), or -1.
 long airlock_session_keyring_id(void);
 
+#include <sys/types.h>
+
+/// Starts `path` (absolute) with `argv` and `envp` as a tenant: in a new session (no controlling
+/// terminal), with stdin from /dev/null and stdout/stderr on `out_fd`/`err_fd`, as uid and gid
+/// `uid` with no supplementary groups, an empty capability bounding set, no capabilities, and
+/// no_new_privs; signal mask cleared and the usual signals at their defaults. `close_fds` (n of them)
+/// are closed in the child. Only async-signal-safe calls run between fork and exec, so this is safe
+/// from a multi-threaded process. The caller must be root. Returns the child's pid, or -errno when
+/// fork fails; a child that cannot drop its privileges or exec exits 126 or 127 before running
+/// anything else.
+pid_t airlock_spawn_tenant(unsigned int uid, const char *path, char *const argv[], char *const envp[],
+                           int out_fd, int err_fd, const int *close_fds, int n);
+
 #endif
