@@ -1,3 +1,4 @@
+import Delivery
 import Foundation
 import Ledger
 import RunnerContract
@@ -22,16 +23,16 @@ enum JobSlots {
         try Files.makeDirectory(runner.stateDir, mode: 0o700)
         try Files.makeDirectory(dir, mode: 0o700)
         return try withLock(dir) { () throws(AirlockFailure) -> UInt32 in
-            var free: [UInt32] = []
-            for uid in runner.jobUIDs {
-                switch owner(dir, uid) {
-                case job.jobID?: return uid
-                case let other? where FileManager.default.fileExists(atPath: JobPaths.state(runner, jobID: other)): continue
-                default: free.append(uid)
-                }
+            // Only the slot files that exist are read (one per running job), not one per uid of the range.
+            var taken = Set<UInt32>()
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+                guard let uid = UInt32(name), runner.jobUIDs.contains(uid), let other = owner(dir, uid) else { continue }
+                if other == job.jobID { return uid }
+                if FileManager.default.fileExists(atPath: JobPaths.state(runner, jobID: other)) { taken.insert(uid) }
             }
-            let existing = Set((try? FileManager.default.contentsOfDirectory(atPath: JobPaths.slotParent(runner.buildsRoot, job: job, refClass))) ?? [])
-            guard let uid = free.first(where: { existing.contains(String($0)) }) ?? free.first else {
+            let existing = ((try? FileManager.default.contentsOfDirectory(atPath: JobPaths.slotParent(runner.buildsRoot, job: job, refClass))) ?? [])
+                .compactMap(UInt32.init).filter { runner.jobUIDs.contains($0) && !taken.contains($0) }.sorted()
+            guard let uid = existing.first ?? runner.jobUIDs.first(where: { !taken.contains($0) }) else {
                 throw AirlockFailure(.system, "all \(runner.jobUIDs.count) job uids of [runner] job_uids (\(runner.jobUIDs.lowerBound)-\(runner.jobUIDs.upperBound)) belong to running jobs: widen the range, or lower the runner's `concurrent` to at most its size")
             }
             try Files.writeAtomically(Data(job.jobID.utf8), to: "\(dir)/\(uid)", durable: false)
@@ -70,13 +71,8 @@ enum Ownership {
         let parent = (path as NSString).deletingLastPathComponent
         try Files.makeDirectories(parent, mode: 0o711)
         // bubblewrap runs as the job's uid and must reach the directory to mount it.
-        var dir = parent
-        while dir.count > 1 {
-            var st = stat()
-            if stat(dir, &st) == 0 && st.st_mode & 0o001 == 0 {
-                throw AirlockFailure(.system, "\(dir) (mode \(String(st.st_mode & 0o777, radix: 8))) is not searchable by others, so job uids cannot reach their directories under it: chmod o+x \(dir) (job directories stay 0700, owned by their job)")
-            }
-            dir = (dir as NSString).deletingLastPathComponent
+        if let (dir, mode) = SandboxSpec.unsearchableParent(of: path) {
+            throw AirlockFailure(.system, "\(dir) (mode \(String(mode, radix: 8))) is not searchable by others, so job uids cannot reach their directories under it: chmod o+x \(dir) (job directories stay 0700, owned by their job)")
         }
         try Files.makeDirectory(path, mode: 0o700)
         guard lchown(path, uid, uid) == 0 else {

@@ -87,13 +87,17 @@ public struct SandboxSpec: Sendable {
 
     /// Whether every directory above `path` lets others search it (o+x): whether a uid that owns
     /// none of them and belongs to none of their groups can reach `path` at all.
-    public static func searchableByOthers(parentsOf path: String) -> Bool {
+    public static func searchableByOthers(parentsOf path: String) -> Bool { unsearchableParent(of: path) == nil }
+
+    /// The first directory above `path` that others cannot search (or that cannot be read), if any.
+    public static func unsearchableParent(of path: String) -> (path: String, mode: mode_t)? {
         var dir = (path as NSString).deletingLastPathComponent
         while dir.count > 1 {
             var st = stat()
-            guard stat(dir, &st) == 0, st.st_mode & 0o001 != 0 else { return false }
+            guard stat(dir, &st) == 0 else { return (dir, 0) }
+            if st.st_mode & 0o001 == 0 { return (dir, st.st_mode & 0o777) }
             dir = (dir as NSString).deletingLastPathComponent
         }
-        return true
+        return nil
     }
 }
