@@ -160,6 +160,9 @@ struct HostileJobTests {
             guard victimThread != nil else { return nil }
             if let b = victimBuilds { FileManager.default.createFile(atPath: "\(b)/platform/api/stop", contents: Data()) }
             done.wait()
+            // The thread's closure holds the arena: let go of it, or neither the arena nor its world
+            // (directories, nft rules) is ever released.
+            victimThread = nil
             return victimResult
         }
 
