@@ -81,7 +81,7 @@ enum Sandboxing {
         // A hidden directory that holds one of the job's own mount points cannot be covered before
         // them without also covering them; bubblewrap mounts the job's after, so that order is fine,
         // but never hide a directory *inside* the job's own view.
-        hiddenDirs = hiddenDirs.filter { d in !own.contains { d.hasPrefix($0.1 + "/") && $0.1 != d } }
+        hiddenDirs = hiddenDirs.filter { d in !own.contains { d.hasPrefix($0.1 + "/") } }
         return SandboxSpec(
             useBubblewrap: bw, bwrapPath: resolve(r.bwrap) ?? r.bwrap, uid: bw ? paths.uid : nil,
             writable: bw ? own.map { (host: $0.0, inside: $0.1) } : [],

@@ -20,7 +20,7 @@ import Glibc
 /// - GCE metadata: `/<job secret>/computeMetadata/v1/…` with `Metadata-Flavor: Google` (google-auth
 ///   cannot send a custom header, so the secret is part of GCE_METADATA_HOST), and the detection
 ///   ping at `/<job secret>`.
-/// Anything without the job's secret gets 401 and an audit line. The server logs request kinds and
+/// Anything without the job's secret gets 401 before it touches the rate limit, counted in the audit log per reason and minute. The server logs request kinds and
 /// statuses, never a credential.
 public struct EndpointServer: Sendable {
     let broker: CredentialBroker
@@ -52,12 +52,6 @@ public struct EndpointServer: Sendable {
         var d: UInt8 = 0
         for i in 0..<x.count { d |= x[i] ^ y[i] }
         return d == 0
-    }
-
-    /// A request path fit for the audit log: metadata paths start with the job's secret (or a
-    /// guess at it), so only the AWS and Azure routes are written as they are.
-    static func loggable(_ path: String) -> String {
-        path.hasPrefix("/aws/") || path.hasPrefix("/azure") ? String(path.prefix(200)) : "/<metadata path>"
     }
 
     static let identityHeader = HTTPField.Name("X-IDENTITY-HEADER")!
@@ -104,15 +98,9 @@ public struct EndpointServer: Sendable {
         path.hasPrefix("/aws/") ? "aws" : path == "/azure" || path == "/azure/" ? "azure" : "metadata"
     }
 
-    func unauthorized(_ kind: String, _ request: Request) -> Response {
-        broker.refused("bad_secret", kind)
-        return Self.json(["message": "this endpoint serves one job; the request does not carry its secret"], status: .unauthorized)
-    }
-
     // MARK: AWS (federation.md B1)
 
     func aws(_ request: Request, profile: String) async throws -> Response {
-        guard Self.same(request.headers[.authorization], secret) else { return unauthorized("aws", request) }
         guard broker.servedProfiles.contains(profile), broker.spec(profile)?.aws != nil else {
             broker.refused("not_granted", "aws profile \(profile)")
             return Self.json(["message": "profile \(profile) is not an AWS profile served to this job"], status: .notFound)
@@ -125,7 +113,6 @@ public struct EndpointServer: Sendable {
     // MARK: Azure (federation.md B2)
 
     func azure(_ request: Request) async throws -> Response {
-        guard Self.same(request.headers[Self.identityHeader], secret) else { return unauthorized("azure", request) }
         let q = request.uri.queryParameters
         guard q["api-version"].map(String.init) == "2019-08-01" else {
             return Self.json(["statusCode": 400, "message": "api-version must be 2019-08-01"], status: .badRequest)
@@ -158,8 +145,8 @@ public struct EndpointServer: Sendable {
     // MARK: Google (federation.md B3)
 
     func google(_ request: Request, path: String) async throws -> Response {
+        // `respond` has checked that the path starts with "/<job secret>" (carriesSecret).
         let prefix = "/" + secret
-        guard path == prefix || path.hasPrefix(prefix + "/") else { return unauthorized("metadata", request) }
         let flavor: HTTPFields = [Self.metadataFlavor: "Google"]
         guard request.headers[Self.metadataFlavor] == "Google" else {
             return Self.text("Missing required header \"Metadata-Flavor\": \"Google\"", status: .forbidden, headers: flavor)
