@@ -1,5 +1,6 @@
 import AirlockCore
 import Foundation
+import Identity
 import Testing
 
 struct ConfigTests {
@@ -26,39 +27,66 @@ struct ConfigTests {
         #expect(c.consumedTokenVariables == ["AIRLOCK_ID_TOKEN", "AZURE_ID_TOKEN", "GCP_ID_TOKEN"])
     }
 
-    static let errors: [(String, String)] = [
-        ("[runner]\nbuilds_root = 3\n", "airlock.toml:2: [runner] builds_root: expected a string, got integer"),
-        (runner + "isolation = \"docker\"\n", "airlock.toml:6: [runner] isolation: expected one of \"bubblewrap\", \"none\", got \"docker\""),
-        (runner + "graceful_kill = \"soon\"\n", "airlock.toml:6: [runner] graceful_kill: expected a duration like \"10s\", \"5m\" or \"1h30m\", got \"soon\""),
-        (runner + "[gitlab]\nissuer = \"https://g\"\n", "airlock.toml:6: [gitlab] audience: is required"),
-        (runner + "[gitlab]\nissuer = \"http://gitlab.example.com\"\naudience = \"a\"\n", "[gitlab] issuer: must be an https URL"),
-        (runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\nalgorithms = [\"HS256\"]\n", "airlock.toml:9: [gitlab] algorithms: \"HS256\" is not allowed"),
-        (runner + "[profiles.p]\nprovider = \"nope\"\nrole_arn = \"arn:x\"\n", "airlock.toml:7: [profiles.p] provider: \"nope\" is not defined"),
-        (runner + "[providers.a]\ntype = \"aws\"\n[profiles.p]\nprovider = \"a\"\nrole_arn = \"arn:x\"\nrole = \"x\"\n", "airlock.toml:11: [profiles.p] role: unknown key"),
-        (runner + "[providers.a]\ntype = \"aws\"\n[profiles.p]\nprovider = \"a\"\nrole_arn = \"arn:{nope}\"\n", "{nope} is not a GitLab ID token claim"),
-        (runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\n[providers.a]\ntype = \"aws\"\n[profiles.p]\nprovider = \"a\"\nrole_arn = \"arn:x\"\n[[rules]]\nname = \"all\"\ngrant = [\"p\"]\n", "has no conditions and would grant every job"),
-        (runner + "state = 1\n", "airlock.toml:6: [runner] state: unknown key; allowed here:"),
-        ("[runner\n", "airlock.toml:1: TOML syntax error"),
-        (runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\nca_file = \"/x.pem\"\n", "airlock.toml:9: [gitlab] ca_file: is not supported by this build"),
-        (runner + "secrets_root = \"/srv/b/secrets\"\n", "[runner] secrets_root: must not be inside builds_root"),
-        (runner.replacingOccurrences(of: "/srv/s", with: "/srv/b/state"), "[runner] builds_root: must not overlap state_dir"),
-        (runner + "[providers.z]\ntype = \"azure\"\n[profiles.p]\nprovider = \"z\"\nclient_id = \"c\"\nresource = \"arm\"\n", "[profiles.p] tenant_id: is required (here or on [providers.z])"),
-        (runner + "[providers.z]\ntype = \"azure\"\ntenant_id = \"t\"\n[profiles.p]\nprovider = \"z\"\nclient_id = \"c\"\nresource = \"cosmos\"\n", "[profiles.p] cosmos_account: is required"),
-        (runner + "[providers.z]\ntype = \"azure\"\ntenant_id = \"t\"\n[profiles.p]\nprovider = \"z\"\nclient_id = \"c\"\nsecrets = { A = \"a\" }\n", "[profiles.p] key_vault: is required with secrets"),
-        (runner + "[providers.z]\ntype = \"azure\"\ntoken_variable = \"bad-name\"\n", "[providers.z] token_variable: must be a variable name"),
-        (runner + "[providers.g]\ntype = \"gcp\"\nworkload_identity_provider = \"projects/my-project/pools/x\"\n", "[providers.g] workload_identity_provider: must be the provider's full resource name"),
-        (runner + "[providers.g]\ntype = \"gcp\"\ntoken_variable = \"GCP_ID_TOKEN\"\n", "[providers.g] token_audience: is required with token_variable"),
-        (runner + "[providers.g]\ntype = \"gcp\"\n[profiles.p]\nprovider = \"g\"\n", "[profiles.p] workload_identity_provider: is required (here or on [providers.g])"),
+    /// A config that must be refused, and the whole start of the error: `file:line: [table] key: what`.
+    /// Every case names a line: a key's own, or its table's when the key is missing.
+    struct ErrorCase: Sendable, CustomTestStringConvertible {
+        let name: String
+        let text: String
+        let error: String
+        init(_ name: String, _ text: String, _ error: String) {
+            self.name = name
+            self.text = text
+            self.error = error
+        }
+        var testDescription: String { name }
+    }
+
+    static let errors: [ErrorCase] = [
+        .init("wrong type", "[runner]\nbuilds_root = 3\n", "airlock.toml:2: [runner] builds_root: expected a string, got integer"),
+        .init("unknown isolation", runner + "isolation = \"docker\"\n", "airlock.toml:6: [runner] isolation: expected one of \"bubblewrap\", \"none\", got \"docker\""),
+        .init("bad duration", runner + "graceful_kill = \"soon\"\n", "airlock.toml:6: [runner] graceful_kill: expected a duration like \"10s\", \"5m\" or \"1h30m\", got \"soon\""),
+        .init("missing audience", runner + "[gitlab]\nissuer = \"https://g\"\n", "airlock.toml:6: [gitlab] audience: is required"),
+        .init("http issuer", runner + "[gitlab]\nissuer = \"http://gitlab.example.com\"\naudience = \"a\"\n", "airlock.toml:7: [gitlab] issuer: must be an https URL"),
+        .init("HMAC algorithm", runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\nalgorithms = [\"HS256\"]\n", "airlock.toml:9: [gitlab] algorithms: \"HS256\" is not allowed"),
+        .init("clock_skew over 5m", runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\nclock_skew = \"5m1s\"\n", "airlock.toml:9: [gitlab] clock_skew: must be at most 5m"),
+        .init("negative clock_skew", runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\nclock_skew = -1\n", "airlock.toml:9: [gitlab] clock_skew: expected a duration"),
+        .init("undefined provider", runner + "[profiles.p]\nprovider = \"nope\"\nrole_arn = \"arn:x\"\n", "airlock.toml:7: [profiles.p] provider: \"nope\" is not defined"),
+        .init("key of another provider type", runner + "[providers.a]\ntype = \"aws\"\n[profiles.p]\nprovider = \"a\"\nrole_arn = \"arn:x\"\nrole = \"x\"\n", "airlock.toml:11: [profiles.p] role: unknown key"),
+        .init("template with an unknown claim", runner + "[providers.a]\ntype = \"aws\"\n[profiles.p]\nprovider = \"a\"\nrole_arn = \"arn:{nope}\"\n", "airlock.toml:10: [profiles.p] role_arn: {nope} is not a GitLab ID token claim"),
+        .init("rule without conditions", runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\n[providers.a]\ntype = \"aws\"\n[profiles.p]\nprovider = \"a\"\nrole_arn = \"arn:x\"\n[[rules]]\nname = \"all\"\ngrant = [\"p\"]\n", "airlock.toml:14: [rules #1]: rule \"all\" has no conditions and would grant every job"),
+        .init("unknown key", runner + "state = 1\n", "airlock.toml:6: [runner] state: unknown key; allowed here:"),
+        .init("TOML syntax", "[runner\n", "airlock.toml:1: TOML syntax error"),
+        .init("ca_file", runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\nca_file = \"/x.pem\"\n", "airlock.toml:9: [gitlab] ca_file: is not supported by this build"),
+        .init("secrets_root inside builds_root", runner + "secrets_root = \"/srv/b/secrets\"\n", "airlock.toml:6: [runner] secrets_root: must not be inside builds_root"),
+        .init("state_dir inside builds_root", runner.replacingOccurrences(of: "/srv/s", with: "/srv/b/state"), "airlock.toml:2: [runner] builds_root: must not overlap state_dir"),
+        .init("Azure profile without tenant", runner + "[providers.z]\ntype = \"azure\"\n[profiles.p]\nprovider = \"z\"\nclient_id = \"c\"\nresource = \"arm\"\n", "airlock.toml:8: [profiles.p] tenant_id: is required (here or on [providers.z])"),
+        .init("cosmos without account", runner + "[providers.z]\ntype = \"azure\"\ntenant_id = \"t\"\n[profiles.p]\nprovider = \"z\"\nclient_id = \"c\"\nresource = \"cosmos\"\n", "airlock.toml:9: [profiles.p] cosmos_account: is required"),
+        .init("secrets without key_vault", runner + "[providers.z]\ntype = \"azure\"\ntenant_id = \"t\"\n[profiles.p]\nprovider = \"z\"\nclient_id = \"c\"\nsecrets = { A = \"a\" }\n", "airlock.toml:9: [profiles.p] key_vault: is required with secrets"),
+        .init("bad token_variable", runner + "[providers.z]\ntype = \"azure\"\ntoken_variable = \"bad-name\"\n", "airlock.toml:8: [providers.z] token_variable: must be a variable name"),
+        .init("short workload_identity_provider", runner + "[providers.g]\ntype = \"gcp\"\nworkload_identity_provider = \"projects/my-project/pools/x\"\n", "airlock.toml:8: [providers.g] workload_identity_provider: must be the provider's full resource name"),
+        .init("token_variable without token_audience", runner + "[providers.g]\ntype = \"gcp\"\ntoken_variable = \"GCP_ID_TOKEN\"\n", "airlock.toml:6: [providers.g] token_audience: is required with token_variable"),
+        .init("GCP profile without provider name", runner + "[providers.g]\ntype = \"gcp\"\n[profiles.p]\nprovider = \"g\"\n", "airlock.toml:8: [profiles.p] workload_identity_provider: is required (here or on [providers.g])"),
     ]
 
-    @Test(arguments: errors.indices)
-    func errorsNameKeyAndLine(_ i: Int) {
-        let (text, want) = Self.errors[i]
-        do {
-            _ = try AirlockConfig.parse(text, path: "airlock.toml")
-            Issue.record("accepted: \(want)")
-        } catch {
-            #expect(error.message.contains(want), "\(error.message)")
-        }
+    @Test(arguments: errors)
+    func errorsNameFileLineAndKey(_ c: ErrorCase) {
+        let e = #expect(throws: ConfigError.self) { _ = try AirlockConfig.parse(c.text, path: "airlock.toml") }
+        #expect(e?.message.hasPrefix(c.error) == true, "\(e?.message ?? "accepted")")
+    }
+
+    /// `clock_skew` up to 5m is accepted, and what is accepted is what the verifier uses.
+    @Test(arguments: [("0s", 0.0), ("30s", 30.0), ("5m", 300.0), ("90", 90.0)])
+    func clockSkewWithinBoundsIsAccepted(_ c: (String, Double)) throws {
+        let value = Double(c.0) == nil ? "\"\(c.0)\"" : c.0
+        let config = try AirlockConfig.parse(Self.runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\nclock_skew = \(value)\n", path: "airlock.toml")
+        #expect(config.gitlab?.clockSkew == c.1)
+    }
+
+    /// `required_claims` adds to GitLab's standard set; it never replaces it.
+    @Test func requiredClaimsExtendTheStandardSet() throws {
+        let config = try AirlockConfig.parse(Self.runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\nrequired_claims = [\"environment\"]\n", path: "airlock.toml")
+        let required = try #require(config.gitlab?.requiredClaims)
+        #expect(required.contains("environment"))
+        #expect(Set(IssuerSettings.defaultRequiredClaims).isSubset(of: Set(required)))
     }
 }

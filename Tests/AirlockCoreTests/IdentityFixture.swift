@@ -5,7 +5,6 @@ import Identity
 import HTTPClient
 import Ledger
 import RunnerContract
-import RunnerContract
 
 /// A test issuer, a config that trusts it, and a job to authorize.
 final class IdentityFixture: @unchecked Sendable {
@@ -15,7 +14,11 @@ final class IdentityFixture: @unchecked Sendable {
     var job = SimulatedJob(script: [])
     static let audience = "https://airlock.test"
 
-    init(extraGitLab: String = "", rules: String? = nil) throws {
+    /// Warnings Airlock gave while authorizing (a stale key set in use, a failed refresh).
+    let warnings = Warnings()
+
+    /// `extraGitLab` goes into `[gitlab]`, `extraConfig` (providers, profiles) before the rules.
+    init(extraGitLab: String = "", extraConfig: String = "", rules: String? = nil) throws {
         issuer = try TestIssuer()
         dir = "/var/tmp/airlock-unit-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -42,6 +45,8 @@ final class IdentityFixture: @unchecked Sendable {
         [profiles.read-only]
         provider = "aws-main"
         role_arn = "arn:aws:iam::123456789012:role/ro"
+
+        \(extraConfig)
 
         \(rules ?? """
         [[rules]]
@@ -72,8 +77,16 @@ final class IdentityFixture: @unchecked Sendable {
         // The job's identity comes from the runner's payload, as in a real prepare.
         let response = try JobResponse(json: Data(#"{"id": \#(job.jobID), "job_info": {"project_id": \#(job.projectID)}}"#.utf8))
         return try await Authorizer.authorize(config: config, env: env, job: JobContext(response: response, variables: env.jobVariables),
-                                              now: now, transport: URLSessionTransport(), warn: { _ in })
+                                              now: now, transport: URLSessionTransport(), warn: { [warnings] in warnings.add($0) })
     }
 
     deinit { try? FileManager.default.removeItem(atPath: dir) }
+}
+
+/// Messages collected from a `warn` callback.
+final class Warnings: Sendable {
+    private let lock = NSLock()
+    nonisolated(unsafe) private var list: [String] = []
+    func add(_ s: String) { lock.withLock { list.append(s) } }
+    var all: [String] { lock.withLock { list } }
 }

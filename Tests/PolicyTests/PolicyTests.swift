@@ -11,20 +11,32 @@ struct PolicyTests {
         return VerifiedJob(claims: base, listClaims: ["groups_direct": ["platform", "sre"]])
     }
 
-    static let matcherCases: [(Matcher, String, Bool)] = [
-        (.exact("main"), "main", true), (.exact("main"), "Main", false),
-        (.glob("platform/*"), "platform/api", true), (.glob("platform/*"), "platform/api/sub", false),
-        (.glob("platform/**"), "platform/api/sub", true), (.glob("release/v?"), "release/v1", true),
-        (.glob("release/v?"), "release/v10", false), (.glob("*"), "a/b", false),
-        (.bool(true), "true", true), (.bool(true), "false", false), (.bool(false), "false", true),
-        (.anyOf([.exact("push"), .exact("web")]), "web", true), (.anyOf([.exact("push"), .glob("merge_*")]), "schedule", false),
-        (.exact("42"), "42", true), (.exact("42"), "420", false),
+    /// One matcher against one claim value; named by both, so a failure reads `glob "platform/*" vs "platform/api/sub"`.
+    struct MatcherCase: Sendable, CustomTestStringConvertible {
+        let matcher: Matcher
+        let value: String
+        let matches: Bool
+        init(_ matcher: Matcher, _ value: String, _ matches: Bool) {
+            self.matcher = matcher
+            self.value = value
+            self.matches = matches
+        }
+        var testDescription: String { "\(matcher) \(matches ? "matches" : "does not match") \(value.debugDescription)" }
+    }
+
+    static let matcherCases: [MatcherCase] = [
+        .init(.exact("main"), "main", true), .init(.exact("main"), "Main", false),
+        .init(.glob("platform/*"), "platform/api", true), .init(.glob("platform/*"), "platform/api/sub", false),
+        .init(.glob("platform/**"), "platform/api/sub", true), .init(.glob("release/v?"), "release/v1", true),
+        .init(.glob("release/v?"), "release/v10", false), .init(.glob("*"), "a/b", false),
+        .init(.bool(true), "true", true), .init(.bool(true), "false", false), .init(.bool(false), "false", true),
+        .init(.anyOf([.exact("push"), .exact("web")]), "web", true), .init(.anyOf([.exact("push"), .glob("merge_*")]), "schedule", false),
+        .init(.exact("42"), "42", true), .init(.exact("42"), "420", false),
     ]
 
-    @Test(arguments: matcherCases.indices)
-    func matcher(_ i: Int) {
-        let (m, v, want) = Self.matcherCases[i]
-        #expect(m.matches(v) == want, "\(m) vs \(v)")
+    @Test(arguments: matcherCases)
+    func matcher(_ c: MatcherCase) {
+        #expect(c.matcher.matches(c.value) == c.matches)
     }
 
     static let rules = [
@@ -35,20 +47,33 @@ struct PolicyTests {
         Rule(name: "schedules", conditions: [Condition(claim: "pipeline_source", matcher: .anyOf([.exact("schedule"), .exact("web")]))], grants: ["nightly"]),
     ]
 
-    static let decisionCases: [([String: String], [String])] = [
-        ([:], ["artifacts", "deploy-prod", "read-only"]),
-        (["ref": "feature/x"], ["artifacts", "read-only"]),
-        (["ref_protected": "false"], ["artifacts", "read-only"]),
-        (["project_id": "43"], ["artifacts", "read-only"]),
-        (["project_path": "other/api", "project_id": "99"], ["artifacts"]),
-        (["pipeline_source": "schedule"], ["artifacts", "deploy-prod", "nightly", "read-only"]),
+    /// Claims changed from the base job, and the profiles the rules must grant; named by the change.
+    struct DecisionCase: Sendable, CustomTestStringConvertible {
+        let claims: [String: String]
+        let grants: [String]
+        init(_ claims: [String: String], _ grants: [String]) {
+            self.claims = claims
+            self.grants = grants
+        }
+        var testDescription: String {
+            let change = claims.isEmpty ? "the base job" : claims.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", ")
+            return "\(change) → \(grants.joined(separator: ", "))"
+        }
+    }
+
+    static let decisionCases: [DecisionCase] = [
+        .init([:], ["artifacts", "deploy-prod", "read-only"]),
+        .init(["ref": "feature/x"], ["artifacts", "read-only"]),
+        .init(["ref_protected": "false"], ["artifacts", "read-only"]),
+        .init(["project_id": "43"], ["artifacts", "read-only"]),
+        .init(["project_path": "other/api", "project_id": "99"], ["artifacts"]),
+        .init(["pipeline_source": "schedule"], ["artifacts", "deploy-prod", "nightly", "read-only"]),
     ]
 
-    @Test(arguments: decisionCases.indices)
-    func unionOfMatchingRules(_ i: Int) {
-        let (claims, want) = Self.decisionCases[i]
-        let d = Policy(rules: Self.rules).evaluate(Self.job(claims))
-        #expect(d.grants.map(\.profile) == want)
+    @Test(arguments: decisionCases)
+    func unionOfMatchingRules(_ c: DecisionCase) {
+        let d = Policy(rules: Self.rules).evaluate(Self.job(c.claims))
+        #expect(d.grants.map(\.profile) == c.grants)
     }
 
     @Test func grantsNameEveryRuleThatGrantedThem() {
@@ -72,14 +97,15 @@ struct PolicyTests {
     @Test func narrowingRefusesAnUngrantedProfileAndSaysWhy() {
         let p = Policy(rules: Self.rules)
         let d = p.evaluate(Self.job(["ref": "feature/x"]))
-        #expect(throws: AirlockFailure.self) { try p.narrow(d, to: ["deploy-prod"]) }
-        do {
-            _ = try p.narrow(d, to: ["deploy-prod"])
-        } catch {
-            #expect(error.fault == .job)
-            #expect(error.message.contains("rule \"prod\" could grant it but ref is \"feature/x\", rule wants \"main\""))
-        }
-        do { _ = try p.narrow(d, to: ["nope"]) } catch { #expect(error.message.contains("no rule grants it")) }
+        let refused = #expect(throws: AirlockFailure.self) { try p.narrow(d, to: ["deploy-prod"]) }
+        #expect(refused?.fault == .job)
+        #expect(refused?.message.contains("rule \"prod\" could grant it but ref is \"feature/x\", rule wants \"main\"") == true,
+                "\(refused?.message ?? "nothing thrown")")
+        let unknown = #expect(throws: AirlockFailure.self) { try p.narrow(d, to: ["nope"]) }
+        #expect(unknown?.fault == .job)
+        #expect(unknown?.message.contains("no rule grants it") == true, "\(unknown?.message ?? "nothing thrown")")
+        // Asking for a granted profile and an ungranted one is refused as a whole, not narrowed to the granted one.
+        #expect(throws: AirlockFailure.self) { try p.narrow(d, to: ["read-only", "deploy-prod"]) }
     }
 
     @Test func templatesEscapeForTheirDestination() throws {
