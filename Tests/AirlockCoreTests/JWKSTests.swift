@@ -2,6 +2,7 @@ import AirlockCore
 import AirlockTesting
 import Crypto
 import Foundation
+import HTTPClient
 import Identity
 import Ledger
 import RunnerContract
@@ -39,6 +40,64 @@ struct JWKSTests {
         let token = f.issuer.mint(f.issuer.claims(for: f.job, audience: IdentityFixture.audience, now: later))
         let auth = try await f.authorize(token, now: later)
         #expect(auth.grants.count == 1)
+    }
+
+    /// `jwks_grace`: while GitLab is down, a cached key set verifies up to TTL + grace past its
+    /// fetch, with a warning; one second later it does not, and that is the system's fault.
+    @Test func theGracePeriodRunsOut() async throws {
+        let f = try IdentityFixture(extraGitLab: "jwks_cache_ttl = \"1m\"\njwks_grace = \"1h\"")
+        let t0 = Date(timeIntervalSince1970: Double(Int(Date().timeIntervalSince1970)))
+        func token(at t: Date) -> String { f.issuer.mint(f.issuer.claims(for: f.job, audience: IdentityFixture.audience, now: t)) }
+        _ = try await f.authorize(token(at: t0), now: t0)
+        #expect(f.issuer.jwksFetchCount == 1)
+        f.issuer.setDown(true)
+        let lastGraceSecond = t0.addingTimeInterval(60 + 3600 - 1)
+        #expect(try await f.authorize(token(at: lastGraceSecond), now: lastGraceSecond).grants.count == 1)
+        #expect(f.warnings.all.contains { $0.contains("verifying with the cached key set") && $0.contains("grace period 3600s") })
+        let pastGrace = t0.addingTimeInterval(60 + 3600 + 1)
+        let e = await #expect(throws: KeySetUnavailable.self) { _ = try await f.authorize(token(at: pastGrace), now: pastGrace) }
+        #expect(e?.fault == .system)
+        #expect(e?.message.contains("the cached keys are older than jwks_cache_ttl + grace") == true, "\(e?.message ?? "accepted")")
+        #expect(f.audit.records().last?["reason"] == .string("jwks_unavailable"))
+        // GitLab back: the same token verifies (the refusal was the stale keys, not the token).
+        f.issuer.setDown(false)
+        #expect(try await f.authorize(token(at: pastGrace), now: pastGrace).grants.count == 1)
+        #expect(f.issuer.jwksFetchCount == 2)
+    }
+
+    /// The unknown-kid refresh limit lives in the disk cache, so it holds across prepares (separate
+    /// processes): verifiers that share nothing but the cache directory, as two prepares do.
+    @Test func theUnknownKidLimitHoldsAcrossProcesses() async throws {
+        let issuer = try TestIssuer()
+        let dir = "/var/tmp/airlock-unit-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let settings = IssuerSettings(issuer: issuer.issuer, audience: IdentityFixture.audience, unknownKidRefreshInterval: 60)
+        func prepare(_ cache: String = dir) -> TokenVerifier {
+            TokenVerifier(settings: settings, keys: JWKSStore(settings: settings, cacheDirectory: cache, transport: URLSessionTransport()))
+        }
+        let job = SimulatedJob(script: [])
+        let t0 = Date(timeIntervalSince1970: Double(Int(Date().timeIntervalSince1970)))
+        func garbage() throws -> String {
+            try TestIssuer.mintWithForeignKey(issuer.claims(for: job, audience: IdentityFixture.audience, now: t0), header: ["kid": "garbage-\(UUID().uuidString.prefix(8))"])
+        }
+        _ = try await prepare().verify(issuer.mint(issuer.claims(for: job, audience: IdentityFixture.audience, now: t0)), now: t0)
+        #expect(issuer.jwksFetchCount == 1)
+        let first = try garbage()
+        await #expect(throws: TokenRejection.self) { _ = try await prepare().verify(first, now: t0.addingTimeInterval(1)) }
+        #expect(issuer.jwksFetchCount == 2)  // the one forced refresh
+        for i in 0..<4 {
+            let t = try garbage()
+            await #expect(throws: TokenRejection.self) { _ = try await prepare().verify(t, now: t0.addingTimeInterval(10 + Double(i))) }
+        }
+        #expect(issuer.jwksFetchCount == 2)  // four more prepares within the interval: none
+        let later = try garbage()
+        await #expect(throws: TokenRejection.self) { _ = try await prepare().verify(later, now: t0.addingTimeInterval(62)) }
+        #expect(issuer.jwksFetchCount == 3)  // the interval is over: one more
+        // A prepare with a cache of its own knows of no refresh: the limit is the shared file.
+        let elsewhere = try garbage()
+        await #expect(throws: TokenRejection.self) { _ = try await prepare(dir + "-other").verify(elsewhere, now: t0.addingTimeInterval(63)) }
+        try? FileManager.default.removeItem(atPath: dir + "-other")
+        #expect(issuer.jwksFetchCount == 5)  // its first fetch and its forced refresh
     }
 
     @Test func gitlabDownWithColdCacheIsASystemFailure() async throws {
@@ -84,17 +143,23 @@ struct JWKSTests {
         }
     }
 
+    /// With `jwks_file` the configured issuer is never contacted: it is down, and gets no request.
     @Test func staticJWKSFileNeedsNoNetwork() async throws {
         let probe = try IdentityFixture()
         let file = probe.dir + "/jwks.json"
         try probe.issuer.jwks().write(to: URL(fileURLWithPath: file))
-        probe.issuer.setDown(true)
         let f = try IdentityFixture(extraGitLab: "jwks_file = \"\(file)\"")
+        f.issuer.setDown(true)
         // The second fixture trusts the first issuer's keys through the file, with its own iss.
         var c = probe.claims()
         c["iss"] = f.issuer.issuer
         f.job = probe.job
         let auth = try await f.authorize(probe.issuer.mint(c))
         #expect(auth.grants.count == 1)
+        // An unknown kid does not make it fetch either.
+        let bogus = try TestIssuer.mintWithForeignKey(c, header: ["kid": "not-in-the-file"])
+        await #expect(throws: TokenRejection.self) { _ = try await f.authorize(bogus) }
+        #expect(f.issuer.server.requestCount == 0)
+        #expect(probe.issuer.server.requestCount == 0)
     }
 }

@@ -4,10 +4,13 @@ import Testing
 
 /// The stream masker: every form of every secret, across any read boundary, with bounded memory.
 struct MaskerTests {
-    static let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    /// An AWS-style key with the characters URL-encoding and base64url change: `/`, `+`, `=`.
+    static let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLE=KEY"
     static let token = "FwoGZXIvYXdzEB8aDHVgLqKxb3J0dHM3ZSKvAQ=="
+    /// A value a person typed (a Key Vault secret): space, `"` and `\` as well.
+    static let typed = #"pass phrase "quoted" back\slash/a+b=c"#
 
-    static func run(_ input: [UInt8], chunk: Int, secrets: [String] = [secret, token]) -> String {
+    static func run(_ input: [UInt8], chunk: Int, secrets: [String] = [secret, token, typed]) -> String {
         let m = StreamMasker(MaskPatterns(secrets: secrets))
         var out: [UInt8] = []
         var i = 0
@@ -19,29 +22,98 @@ struct MaskerTests {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func forms(_ s: String) -> [String] {
-        let d = Data(s.utf8)
-        return [
-            s,
-            d.base64EncodedString(),
-            (Data("x".utf8) + d).base64EncodedString(),
-            (Data("xy".utf8) + d).base64EncodedString(),
-            d.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_"),
-            s.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!,
-            s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed)!,
-            String(decoding: try! JSONEncoder().encode([s]), as: UTF8.self),
-        ]
+    /// One way a job may print a secret, made with an encoder other than the masker's own.
+    struct Form: Sendable, CustomTestStringConvertible {
+        let secretName: String
+        let secret: String
+        let name: String
+        let text: String
+        var testDescription: String { "\(name) of the \(secretName)" }
     }
 
-    @Test(arguments: [1, 2, 3, 7, 64, 4096])
-    func everyFormIsMaskedAtEveryChunkSize(chunk: Int) {
-        for s in [Self.secret, Self.token] {
-            for (n, form) in Self.forms(s).enumerated() {
-                let out = Self.run(Array("before \(form) after\n".utf8), chunk: chunk)
-                #expect(out.contains("[MASKED]"), "form \(n) at chunk \(chunk): \(out)")
-                #expect(!out.contains(String(s.prefix(12))) && !out.contains(String(s.suffix(12))), "form \(n) leaked: \(out)")
-                #expect(out.hasPrefix("before ") && out.hasSuffix(" after\n"))
-            }
+    static let unreserved = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+    static func forms(_ secretName: String, _ s: String) -> [Form] {
+        let d = Data(s.utf8)
+        func url(_ b64: String) -> String { b64.replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_") }
+        var out: [(String, String)] = [("the raw value", s)]
+        for (offset, pad) in ["", "x", "xy"].enumerated() {
+            let b64 = (Data(pad.utf8) + d).base64EncodedString()
+            out.append(("base64 at alignment \(offset)", b64))
+            out.append(("base64url at alignment \(offset)", url(b64)))
+        }
+        // Python's quote() keeps '/'; quote(safe="") and JavaScript's encodeURIComponent do not.
+        let quoteKeepingSlash = s.addingPercentEncoding(withAllowedCharacters: unreserved.union(CharacterSet(charactersIn: "/")))!
+        let quoteAll = s.addingPercentEncoding(withAllowedCharacters: unreserved)!
+        out.append(("URL-encoding keeping '/'", quoteKeepingSlash))
+        out.append(("URL-encoding of every reserved byte", quoteAll))
+        out.append(("URL-encoding with lower-case hex", lowerHex(quoteAll)))
+        out.append(("form encoding (space as '+')", quoteAll.replacingOccurrences(of: "%20", with: "+")))
+        // Inside a JSON string: Foundation escapes '/' as "\/", Python's json.dumps does not.
+        let escaped = String(decoding: try! JSONEncoder().encode([s]), as: UTF8.self)
+        let enc = JSONEncoder()
+        enc.outputFormatting = .withoutEscapingSlashes
+        let unescapedSlash = String(decoding: try! enc.encode([s]), as: UTF8.self)
+        out.append(("JSON string", escaped))
+        out.append(("JSON string without escaped slashes", unescapedSlash))
+        // A form that contains the raw value is the raw case again: keep only those that differ.
+        return out.filter { $0.0 == "the raw value" || !$0.1.contains(s) }.map { Form(secretName: secretName, secret: s, name: $0.0, text: $0.1) }
+    }
+
+    static func lowerHex(_ s: String) -> String {
+        var out = ""
+        var rest = Substring(s)
+        while let i = rest.firstIndex(of: "%") {
+            out += rest[..<i]
+            let hex = rest[i...].prefix(3)
+            out += hex.lowercased()
+            rest = rest[hex.endIndex...]
+        }
+        return out + rest
+    }
+
+    static let allForms = forms("AWS-style key", secret) + forms("session token", token) + forms("typed secret", typed)
+
+    /// The substrings of `s` at least `n` bytes long that must not survive masking: every window of `n`.
+    static func windows(_ s: String, _ n: Int) -> [String] {
+        let b = Array(s.utf8)
+        guard b.count >= n else { return [s] }
+        return (0...(b.count - n)).map { String(decoding: b[$0..<($0 + n)], as: UTF8.self) }
+    }
+
+    @Test func theTypedSecretHasEveryEncodedForm() {
+        // Otherwise the forms test would silently test fewer forms for it.
+        #expect(Self.forms("typed secret", Self.typed).count == 13)
+        #expect(Self.forms("AWS-style key", Self.secret).count == 12)  // its JSON string contains the raw value
+    }
+
+    @Test(arguments: allForms, [1, 2, 3, 7, 64, 4096])
+    func everyFormIsMaskedAtEveryChunkSize(_ form: Form, chunk: Int) {
+        let input = Array("before \(form.text) after\n".utf8)
+        // Without this secret among the patterns the form reaches the log: the input does carry it.
+        // (Results as booleans: a failure must not print the value.)
+        let passesWithoutItsPattern = Self.run(input, chunk: chunk, secrets: ["an-unrelated-secret-value"]) == String(decoding: input, as: UTF8.self)
+        #expect(passesWithoutItsPattern)
+        let out = Self.run(input, chunk: chunk)
+        let masked = out.contains("[MASKED]")
+        let surroundingsKept = out.hasPrefix("before ") && out.hasSuffix(" after\n")
+        #expect(masked)
+        #expect(surroundingsKept)
+        // Neither the form nor any 8-byte piece of it is left (base64 keeps at most its first and
+        // last characters, which also depend on the bytes around the secret).
+        let leaked = Self.windows(form.text, MaskPatterns.minimumLength).filter { out.contains($0) }
+        #expect(leaked.isEmpty, "\(leaked.count) piece(s) of \(form.text.utf8.count) bytes left in \(out.utf8.count) bytes of output")
+    }
+
+    /// Path-style escaping (Go's url.PathEscape, Foundation's .urlPathAllowed) keeps '+' and '='
+    /// and encodes only the space: not among the masker's forms yet (issue 13, URL-encoding).
+    @Test func pathStyleEscapingIsAKnownGap() {
+        let form = Self.typed.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed)!
+        #expect(form != Self.typed)
+        let out = Self.run(Array("x \(form) y\n".utf8), chunk: 7)
+        let leaked = out.contains(form)
+        withKnownIssue("issue 13: a path-escaped secret that keeps '+' and '=' is not masked") {
+            #expect(!leaked)
         }
     }
 
@@ -64,14 +136,47 @@ struct MaskerTests {
         #expect(emitted >= 1000 * prefix.count - 200)
     }
 
-    @Test func noPatternsIsAPassThrough() {
-        let m = StreamMasker(MaskPatterns(secrets: ["short"]))  // under the 8-byte minimum
-        #expect(m.feed(Array("short secret".utf8)) == Array("short secret".utf8))
+    /// Values under `MaskPatterns.minimumLength` (8 bytes) are not masked, and nothing says so
+    /// (issue 13 will refuse them at issue time): they would mask ordinary words. They do not stop
+    /// the other secrets from being masked.
+    @Test func secretsShorterThanEightBytesAreNotMasked() {
+        #expect(MaskPatterns.minimumLength == 8)
+        #expect(MaskPatterns(secrets: ["hunter2"]).patterns.isEmpty)
+        #expect(Self.run(Array("user=hunter2 key=\(Self.secret)\n".utf8), chunk: 3, secrets: ["hunter2", Self.secret])
+                == "user=hunter2 key=[MASKED]\n")
+        #expect(Self.run(Array("pw=hunter22\n".utf8), chunk: 3, secrets: ["hunter22"]) == "pw=[MASKED]\n")
+        // A multi-line value is masked line by line; its short lines are left alone the same way.
+        #expect(Self.run(Array("a\nlong-enough-line\n".utf8), chunk: 4, secrets: ["a\nlong-enough-line"]) == "a\n[MASKED]\n")
     }
 
     @Test func multiLineSecretsAreMaskedLineByLine() {
         let pem = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----"
         let out = Self.run(Array("k=\(pem)\n".utf8), chunk: 5, secrets: [pem])
         #expect(!out.contains("MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"))
+    }
+}
+
+/// The stage's output pump: a tail that could start a secret is held, and released after 200 ms
+/// without output (README "Masking"), not only at the next byte or the end of the stream.
+struct MaskerIdleReleaseTests {
+    @Test func aHeldTailIsReleasedAfterTheStreamIsIdle() throws {
+        // The script prints the start of the secret, then nothing for 3 s, then more.
+        let child = try ChildProcess(argv: ["/bin/sh", "-c", "printf 'key=wJal'; sleep 3; printf 'ly\\n'"],
+                                     environment: ["PATH": "/usr/bin:/bin"], directory: nil)
+        let patterns = MaskPatterns(secrets: [MaskerTests.secret])
+        var chunks: [(at: Date, bytes: String)] = []
+        child.pump(stdout: StreamMasker(patterns), stderr: StreamMasker(patterns), sink: { fd, bytes in
+            if fd == 1 && !bytes.isEmpty { chunks.append((Date(), String(decoding: bytes, as: UTF8.self))) }
+        })
+        #expect(chunks.map(\.bytes).joined() == "key=wJally\n")
+        #expect(chunks.map(\.bytes) == ["key=", "wJal", "ly\n"])
+        guard chunks.count == 3 else { return }
+        // Held at first, released once 200 ms passed without output, long before the script went on.
+        let held = chunks[1].at.timeIntervalSince(chunks[0].at)
+        #expect(held >= 0.19, "released after \(held) s")
+        #expect(chunks[2].at.timeIntervalSince(chunks[1].at) > 1, "released only when more output came")
+        // What is released is the held bytes as they were: a prefix is not a secret (issue 13 will
+        // release a long enough prefix as [MASKED] instead).
+        #expect(chunks[1].bytes == "wJal")
     }
 }
