@@ -204,25 +204,40 @@ public struct SpawnError: Error, CustomStringConvertible {
     public var description: String { "cannot start \(argv0): \(String(cString: strerror(errno)))" }
 }
 
-/// Blocks termination signals in every thread and hands them to one waiting thread.
+/// Hands SIGTERM, SIGINT and SIGHUP to a handler on a dedicated thread, whichever thread the kernel
+/// delivers them to.
 ///
-/// Must be installed before any other thread starts, so that no thread receives them by default.
+/// A process-wide handler writes the signal's number to a pipe (async-signal-safe); a thread reads
+/// it and calls the handler. Blocking the signals with `pthread_sigmask` instead only covers the
+/// calling thread and the threads it starts later: a signal delivered to any thread already running
+/// (Dispatch's, the reaper's) killed airlock-run at once, and the sandbox with it (die-with-parent),
+/// so a script never got its grace period.
 public enum SignalRelay {
-    /// Blocks SIGTERM, SIGINT and SIGHUP process-wide and calls `handler` on a dedicated thread for each.
+    nonisolated(unsafe) private static var writeFD: Int32 = -1
+
+    /// Installs the relay; `handler` runs on the relay's thread, once per signal received.
     public static func install(_ handler: @escaping @Sendable (Int32) -> Void) {
-        var set = sigset_t()
-        sigemptyset(&set)
-        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, s) }
-        pthread_sigmask(SIG_BLOCK, &set, nil)
-        let waitSet = set
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { return }
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        writeFD = fds[1]
+        let readFD = fds[0]
         let t = Thread {
-            var s = waitSet
+            var b: UInt8 = 0
             while true {
-                var sig: Int32 = 0
-                if sigwait(&s, &sig) == 0 { handler(sig) }
+                let n = read(readFD, &b, 1)
+                if n == 1 { handler(Int32(b)); continue }
+                if n < 0 && errno == EINTR { continue }
+                return
             }
         }
         t.start()
+        for s in [SIGTERM, SIGINT, SIGHUP] {
+            signal(s) { sig in
+                var b = UInt8(truncatingIfNeeded: sig)
+                _ = write(SignalRelay.writeFD, &b, 1)
+            }
+        }
     }
 }
 
