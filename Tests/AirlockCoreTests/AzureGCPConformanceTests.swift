@@ -40,11 +40,46 @@ struct AzureConformanceTests {
         #expect(s.azure.requestedScopes.first == "https://management.azure.com/.default")
     }
 
-    @Test func aClaimCannotSmuggleAPathIntoTheTenant() async throws {
+    /// A claim rendered into tenant_id or client_id that is not a GUID or domain is refused before
+    /// any request: Entra gets nothing (without the check the fake would at least be asked).
+    struct Smuggle: Sendable, CustomTestStringConvertible {
+        let field: String
+        let value: String
+        var testDescription: String { "\(field) = \(value.debugDescription)" }
+    }
+
+    static let smuggles: [Smuggle] = [
+        .init(field: "tenant_id", value: "../common/oauth2"),
+        .init(field: "tenant_id", value: "common/oauth2"),
+        .init(field: "tenant_id", value: "organizations?x="),
+        .init(field: "tenant_id", value: "tenant#frag"),
+        .init(field: "tenant_id", value: "%2e%2e"),
+        .init(field: "tenant_id", value: ""),
+        .init(field: "client_id", value: "../other-app"),
+        .init(field: "client_id", value: "app&scope=x"),
+    ]
+
+    @Test(arguments: smuggles)
+    func aClaimCannotSmuggleAPathIntoTheTenantOrClient(_ c: Smuggle) async throws {
+        let s = try Setup()
+        let profile = c.field == "tenant_id"
+            ? AzureProfile(tenantID: "{ref}", clientID: Self.client, resource: .arm)
+            : AzureProfile(tenantID: s.tenant, clientID: "{ref}", resource: .arm)
+        let p = s.provider(["arm": profile])
+        let e = await #expect(throws: FederationError.self) { _ = try await p.issue(s.request("arm", claims: ["ref": c.value])) }
+        #expect(e?.code == "InvalidIdentifier")
+        #expect(e?.fault == .job)
+        #expect(e?.message.contains("\(c.field) \(c.value.debugDescription)") == true, "\(e?.message ?? "issued")")
+        #expect(s.azure.entra.requestCount == 0)
+    }
+
+    /// The check lets real identifiers through: a domain tenant reaches Entra (which does not know it).
+    @Test func aDomainTenantPassesTheIdentifierCheck() async throws {
         let s = try Setup()
         let p = s.provider(["arm": AzureProfile(tenantID: "{ref}", clientID: Self.client, resource: .arm)])
-        await #expect(throws: FederationError.self) { _ = try await p.issue(s.request("arm", claims: ["ref": "../common/oauth2"])) }
-        #expect(s.azure.requestedScopes.isEmpty)
+        let e = await #expect(throws: FederationError.self) { _ = try await p.issue(s.request("arm", claims: ["ref": "contoso.onmicrosoft.com"])) }
+        #expect(e?.code == "AADSTS90002")
+        #expect(s.azure.entra.requestCount == 1)
     }
 
     @Test func keyVaultSecretsAreReadAndTheTokenIsNotKept() async throws {
@@ -148,17 +183,31 @@ struct GCPConformanceTests {
         #expect(try await p.revoke(c, now: Date()) == .notRevocable(expiresAt: c.expiresAt))
     }
 
-    static let rejections: [(String, String, Fault, String)] = [
-        ("audience", "invalid_grant", .job, "allowed audiences must include that audience"),
-        ("condition", "unauthorized_client", .job, "attribute condition"),
-        ("pool", "invalid_target", .job, "pool or provider is disabled or deleted"),
-        ("impersonation", "PERMISSION_DENIED", .job, "grant roles/iam.workloadIdentityUser on the service account to principal://iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/gitlab/subject/\(subject)"),
-        ("service account", "NOT_FOUND", .system, "generateAccessToken for nobody@"),
+    struct Rejection: Sendable, CustomTestStringConvertible {
+        let kind: String
+        let code: String
+        let fault: Fault
+        let hint: String
+        init(_ kind: String, _ code: String, _ fault: Fault, _ hint: String) {
+            self.kind = kind
+            self.code = code
+            self.fault = fault
+            self.hint = hint
+        }
+        var testDescription: String { "\(kind) → \(code)" }
+    }
+
+    static let rejections: [Rejection] = [
+        .init("audience", "invalid_grant", .job, "allowed audiences must include that audience"),
+        .init("condition", "unauthorized_client", .job, "attribute condition"),
+        .init("pool", "invalid_target", .job, "pool or provider is disabled or deleted"),
+        .init("impersonation", "PERMISSION_DENIED", .job, "grant roles/iam.workloadIdentityUser on the service account to principal://iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/gitlab/subject/\(subject)"),
+        .init("service account", "NOT_FOUND", .system, "generateAccessToken for nobody@"),
     ]
 
-    @Test(arguments: rejections.indices)
-    func rejectionsSayWhatToFix(_ i: Int) async throws {
-        let (kind, code, fault, hint) = Self.rejections[i]
+    @Test(arguments: rejections)
+    func rejectionsSayWhatToFix(_ r: Rejection) async throws {
+        let (kind, code, fault, hint) = (r.kind, r.code, r.fault, r.hint)
         let s = try Setup(condition: { _ in kind != "condition" })
         var profile = GCPProfile(workloadIdentityProvider: Self.wip, serviceAccount: Self.sa)
         var audience = "https:" + Self.wip

@@ -40,8 +40,9 @@ struct OAuthConformanceTests {
                                    jobTimeoutSeconds: 1800, now: Date(), deadline: Date().addingTimeInterval(5))
         }
 
-        func provider(client: String = "ci-rsa", keyFile: String? = nil, revocation: Bool = true) -> OAuthProvider {
-            OAuthProvider(name: "auth0", tokenEndpoint: URL(string: server.tokenEndpoint)!,
+        func provider(client: String = "ci-rsa", keyFile: String? = nil, revocation: Bool = true,
+                      tokenEndpoint: String? = nil, transport: any HTTPTransport = URLSessionTransport()) -> OAuthProvider {
+            OAuthProvider(name: "auth0", tokenEndpoint: URL(string: tokenEndpoint ?? server.tokenEndpoint)!,
                           revocationEndpoint: revocation ? URL(string: server.baseURL + "/oauth/revoke") : nil,
                           introspectionEndpoint: URL(string: server.baseURL + "/oauth/introspect"),
                           clientID: client, clientKey: ClientKey(path: keyFile ?? rsaKeyFile, keyID: "k1"), assertionAudience: nil, profiles: [
@@ -49,7 +50,7 @@ struct OAuthConformanceTests {
                                          subjectTokenType: "urn:ietf:params:oauth:token-type:jwt", variable: "API_TOKEN", introspect: true),
                 "m2m": OAuthProfile(grant: .clientCredentials, audience: "https://api.example.com", scope: nil,
                                     subjectTokenType: "", variable: "M2M_TOKEN", introspect: false),
-            ], transport: URLSessionTransport())
+            ], transport: transport)
         }
 
         func req(_ profile: String) -> IssueRequest { var r = request; r.profile = profile; return r }
@@ -76,17 +77,55 @@ struct OAuthConformanceTests {
         #expect(c.secrets["refresh_token"] == nil)
     }
 
-    @Test func aReplayedAssertionIsRefused() async throws {
+    /// Auth0 refuses a replayed `jti`, and README promises a fresh assertion that lives 60 s: every
+    /// exchange Airlock makes signs a new one, with its own jti, expiring at most 60 s after now.
+    @Test func everyExchangeSignsAFreshAssertionThatLivesAtMost60Seconds() async throws {
         let s = try Setup()
-        let auth = try await s.provider().clientAuth(profile: "m2m", now: Date())
-        let form = ([("grant_type", "client_credentials")] + auth).map { "\($0.0)=\(FormEncoding.encode($0.1))" }.joined(separator: "&")
-        let t = URLSessionTransport()
-        let req = HTTPRequest(method: "POST", url: URL(string: s.server.tokenEndpoint)!,
-                              headers: ["Content-Type": "application/x-www-form-urlencoded"], body: Data(form.utf8))
-        #expect(try await t.send(req).status == 200)
-        let again = try await t.send(req)
-        #expect(again.status == 401)
-        #expect(String(decoding: again.body, as: UTF8.self).contains("replay"))
+        let recorder = RecordingTransport()
+        let p = s.provider(transport: recorder)
+        let before = Int(Date().timeIntervalSince1970)
+        _ = try await p.issue(s.req("m2m"))
+        _ = try await p.issue(s.req("m2m"))
+        let after = Int(Date().timeIntervalSince1970)
+        let sent = recorder.requests.filter { $0.url.path == "/oauth/token" }
+        let assertions = sent.compactMap { FakeRequestForm.parse($0.body)["client_assertion"] }
+        #expect(assertions.count == 2)
+        let claims = try assertions.map { try Self.claims(of: $0) }
+        let jtis = claims.compactMap { $0["jti"] as? String }
+        #expect(jtis.count == 2 && Set(jtis).count == 2 && jtis.allSatisfy { !$0.isEmpty })
+        for c in claims {
+            let iat = try #require(c["iat"] as? Int), exp = try #require(c["exp"] as? Int)
+            #expect(iat >= before && iat <= after)
+            #expect(exp > iat && exp - iat <= 60, "lives \(exp - iat) s")
+        }
+        // And Auth0 (the fake) would refuse Airlock's first assertion sent again.
+        let replay = try await URLSessionTransport().send(sent[0])
+        #expect(replay.status == 401)
+    }
+
+    /// A retried exchange signs a new assertion: the one sent with the failed attempt may have
+    /// reached the server, which then refuses its jti.
+    @Test func aRetriedExchangeSignsANewAssertion() async throws {
+        let s = try Setup()
+        let seen = Recorded<String>()
+        let flaky = try LoopbackHTTPServer { req in
+            seen.add(req.form["client_assertion"] ?? "")
+            if seen.count < 3 { return .json(["error": "temporarily_unavailable"], status: 503) }
+            return .json(["access_token": "at-0123456789abcdef", "token_type": "Bearer", "expires_in": 600] as [String: Any])
+        }
+        let p = s.provider(tokenEndpoint: flaky.baseURL + "/oauth/token")
+        var r = s.req("m2m")
+        r.deadline = Date().addingTimeInterval(20)
+        _ = try await p.issue(r)
+        let jtis = try seen.all.map { try Self.claims(of: $0)["jti"] as? String }
+        #expect(jtis.count == 3)
+        #expect(Set(jtis.compactMap { $0 }).count == 3)
+    }
+
+    static func claims(of jwt: String) throws -> [String: Any] {
+        let parts = jwt.split(separator: ".")
+        let payload = try #require(Base64URL.decode(parts[1]))
+        return try #require(try JSONSerialization.jsonObject(with: payload) as? [String: Any])
     }
 
     @Test func assertionClaimsFollowRFC7523AndAuth0() async throws {
@@ -100,7 +139,7 @@ struct OAuthConformanceTests {
         #expect(claims["iss"] as? String == "ci-rsa" && claims["sub"] as? String == "ci-rsa")
         #expect(claims["aud"] as? String == s.server.baseURL + "/")  // origin with the trailing slash
         let exp = try #require(claims["exp"] as? Int), iat = try #require(claims["iat"] as? Int)
-        #expect(exp - iat <= 300)
+        #expect(exp > iat && exp - iat <= 60)  // README "Auth0": exp 60 s
         #expect((claims["jti"] as? String)?.isEmpty == false)
     }
 
@@ -134,5 +173,38 @@ struct OAuthConformanceTests {
             #expect(e.message.contains("subject_token_type must be https://auth0.example.com/gitlab-id-token"))
             #expect(!e.description.contains(s.request.idToken))
         }
+    }
+}
+
+/// A transport that sends through URLSession and keeps every request.
+final class RecordingTransport: HTTPTransport, @unchecked Sendable {
+    private let lock = NSLock()
+    private var sent: [HTTPRequest] = []
+    private let next = URLSessionTransport()
+    var requests: [HTTPRequest] { lock.withLock { sent } }
+    func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+        lock.withLock { sent.append(request) }
+        return try await next.send(request)
+    }
+}
+
+/// Values collected from server threads.
+final class Recorded<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [T] = []
+    func add(_ t: T) { lock.withLock { items.append(t) } }
+    var all: [T] { lock.withLock { items } }
+    var count: Int { lock.withLock { items.count } }
+}
+
+/// An x-www-form-urlencoded body as a dictionary.
+enum FakeRequestForm {
+    static func parse(_ body: Data?) -> [String: String] {
+        var out: [String: String] = [:]
+        for pair in String(decoding: body ?? Data(), as: UTF8.self).split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).replacingOccurrences(of: "+", with: " ").removingPercentEncoding ?? String($0) }
+            if let k = kv.first { out[k] = kv.count > 1 ? kv[1] : "" }
+        }
+        return out
     }
 }

@@ -62,15 +62,29 @@ struct AWSConformanceTests {
         #expect(c.details["assumed_role_arn"] == "arn:aws:sts::123456789012:assumed-role/gitlab-42/gitlab-42-1001-feature-a-b")
     }
 
-    static let errorCases: [(String, Int, Fault, Bool)] = [
-        ("InvalidIdentityToken", 400, .job, false), ("IDPRejectedClaim", 403, .job, false), ("ExpiredTokenException", 400, .job, false),
-        ("AccessDenied", 403, .job, false), ("MalformedPolicyDocument", 400, .system, false), ("Throttling", 400, .system, true),
-        ("InternalFailure", 500, .system, true), ("IDPCommunicationError", 400, .system, true),
+    struct ErrorCase: Sendable, CustomTestStringConvertible {
+        let code: String
+        let status: Int
+        let fault: Fault
+        let transient: Bool
+        init(_ code: String, _ status: Int, _ fault: Fault, _ transient: Bool) {
+            self.code = code
+            self.status = status
+            self.fault = fault
+            self.transient = transient
+        }
+        var testDescription: String { "\(code) (HTTP \(status)) → \(fault)\(transient ? ", retried" : "")" }
+    }
+
+    static let errorCases: [ErrorCase] = [
+        .init("InvalidIdentityToken", 400, .job, false), .init("IDPRejectedClaim", 403, .job, false), .init("ExpiredTokenException", 400, .job, false),
+        .init("AccessDenied", 403, .job, false), .init("MalformedPolicyDocument", 400, .system, false), .init("Throttling", 400, .system, true),
+        .init("InternalFailure", 500, .system, true), .init("IDPCommunicationError", 400, .system, true),
     ]
 
-    @Test(arguments: errorCases.indices)
-    func errorMapping(_ i: Int) async throws {
-        let (code, status, fault, transient) = Self.errorCases[i]
+    @Test(arguments: errorCases)
+    func errorMapping(_ c: ErrorCase) async throws {
+        let (code, status, fault, transient) = (c.code, c.status, c.fault, c.transient)
         let sts = try FakeSTS.rejecting(code: code, status: status)
         do {
             _ = try await Self.provider(sts.baseURL).issue(ProviderConformance.request("p", deadline: transient ? 10 : 1.5))
