@@ -39,6 +39,8 @@ public final class FakeOAuthServer: @unchecked Sendable {
     public var tokenDelay: Double = 0
     /// Refuse access-token revocation with `unsupported_token_type`, as Auth0 does.
     public var refreshTokensOnlyRevocation = true
+    /// Access tokens are issued already inactive (introspection answers `active: false`).
+    public var issuedTokensInactive = false
 
     public var baseURL: String { server.baseURL }
     public var tokenEndpoint: String { baseURL + "/oauth/token" }
@@ -155,7 +157,9 @@ public final class FakeOAuthServer: @unchecked Sendable {
         let access = "at_" + random()
         var body: [String: Any] = ["access_token": access, "token_type": "Bearer", "expires_in": 3600,
                                    "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"]
-        lock.withLock { tokens[access] = Issued(clientID: client, kind: "access_token", revoked: false, expires: Date().addingTimeInterval(3600)) }
+        // `issuedTokensInactive`: an access token already revoked when handed out (an administrator
+        // disabled the client or user between issue and use); introspection answers inactive.
+        lock.withLock { tokens[access] = Issued(clientID: client, kind: "access_token", revoked: issuedTokensInactive, expires: Date().addingTimeInterval(3600)) }
         if refresh {
             let rt = "rt_" + random()
             body["refresh_token"] = rt

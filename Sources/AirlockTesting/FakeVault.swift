@@ -77,6 +77,11 @@ public final class FakeVault: @unchecked Sendable {
                 revoke(token)
                 return FakeResponse(status: 204, body: Data())
             }
+            if path == "/v1/auth/token/lookup-self" {
+                // The fields a job would read (Vault's token lookup-self): remaining ttl, accessor, parent.
+                return .json(["data": ["accessor": t.accessor, "ttl": max(0, Int(t.expires.timeIntervalSinceNow.rounded())),
+                                       "orphan": t.parent == nil, "expire_time": ISO8601DateFormatter().string(from: t.expires)] as [String: Any]])
+            }
             if path == "/v1/auth/token/create" {
                 let body = (try? JSONSerialization.jsonObject(with: r.body) as? [String: Any]) ?? [:]
                 let ttl = Int(String(describing: body["ttl"] ?? "3600").replacingOccurrences(of: "s", with: "")) ?? 3600

@@ -71,8 +71,9 @@ public final class MotoServer: @unchecked Sendable {
 /// An STS that refuses every identity with a given error code, in STS's error XML (federation.md A1).
 public enum FakeSTS {
     /// A server that answers every AssumeRoleWithWebIdentity with `code` and HTTP `status`.
-    public static func rejecting(code: String, status: Int = 400, message: String = "Incorrect token audience") throws -> LoopbackHTTPServer {
+    public static func rejecting(code: String, status: Int = 400, message: String = "Incorrect token audience", delay: Double = 0) throws -> LoopbackHTTPServer {
         try LoopbackHTTPServer { _ in
+            if delay > 0 { Thread.sleep(forTimeInterval: delay) }
             let xml = """
             <ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
               <Error><Type>Sender</Type><Code>\(code)</Code><Message>\(message)</Message></Error>

@@ -67,6 +67,23 @@ public struct SimulationResult: Codable, Sendable {
     public var stages: [StageRun] = []
     public var prepareAttempts: Int = 0
     public var cleanupRuns: Int = 0
+
+    /// The job log without the runner's echo of each command (`\e[32;1m$ command\e[0;m`, which can
+    /// span lines): only what the job's processes and the stages printed. Assert markers against
+    /// this, so that a marker written in the command line itself never satisfies a test.
+    public var output: String { Self.removingEchoedCommands(log) }
+
+    public static func removingEchoedCommands(_ log: String) -> String {
+        var out = ""
+        var rest = Substring(log)
+        while let start = rest.range(of: "\u{1b}[32;1m$ ") {
+            out += rest[..<start.lowerBound]
+            guard let end = rest[start.upperBound...].range(of: "\u{1b}[0;m") else { return out }
+            rest = rest[end.upperBound...]
+            if rest.first == "\n" { rest = rest.dropFirst() }
+        }
+        return out + rest
+    }
 }
 
 /// Drives a custom executor exactly as GitLab Runner 19.x does (custom-executor.md §1): temp dir with
@@ -136,11 +153,18 @@ public final class RunnerSimulator: @unchecked Sendable {
         var failed = false
         var canceled = false
         let deadline = Date().addingTimeInterval(Double(job.timeout))
-        let mainStages: [(String, String?, [String])] = [
+        // The runner's order (custom-executor.md §1); the cache, artifact and extra step stages only
+        // when a test probes them.
+        var mainStages: [(String, String?, [String])] = [
             ("prepare_script", nil, ["echo \"Running on $(hostname)...\""]),
             ("get_sources", "Getting source from Git repository", getSourcesBody(projectDir)),
-            ("build_script", "Executing \"step_script\" stage of the job script", userBody(job.script, projectDir)),
         ]
+        if job.stageProbes["restore_cache"] != nil { mainStages.append(("restore_cache", "Restoring cache", ["echo \"Checking cache\""])) }
+        if job.stageProbes["download_artifacts"] != nil { mainStages.append(("download_artifacts", "Downloading artifacts", ["echo \"Downloading artifacts (none)\""])) }
+        mainStages.append(("build_script", "Executing \"step_script\" stage of the job script", userBody(job.script, projectDir)))
+        for step in job.stageProbes.keys.filter({ $0.hasPrefix("step_") }).sorted() {
+            mainStages.append((step, "Executing \"\(step)\" stage of the job script", ["cd \(BashScript.escape(projectDir))"]))
+        }
         for (stage, banner, body) in mainStages where !failed {
             if let banner { log(banner) } else { log("Preparing environment") }
             let isScript = stage == "build_script"
@@ -155,12 +179,22 @@ public final class RunnerSimulator: @unchecked Sendable {
                                    env: env, tmp: tmp, cancelAfter: nil, deadline: Date().addingTimeInterval(300))
             if !outcome.ok { log("WARNING: after_script failed, but job will continue unaffected: exit code \(outcome.jobCode ?? 1)") }
         }
+        if job.stageProbes["archive_cache"] != nil {
+            let stage = failed ? "archive_cache_on_failure" : "archive_cache"
+            log("Saving cache")
+            _ = runStage(stage, body: variableBody(projectDir) + ["echo \"Creating cache (none)\""] + (job.stageProbes["archive_cache"] ?? []),
+                         env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
+        }
+        if !failed && job.stageProbes["upload_artifacts_on_success"] != nil {
+            _ = runStage("upload_artifacts_on_success", body: variableBody(projectDir) + ["echo \"Uploading artifacts (none)\""] + (job.stageProbes["upload_artifacts_on_success"] ?? []),
+                         env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
+        }
         if failed {
             _ = runStage("upload_artifacts_on_failure", body: variableBody(projectDir) + ["echo \"Uploading artifacts (none)\""],
                          env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
         }
         log("Cleaning up project directory and file based variables")
-        _ = runStage("cleanup_file_variables", body: ["rm -rf \(BashScript.escape(projectDir + ".tmp"))"], env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
+        _ = runStage("cleanup_file_variables", body: ["rm -rf \(BashScript.escape(projectDir + ".tmp"))"] + (job.stageProbes["cleanup_file_variables"] ?? []), env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
         runCleanup(env: env, tmp: tmp)
         if canceled {
             result.status = "canceled"; result.failureReason = result.failureReason ?? "canceled"

@@ -30,7 +30,9 @@ public struct SimulatedJob: Codable, Sendable {
     public var script: [String] = []
     public var afterScript: [String] = []
     /// Test-only: commands appended to the body of a runner-made stage (prepare_script, get_sources,
-    /// cleanup_file_variables), to observe what that stage's environment holds.
+    /// cleanup_file_variables), to observe what that stage's environment holds. Naming a stage the
+    /// simulator otherwise skips (`restore_cache`, `download_artifacts`, `step_<name>`, `archive_cache`,
+    /// `upload_artifacts_on_success`) makes it run, at the runner's place for it (custom-executor.md §1).
     public var stageProbes: [String: [String]] = [:]
 
     public init(script: [String]) { self.script = script }

@@ -1,4 +1,5 @@
 import CSupport
+import Delivery
 import Foundation
 
 /// A private world for one end-to-end test: directory tree, config, and the built executables.
@@ -11,6 +12,8 @@ public final class TestWorld: @unchecked Sendable {
     public let stateDir: String
     public let runnerTemp: String
     public let binDir: String
+    /// This world's `[runner] secrets_root` (its own, so that no two worlds share secret files).
+    public let secretsRoot: String
     /// This world's job uids: distinct per world, so that worlds running in parallel never hand the
     /// same uid to two running jobs.
     public let jobUIDs: ClosedRange<UInt32>
@@ -18,14 +21,17 @@ public final class TestWorld: @unchecked Sendable {
     /// Creates the tree and writes a config; `extra` is appended to it (more TOML sections).
     public init(isolation: String = "bubblewrap", runnerExtra: String = "", extra: String = "") throws {
         root = "/var/tmp/airlock-test-\(UUID().uuidString.prefix(8))"
-        configPath = "\(root)/etc/airlock.toml"
+        // In a directory named like Airlock's own (/etc/airlock), which the sandbox hides whole.
+        configPath = "\(root)/etc/airlock/airlock.toml"
         auditLog = "\(root)/log/audit.jsonl"
         stateDir = "\(root)/state"
         runnerTemp = "\(root)/runner-tmp"
         binDir = TestWorld.executablesDirectory()
+        secretsRoot = FileManager.default.fileExists(atPath: "/dev/shm")
+            ? "/dev/shm/airlock-test-\(root.suffix(8))" : "\(root)/secrets"
         let base = 2_100_000_000 + UInt32.random(in: 0..<1_000_000) * 32
         jobUIDs = base...(base + 31)
-        for d in ["etc", "log", "runner-tmp"] {
+        for d in ["etc/airlock", "log", "runner-tmp"] {
             try FileManager.default.createDirectory(atPath: "\(root)/\(d)", withIntermediateDirectories: true)
         }
         try writeConfig(isolation: isolation, runnerExtra: runnerExtra, extra: extra)
@@ -43,6 +49,7 @@ public final class TestWorld: @unchecked Sendable {
         cache_root = "\(root)/cache"
         state_dir = "\(stateDir)"
         audit_log = "\(auditLog)"
+        \(runnerExtra.contains("secrets_root") ? "" : "secrets_root = \"\(secretsRoot)\"")
         isolation = "\(isolation)"
         graceful_kill = "3s"
         \(runnerExtra)
@@ -122,24 +129,43 @@ public final class TestWorld: @unchecked Sendable {
         return found.max { $0.1 < $1.1 }?.0
     }
 
+    /// A path a test creates to tell its jobs to go on (`signal`), which they wait for with `waitFor`:
+    /// an event instead of a sleep. The directory is readable by job uids; the file does not exist yet.
+    public func signalPath(_ name: String) -> String {
+        let dir = "\(root)/signals"
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        return "\(dir)/\(name)-\(UUID().uuidString.prefix(8))"
+    }
+
+    public func signal(_ path: String) {
+        FileManager.default.createFile(atPath: path, contents: Data(), attributes: [.posixPermissions: 0o644])
+    }
+
+    /// A job script line that waits (up to `limit` seconds) for a `signal`, and prints how it ended.
+    public static func waitFor(_ path: String, limit: Int = 120) -> String {
+        "for i in $(seq 1 \(limit * 10)); do [ -e \(path) ] && break; sleep 0.1; done; [ -e \(path) ] && echo \"signal=recei\"\"ved\" || echo \"signal=timed-out\""
+    }
+
     /// Runs the `airlock` admin CLI.
     public func run(_ args: [String]) -> (code: Int32, stdout: String, stderr: String) {
         Self.launch("\(binDir)/airlock", args, environment: nil)
     }
 
+    /// Runs `path` to its end and returns its exit code and output. Uses Delivery's ChildProcess
+    /// (posix_spawn, own reaper thread) rather than Foundation's Process, whose waitUntilExit was
+    /// seen to hang for good in an async test after the child had exited (the zombie never reaped).
     public static func launch(_ path: String, _ args: [String], environment: [String: String]?) -> (code: Int32, stdout: String, stderr: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        if let environment { p.environment = environment }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        do { try p.run() } catch { return (127, "", "\(error)") }
-        let errData = ErrReader(err.fileHandleForReading)
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: errData.finish(), as: UTF8.self))
+        let child: ChildProcess
+        do {
+            child = try ChildProcess(argv: [path] + args, environment: environment ?? ProcessInfo.processInfo.environment, directory: nil)
+        } catch {
+            return (127, "", "\(error)")
+        }
+        child.startReaper {}
+        let err = FDReader(child.stderrFD)
+        let out = ChildProcess.readAll(child.stdoutFD)
+        let code = child.wait()
+        return (code, String(decoding: out, as: UTF8.self), String(decoding: err.finish(), as: UTF8.self))
     }
 
     /// Pids of live processes whose command line contains `marker`.
@@ -154,6 +180,7 @@ public final class TestWorld: @unchecked Sendable {
 
     deinit {
         try? FileManager.default.removeItem(atPath: root)
+        try? FileManager.default.removeItem(atPath: secretsRoot)
         TestWorld.removeNetworkRules(marker: "airlock uids \(jobUIDs.lowerBound)-\(jobUIDs.upperBound)")
     }
 
@@ -182,16 +209,16 @@ public final class TestWorld: @unchecked Sendable {
 
 /// Drains a pipe on its own thread, so that a child filling stderr cannot block on it while the
 /// reader waits on stdout.
-final class ErrReader: @unchecked Sendable {
-    private var data = Data()
+final class FDReader: @unchecked Sendable {
+    private var data: [UInt8] = []
     private let done = DispatchSemaphore(value: 0)
-    init(_ h: FileHandle) {
+    init(_ fd: Int32) {
         Thread.detachNewThread { [self] in
-            data = h.readDataToEndOfFile()
+            data = ChildProcess.readAll(fd)
             done.signal()
         }
     }
-    func finish() -> Data {
+    func finish() -> [UInt8] {
         done.wait()
         return data
     }

@@ -8,7 +8,8 @@ import Testing
 struct AWSEndToEndTests {
     static let audience = "https://airlock.test"
 
-    static func config(_ issuer: TestIssuer, sts: String, second: String? = nil, deliver: String = "env") -> String {
+    static func config(_ issuer: TestIssuer, sts: String, second: String? = nil, deliver: String = "env",
+                       stages: String? = #"["build_script", "after_script"]"#) -> String {
         var s = """
         [gitlab]
         issuer = "\(issuer.issuer)"
@@ -25,7 +26,7 @@ struct AWSEndToEndTests {
         session_name = "gitlab-{project_id}-{job_id}"
         max_duration = "1h"
         deliver = "\(deliver)"
-        stages = ["build_script", "after_script"]
+        \(stages.map { "stages = \($0)" } ?? "")
 
         """
         var grants = "\"deploy-prod\""
@@ -60,20 +61,20 @@ struct AWSEndToEndTests {
     }
 
     /// What the runner gives prepare_exec for `job`, for tests that drive prepare directly.
-    static func prepareEnvironment(_ world: TestWorld, _ job: SimulatedJob) throws -> [String: String] {
-        try world.runnerEnvironment(jobID: job.jobID, timeout: 60, variables: [
+    static func prepareEnvironment(_ world: TestWorld, _ job: SimulatedJob, timeout: Int = 60) throws -> [String: String] {
+        try world.runnerEnvironment(jobID: job.jobID, timeout: timeout, variables: [
             "CI_PROJECT_PATH": job.projectPath, "AIRLOCK_ID_TOKEN": job.idTokens["AIRLOCK_ID_TOKEN"] ?? ""])
     }
 
     static func audit(_ w: TestWorld) -> [[String: Any]] { w.auditRecords() }
 
     /// Starts prepare_exec for `job` and returns once its ledger holds a credential (stderr piped).
-    static func prepareUntilIssued(_ world: TestWorld, _ job: SimulatedJob,
+    static func prepareUntilIssued(_ world: TestWorld, _ job: SimulatedJob, timeout: Int = 60,
                                    sourceLocation: SourceLocation = #_sourceLocation) throws -> (Process, Pipe) {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "\(world.binDir)/airlock-prepare")
         p.arguments = ["--config", world.configPath]
-        p.environment = try prepareEnvironment(world, job)
+        p.environment = try prepareEnvironment(world, job, timeout: timeout)
         let err = Pipe()
         p.standardOutput = FileHandle.nullDevice
         p.standardError = err
@@ -92,27 +93,36 @@ struct AWSEndToEndTests {
         let world = try TestWorld(extra: Self.config(issuer, sts: moto.url, deliver: deliver))
         var job = Self.job(issuer, [
             "aws sts get-caller-identity --output json",
-            "test -z \"$AIRLOCK_ID_TOKEN\"",
+            #"echo "id-token=[$AIRLOCK_ID_TOKEN]""#,
+            // The secret as the SDK resolved it (env or shared credentials file), kept for the checks below.
+            #"python3 -c 'import sys, botocore.session as s; c = s.get_session().get_credentials().get_frozen_credentials(); open(sys.argv[1], "w").write(c.secret_key + "\n" + c.token)' "$CI_PROJECT_DIR/../resolved.txt""#,
         ], moto: moto.url)
         job.afterScript = ["echo after-has-key=${AWS_ACCESS_KEY_ID:+yes}${AWS_SHARED_CREDENTIALS_FILE:+yes}"]
         let r = world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(r.log)")
         #expect(r.log.contains("\"Arn\": \"arn:aws:sts::123456789012:assumed-role/gitlab-42/gitlab-42-\(job.jobID)\""), "\(r.log)")
-        #expect(r.log.contains("after-has-key=yes"))
+        #expect(r.output.contains("id-token=[]\n"), "\(r.output)")
+        #expect(r.output.contains("after-has-key=yes\n"))
         #expect(r.log.contains("Airlock: issued deploy-prod"))
         let records = Self.audit(world)
         let issued = try #require(records.first { $0["event"] as? String == "issued" })
         #expect(issued["role_arn"] as? String == "arn:aws:iam::123456789012:role/gitlab-42")
         #expect(issued["session_name"] as? String == "gitlab-42-\(job.jobID)")
         #expect((issued["fingerprint"] as? String)?.hasPrefix("sha256:") == true)
-        let keyID = try #require(issued["access_key_id"] as? String)
+        #expect((issued["access_key_id"] as? String)?.hasPrefix("ASIA") == true)
         let revoked = try #require(records.first { $0["event"] as? String == "revoked" })
         #expect(revoked["outcome"] as? String == "expires_at")
         #expect(revoked["expires_at"] as? String == issued["expires_at"] as? String)
         #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)"))
         #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/secrets/\(job.jobID)"))
-        #expect(!FileManager.default.fileExists(atPath: "/dev/shm/airlock-secrets/\(job.jobID)"))
-        #expect(!r.runnerLog.contains(keyID) || true)  // the key id is public; secrets are checked below
+        #expect(!FileManager.default.fileExists(atPath: "\(world.secretsRoot)/\(job.jobID)"))
+        // The secret key and session token the job used are in no log and not in the audit.
+        let resolved = try String(contentsOfFile: "\(try #require(world.hostBuildsDir()))/platform/resolved.txt", encoding: .utf8)
+            .split(separator: "\n").map(String.init)
+        #expect(resolved.count == 2 && resolved[0].count == 40 && resolved[1].count > 100, "\(resolved.map(\.count))")
+        for secret in resolved {
+            #expect(!r.log.contains(secret) && !r.runnerLog.contains(secret) && !world.auditText.contains(secret))
+        }
         #expect(r.stages.contains { $0.stage == "get_sources" })
     }
 
@@ -120,16 +130,40 @@ struct AWSEndToEndTests {
         let moto = try MotoServer()
         let issuer = try TestIssuer()
         let world = try TestWorld(extra: Self.config(issuer, sts: moto.url))
-        let probe = "echo \"probe-$STAGE_NAME=${AWS_SECRET_ACCESS_KEY:+present}${AWS_SECRET_ACCESS_KEY:-absent}\" | sed 's/=present.*/=present/'"
+        let probe = #"echo "probe-$STAGE_NAME=$([ -n "$AWS_SECRET_ACCESS_KEY" ] && echo present || echo absent)""#
         var job = Self.job(issuer, ["STAGE_NAME=build_script; \(probe)"], moto: moto.url)
         job.afterScript = ["STAGE_NAME=after_script; \(probe)"]
         job.stageProbes = ["prepare_script": ["STAGE_NAME=prepare_script; \(probe)"], "get_sources": ["STAGE_NAME=get_sources; \(probe)"]]
         let r = world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(r.log)")
-        #expect(r.log.contains("probe-prepare_script=absent"))
-        #expect(r.log.contains("probe-get_sources=absent"))
-        #expect(r.log.contains("probe-build_script=present"))
-        #expect(r.log.contains("probe-after_script=present"))
+        #expect(r.output.contains("probe-prepare_script=absent\n"), "\(r.output)")
+        #expect(r.output.contains("probe-get_sources=absent\n"))
+        #expect(r.output.contains("probe-build_script=present\n"))
+        #expect(r.output.contains("probe-after_script=present\n"))
+    }
+
+    /// A profile without `stages` goes to build_script, every `step_*` and after_script, and never to
+    /// the runner's own stages (sources, cache, artifacts: they run the runner's helper commands with
+    /// the job's variables, and need no cloud credentials).
+    @Test func defaultStagesAreTheScriptStepsOnly() throws {
+        let moto = try MotoServer()
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.config(issuer, sts: moto.url, stages: nil))
+        let probe = #"echo "probe-$STAGE_NAME=$([ -n "$AWS_SECRET_ACCESS_KEY$AWS_SHARED_CREDENTIALS_FILE" ] && echo present || echo absent)""#
+        var job = Self.job(issuer, ["STAGE_NAME=build_script; \(probe)"], moto: moto.url)
+        job.afterScript = ["STAGE_NAME=after_script; \(probe)"]
+        let runnerStages = ["prepare_script", "get_sources", "restore_cache", "download_artifacts", "archive_cache", "upload_artifacts_on_success", "cleanup_file_variables"]
+        for stage in runnerStages + ["step_release"] { job.stageProbes[stage] = ["STAGE_NAME=\(stage); \(probe)"] }
+        let r = world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        for stage in runnerStages {
+            #expect(r.output.contains("probe-\(stage)=absent\n"), "\(stage): \(r.output)")
+        }
+        for stage in ["build_script", "step_release", "after_script"] {
+            #expect(r.output.contains("probe-\(stage)=present\n"), "\(stage): \(r.output)")
+        }
+        #expect(r.stages.map(\.stage) == ["prepare_script", "get_sources", "restore_cache", "download_artifacts", "build_script", "step_release",
+                                          "after_script", "archive_cache", "upload_artifacts_on_success", "cleanup_file_variables"])
     }
 
     @Test func everyEncodingOfTheSecretIsMasked() throws {
@@ -193,7 +227,8 @@ struct AWSEndToEndTests {
 
     @Test func rejectedIdentityIsABuildFailure() throws {
         let moto = try MotoServer()
-        let sts = try FakeSTS.rejecting(code: "InvalidIdentityToken")
+        // The refusal comes after moto has issued the first profile, so that there is one to roll back.
+        let sts = try FakeSTS.rejecting(code: "InvalidIdentityToken", delay: 1)
         let issuer = try TestIssuer()
         let world = try TestWorld(extra: Self.config(issuer, sts: moto.url, second: sts.baseURL))
         let job = Self.job(issuer, ["echo should-not-run"], moto: moto.url)
@@ -204,7 +239,8 @@ struct AWSEndToEndTests {
         let records = Self.audit(world)
         let issued = records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String }
         let revoked = records.filter { $0["event"] as? String == "revoked" }.compactMap { $0["credential_id"] as? String }
-        #expect(Set(issued) == Set(revoked))
+        #expect(issued.count == 1 && Set(issued) == Set(revoked), "\(records)")
+        #expect(!r.log.contains("\nshould-not-run"))
     }
 
     @Test func cancelAndDoubleCleanupLeaveTheLedgerEmpty() throws {
@@ -222,27 +258,48 @@ struct AWSEndToEndTests {
         let revoked = records.filter { $0["event"] as? String == "revoked" }.compactMap { $0["credential_id"] as? String }
         #expect(issued.count == 1)
         #expect(revoked == issued)  // revoked once, not twice
+        #expect(again.stdout.contains("nothing left to clean"), "\(again.stdout)")
         #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)"))
     }
 
-    @Test func prepareSIGKILLedAfterIssuingIsSettledBySweep() throws {
+    /// Two prepares SIGKILLed after issuing (the runner host crashed): `airlock sweep` without
+    /// `--force` settles the one whose job timeout + sweep_grace is over and leaves the other alone.
+    @Test func prepareSIGKILLedAfterIssuingIsSettledBySweepOnceItsTimeIsOver() throws {
         let moto = try MotoServer()
         let hang = try FakeSTS.hanging(30)
+        defer { hang.stop() }
         let issuer = try TestIssuer()
-        let world = try TestWorld(runnerExtra: "federation_timeout = \"60s\"", extra: Self.config(issuer, sts: moto.url, second: hang.baseURL))
-        let job = Self.job(issuer, [], moto: moto.url)
+        let world = try TestWorld(runnerExtra: "federation_timeout = \"60s\"\nsweep_grace = \"1s\"",
+                                  extra: Self.config(issuer, sts: moto.url, second: hang.baseURL))
         // The first profile is issued (moto) while the second hangs: kill prepare then.
-        let (p, _) = try Self.prepareUntilIssued(world, job)
-        kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-        let swept = world.run(["sweep", "--config", world.configPath, "--force"])
-        #expect(swept.stdout.contains("job \(job.jobID): ledger settled, state removed"), "\(swept.stdout)\(swept.stderr)")
+        let short = Self.job(issuer, [], moto: moto.url), long = Self.job(issuer, [], moto: moto.url)
+        for (job, timeout) in [(short, 2), (long, 3600)] {
+            let (p, _) = try Self.prepareUntilIssued(world, job, timeout: timeout)
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        // The short job's timeout (2 s) + grace (1 s) runs out; until then sweep leaves it alone too.
+        var lines = ""
+        let until = Date().addingTimeInterval(60)
+        while Date() < until {
+            let swept = world.run(["sweep", "--config", world.configPath])
+            lines = swept.stdout + swept.stderr
+            if lines.contains("job \(short.jobID): ledger settled, state removed") { break }
+            #expect(lines.contains("job \(short.jobID): still within its timeout + grace"), "\(lines)")
+            Thread.sleep(forTimeInterval: 0.5)
+        }
+        #expect(lines.contains("job \(short.jobID): ledger settled, state removed"), "\(lines)")
+        #expect(lines.contains("job \(long.jobID): still within its timeout + grace"), "\(lines)")
         let records = Self.audit(world)
         let revoked = records.filter { $0["event"] as? String == "revoked" && $0["reason"] as? String == "sweep" }
-        #expect(revoked.count == 1)
+        #expect(revoked.count == 1 && revoked.first?["job_id"] as? String == "\(short.jobID)", "\(revoked)")
         #expect(revoked.first?["profile"] as? String == "deploy-prod")
-        #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)"))
-        hang.stop()
+        #expect(records.contains { $0["event"] as? String == "swept" && $0["job_id"] as? String == "\(short.jobID)" && $0["outcome"] as? String == "settled" })
+        #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(short.jobID)"))
+        #expect(FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(long.jobID)/ledger.json"))
+        // The operator's way out for the other one.
+        let forced = world.run(["sweep", "--config", world.configPath, "--force"])
+        #expect(forced.stdout.contains("job \(long.jobID): ledger settled, state removed"), "\(forced.stdout)")
     }
 
     /// The runner's SIGTERM (job timeout, cancel) during prepare (issue 11): the exchange in flight
@@ -271,23 +328,53 @@ struct AWSEndToEndTests {
         slow.stop()
     }
 
-    @Test func sweepSettlesAPrepareKilledAfterIssuing() async throws {
+    /// A job whose runner died after prepare (no run, no cleanup): sweep, once its time is over,
+    /// stops its credential server, settles its ledger, removes its state and HOME, frees its uid.
+    @Test func sweepStopsTheCredentialServerOfAJobNeverCleanedUp() throws {
+        let moto = try MotoServer()
+        let issuer = try TestIssuer()
+        let world = try TestWorld(runnerExtra: "sweep_grace = \"1s\"", extra: Self.config(issuer, sts: moto.url, deliver: "endpoint"))
+        let job = Self.job(issuer, [], moto: moto.url)
+        let p = world.execute("airlock-prepare", environment: try Self.prepareEnvironment(world, job, timeout: 1))
+        #expect(p.code == 0, "\(p.stderr)")
+        let state = "\(world.stateDir)/jobs/\(job.jobID)"
+        #expect(!TestWorld.processes(containing: state).isEmpty, "no credential server after prepare")
+        var lines = ""
+        let until = Date().addingTimeInterval(60)
+        while Date() < until && !lines.contains("ledger settled") {
+            Thread.sleep(forTimeInterval: 0.5)
+            let swept = world.run(["sweep", "--config", world.configPath])
+            lines = swept.stdout + swept.stderr
+        }
+        #expect(lines.contains("job \(job.jobID): ledger settled, state removed"), "\(lines)")
+        #expect(TestWorld.processes(containing: state).isEmpty, "the credential server outlived the sweep")
+        let records = Self.audit(world)
+        #expect(records.contains { $0["event"] as? String == "endpoint_stopped" && $0["job_id"] as? String == "\(job.jobID)" }, "\(records)")
+        #expect(records.contains { $0["event"] as? String == "revoked" && $0["reason"] as? String == "sweep" })
+        #expect(records.contains { $0["event"] as? String == "swept" && $0["outcome"] as? String == "settled" })
+        #expect(!FileManager.default.fileExists(atPath: state))
+        #expect(!FileManager.default.fileExists(atPath: "\(world.root)/homes/job-\(job.jobID)"))
+        let slots = (try? FileManager.default.contentsOfDirectory(atPath: "\(world.stateDir)/uids"))?.filter { !$0.hasPrefix(".") } ?? []
+        #expect(slots.isEmpty, "uid still held: \(slots)")
+    }
+
+    /// The runner's job timeout (SIGTERM to the stage, then after_script and cleanup): the script is
+    /// stopped, nothing of it is left, and its credential is settled at cleanup.
+    @Test func aJobThatTimesOutIsStoppedAndItsCredentialSettled() throws {
         let moto = try MotoServer()
         let issuer = try TestIssuer()
         let world = try TestWorld(extra: Self.config(issuer, sts: moto.url))
-        let job = Self.job(issuer, [], moto: moto.url)
-        let env = try Self.prepareEnvironment(world, job)
-        // A prepare that issued and then died (SIGKILL) leaves a ledger and no cleanup.
-        let p = world.execute("airlock-prepare", environment: env)
-        #expect(p.code == 0, "\(p.stderr)")
-        #expect(FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)/ledger.json"))
-        let early = world.run(["sweep", "--config", world.configPath])
-        #expect(early.stdout.contains("still within its timeout + grace"))
-        let swept = world.run(["sweep", "--config", world.configPath, "--force"])
-        #expect(swept.stdout.contains("job \(job.jobID): ledger settled, state removed"), "\(swept.stdout)\(swept.stderr)")
+        let marker = "airlock-timeout-\(UUID().uuidString.prefix(8))"
+        var job = Self.job(issuer, ["echo \"started=$((6*7))\"", "exec -a \(marker) sleep 600", "echo not-reached"], moto: moto.url)
+        job.timeout = 4
+        let r = world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.failureReason == "job_execution_timeout", "\(r.log)")
+        #expect(r.output.contains("started=42\n") && !r.output.contains("not-reached"), "\(r.output)")
+        #expect(TestWorld.processes(containing: marker).isEmpty)
         let records = Self.audit(world)
-        #expect(records.contains { $0["event"] as? String == "revoked" && $0["reason"] as? String == "sweep" })
-        #expect(records.contains { $0["event"] as? String == "swept" })
+        let issued = Set(records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String })
+        let settled = Set(records.filter { $0["event"] as? String == "revoked" }.compactMap { $0["credential_id"] as? String })
+        #expect(issued.count == 1 && issued == settled, "\(records)")
         #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)"))
     }
 }

@@ -113,23 +113,35 @@ struct AzureGCPEndToEndTests {
         p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: p.subject)])
         p.azure.putSecret("db-password", "kv-S3cret-value-0123456789abcdef", readers: [Self.client])
         let job = p.job([
-            "test -f \"$DB_PASSWORD\" && echo file=$DB_PASSWORD && stat -c %a \"$DB_PASSWORD\"",
+            #"echo "file=$DB_PASSWORD mode=$(stat -c %a "$DB_PASSWORD") bytes=$(wc -c < "$DB_PASSWORD")""#,
             "echo \"value: $(cat \"$DB_PASSWORD\")\"",
             "echo \"token=${AZURE_ACCESS_TOKEN:-none}\"",
         ], profiles: "app-secrets")
         let r = p.world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(r.log)")
-        #expect(r.log.contains("file=/run/airlock/secrets/app-secrets-DB_PASSWORD"), "\(r.log)")
-        #expect(r.log.contains("\n400"))
-        #expect(r.log.contains("value: [MASKED]"))
+        // Read-only for the job, the value without a trailing newline (32 characters).
+        #expect(r.output.contains("file=/run/airlock/secrets/app-secrets-DB_PASSWORD mode=400 bytes=32\n"), "\(r.output)")
+        #expect(r.output.contains("value: [MASKED]\n"))
         // The Key Vault token stays with Airlock.
-        #expect(r.log.contains("token=none"))
+        #expect(r.output.contains("token=none\n"))
         #expect(!r.log.contains("kv-S3cret-value"))
         #expect(r.runnerLog.contains("long-lived secret, not Airlock's to revoke; the job's copies are deleted"), "\(r.runnerLog)")
         let audit = p.audit()
         #expect(audit.contains { $0["event"] as? String == "revoked" && $0["outcome"] as? String == "copies_deleted" })
         #expect(audit.contains { $0["event"] as? String == "issued" && $0["secret.DB_PASSWORD"] as? String == "db-password" })
         #expect(!p.world.auditText.contains("kv-S3cret-value"))
+        // The job's copies are deleted: no file left on the host holds the value (the world's tree,
+        // its secrets root, the runner's temp dirs).
+        let value = Data("kv-S3cret-value-0123456789abcdef".utf8)
+        var holders: [String] = []
+        for top in [p.world.root, p.world.secretsRoot] {
+            let e = FileManager.default.enumerator(atPath: top)
+            while let rel = e?.nextObject() as? String {
+                if let d = FileManager.default.contents(atPath: "\(top)/\(rel)"), d.range(of: value) != nil { holders.append("\(top)/\(rel)") }
+            }
+        }
+        #expect(holders.isEmpty, "\(holders)")
+        #expect(!FileManager.default.fileExists(atPath: "\(p.world.secretsRoot)/\(job.jobID)"))
     }
 
     @Test func gcpJobGetsAnImpersonatedTokenAndCleanupRevokesIt() throws {
@@ -138,12 +150,15 @@ struct AzureGCPEndToEndTests {
         p.google.addServiceAccount(Self.serviceAccount, impersonators: [p.subject])
         let job = p.job([
             "curl -sS -f \"$GOOGLE_API/tokeninfo?access_token=$CLOUDSDK_AUTH_ACCESS_TOKEN\"; echo",
-            "test \"$GOOGLE_OAUTH_ACCESS_TOKEN\" = \"$CLOUDSDK_AUTH_ACCESS_TOKEN\" && echo same-token project=$CLOUDSDK_CORE_PROJECT",
+            #"echo "same-token=$([ "$GOOGLE_OAUTH_ACCESS_TOKEN" = "$CLOUDSDK_AUTH_ACCESS_TOKEN" ] && echo yes || echo no) project=$CLOUDSDK_CORE_PROJECT""#,
+            #"echo "token=[$CLOUDSDK_AUTH_ACCESS_TOKEN]""#,
         ], profiles: "gcs-deploy")
         let r = p.world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(r.log)")
         #expect(r.log.contains("\"email\":\"\(Self.serviceAccount)\""), "\(r.log)")
-        #expect(r.log.contains("same-token project=platform-prod"))
+        #expect(r.output.contains("same-token=yes project=platform-prod\n"), "\(r.output)")
+        // The script printed the token: the mask stands where it was.
+        #expect(r.output.contains("token=[[MASKED]]\n"), "\(r.output)")
         #expect(!r.log.contains("ya29."))
         #expect(p.google.count(kind: "impersonated") == 1)
         #expect(p.google.count(kind: "impersonated", revoked: true) == 1)
@@ -158,13 +173,18 @@ struct AzureGCPEndToEndTests {
 
     /// Entra's four most reported federation failures, each acted out by the fake as Entra would
     /// answer it; each must be the job's failure with a message that says what to fix.
-    static let entraFailures: [(String, String)] = [
-        ("AADSTS70021", "subject"), ("AADSTS700212", "audience"), ("AADSTS700024", "time"), ("AADSTS501661", "discovery"),
+    struct EntraFailure: Sendable, CustomTestStringConvertible {
+        let code: String, kind: String
+        var testDescription: String { "\(code) (\(kind))" }
+    }
+    static let entraFailures: [EntraFailure] = [
+        .init(code: "AADSTS70021", kind: "subject"), .init(code: "AADSTS700212", kind: "audience"),
+        .init(code: "AADSTS700024", kind: "time"), .init(code: "AADSTS501661", kind: "discovery"),
     ]
 
-    @Test(arguments: entraFailures.indices)
-    func entraFailureIsABuildFailureThatSaysWhatToFix(_ i: Int) throws {
-        let (code, kind) = Self.entraFailures[i]
+    @Test(arguments: entraFailures)
+    func entraFailureIsABuildFailureThatSaysWhatToFix(_ failure: EntraFailure) throws {
+        let (code, kind) = (failure.code, failure.kind)
         let p = try Peers()
         switch kind {
         case "subject":

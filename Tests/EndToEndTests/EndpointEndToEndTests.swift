@@ -109,7 +109,7 @@ struct EndpointEndToEndTests {
     @Test func boto3AndTheAWSCLIGetCredentialsFromTheEndpoint() throws {
         let p = try Peers()
         let job = p.job([
-            "test -z \"$AWS_ACCESS_KEY_ID$AWS_SECRET_ACCESS_KEY$AWS_SESSION_TOKEN\" && echo no-static-credentials",
+            "echo \"static=[$AWS_ACCESS_KEY_ID$AWS_SECRET_ACCESS_KEY$AWS_SESSION_TOKEN$AWS_SHARED_CREDENTIALS_FILE]\"",
             "python3 -c 'import boto3; print(\"boto3\", boto3.client(\"sts\").get_caller_identity()[\"Arn\"])'",
             "echo cli $(aws sts get-caller-identity --query Arn --output text)",
             "python3 -c 'import botocore.session as s; c = s.get_session().get_credentials().get_frozen_credentials(); print(\"key\", c.access_key)'",
@@ -118,10 +118,10 @@ struct EndpointEndToEndTests {
         ], profiles: "deploy")
         let r = p.world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(r.log)")
-        #expect(r.log.contains("no-static-credentials"))
-        #expect(r.log.contains("boto3 arn:aws:sts::123456789012:assumed-role/gitlab-42/"), "\(r.log)")
+        #expect(r.output.contains("static=[]\n"), "\(r.output)")
+        #expect(r.output.contains("boto3 arn:aws:sts::123456789012:assumed-role/gitlab-42/"), "\(r.log)")
         #expect(r.log.contains("cli arn:aws:sts::123456789012:assumed-role/gitlab-42/"))
-        #expect(r.log.contains("key [MASKED]"), "\(r.log)")
+        #expect(r.output.contains("key [MASKED]\n"), "\(r.log)")
         #expect(r.log.contains("no-secret 401") && r.log.contains("wrong-secret 401"))
         // Refusals are counted per reason and minute (issue 11: no audit line per refused request).
         let refused = p.audit().filter { $0["event"] as? String == "endpoint_refused" && $0["reason"] as? String == "bad_secret" }
@@ -183,12 +183,15 @@ struct EndpointEndToEndTests {
         print('project', project, 'email', creds.service_account_email, 'valid', creds.valid)
         info = requests.get(os.environ['GOOGLE_API'] + '/tokeninfo', params={'access_token': creds.token}).json()
         print('tokeninfo', info.get('email'))
+        print('token', creds.token)
         """
         let job = p.job(["cat > /tmp/g.py <<'PY'\n\(py)\nPY", "python3 /tmp/g.py"], profiles: "gcs")
         let r = p.world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(r.log)")
         #expect(r.log.contains("project platform-prod email \(Self.sa) valid True"), "\(r.log)")
         #expect(r.log.contains("tokeninfo \(Self.sa)"))
+        // The script printed the access token: the log has the mask where it was, never the token.
+        #expect(r.output.contains("token [MASKED]\n"), "\(r.output)")
         #expect(!r.log.contains("ya29."))
         #expect(!p.world.auditText.contains("ya29."))
         #expect(p.google.count(kind: "impersonated", revoked: true) == p.google.count(kind: "impersonated"))
@@ -223,20 +226,23 @@ struct EndpointEndToEndTests {
         #expect(!r.log.contains("fake-entra."))
         let audit = p.audit()
         let issued = audit.filter { $0["event"] as? String == "issued" }
-        #expect(issued.count >= 2)
+        #expect(issued.count >= 2, "\(audit)")
         #expect(issued.contains { $0["reason"] as? String == "refresh" })
         let revoked = audit.filter { $0["event"] as? String == "revoked" }
         // Every issued credential has a revocation record: the replaced one at refresh, the last at cleanup.
-        #expect(Set(issued.compactMap { $0["credential_id"] as? String }) == Set(revoked.compactMap { $0["credential_id"] as? String }))
+        let issuedIDs = Set(issued.compactMap { $0["credential_id"] as? String })
+        #expect(issuedIDs.count == issued.count && issuedIDs == Set(revoked.compactMap { $0["credential_id"] as? String }), "\(audit)")
         #expect(revoked.contains { $0["reason"] as? String == "refreshed" })
     }
 
     /// Two jobs at once: the first job's server refuses the second job's secret.
     @Test func aSecondJobsSecretIsRefused() async throws {
         let p = try Peers()
-        let a = p.job(["sleep 10"], profiles: "deploy")
-        let b = p.job(["sleep 10"], profiles: "deploy")
         let world = p.world
+        // Both jobs hold their endpoints until the test has tried them (an event, not a sleep).
+        let release = world.signalPath("release")
+        let a = p.job([TestWorld.waitFor(release)], profiles: "deploy")
+        let b = p.job([TestWorld.waitFor(release)], profiles: "deploy")
         // Real threads: the simulator blocks while its job runs.
         final class Box: @unchecked Sendable { var result: SimulationResult?; let done = DispatchSemaphore(value: 0) }
         let boxA = Box(), boxB = Box()
@@ -267,6 +273,9 @@ struct EndpointEndToEndTests {
         }
         #expect(try await status(first.port, second.secret) == 401)
         #expect(try await status(first.port, first.secret) == 200)
+        #expect(try await status(second.port, first.secret) == 401)
+        #expect(try await status(second.port, second.secret) == 200)
+        world.signal(release)
         boxA.done.wait()
         boxB.done.wait()
         #expect(boxA.result?.status == "success" && boxB.result?.status == "success")
@@ -275,5 +284,95 @@ struct EndpointEndToEndTests {
         // Refusals are audited without the secrets presented or expected.
         let auditText = world.auditText
         #expect(!auditText.contains(first.secret) && !auditText.contains(second.secret))
+    }
+
+    /// The server's own limits, as the job meets them: a request rate per job (429 past the burst),
+    /// request bodies (413 above 1 KiB), 32 connections at a time; and the token file the SDK reads
+    /// is the job's alone (0400, owned by the job's uid) and holds the secret without a trailing newline.
+    @Test func theServerLimitsRateBodiesAndConnections() throws {
+        let p = try Peers(runnerExtra: "endpoint_requests_per_second = 1")
+        let auth = #"-H "Authorization: $(cat "$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")""#
+        let job = p.job([
+            #"F="$AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"; echo "token-file=$(stat -c %a "$F")-$(stat -c %u "$F")-$(id -u)-$(wc -c < "$F")-$(tail -c 1 "$F" | od -An -tx1 | tr -d ' ')""#,
+            #"codes=""; for i in 1 2 3 4 5 6; do codes="$codes$(curl -s -o /dev/null -w '%{http_code}' \#(auth) "$AWS_CONTAINER_CREDENTIALS_FULL_URI")."; done; echo "rate=$codes""#,
+            "sleep 3",
+            #"echo "body=$(head -c 2048 /dev/zero | tr '\0' x | curl -s -o /dev/null -w '%{http_code}' \#(auth) --data-binary @- "$AWS_CONTAINER_CREDENTIALS_FULL_URI")""#,
+            #"port=${AWS_CONTAINER_CREDENTIALS_FULL_URI#http://127.0.0.1:}; port=${port%%/*}; for fd in $(seq 20 51); do eval "exec $fd<>/dev/tcp/127.0.0.1/$port"; done"#,
+            #"echo "conn-33=$(curl -s -m 2 -o /dev/null -w '%{http_code}' \#(auth) "$AWS_CONTAINER_CREDENTIALS_FULL_URI")""#,
+            #"for fd in $(seq 20 51); do eval "exec $fd>&-"; done; sleep 1"#,
+            #"echo "after-close=$(curl -s -m 5 -o /dev/null -w '%{http_code}' \#(auth) "$AWS_CONTAINER_CREDENTIALS_FULL_URI")""#,
+        ], profiles: "deploy")
+        let r = p.world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        let out = r.output
+        // 0400 and owned by the job's uid (README: secret files enter as descriptors), 64 characters,
+        // the last one not a newline (0a).
+        let file = try #require(out.firstMatch(of: /token-file=(\d+)-(\d+)-(\d+)-(\d+)-([0-9a-f]+)\n/), "\(out)")
+        #expect(file.1 == "400" && file.2 == file.3 && file.4 == "64" && file.5 != "0a", "\(out)")
+        // Burst 2 at 1 request/s: the first two answered, then refused until the bucket refills.
+        let rate = try #require(out.firstMatch(of: /rate=([0-9.]+)\n/), "\(out)")
+        #expect(rate.1.hasPrefix("200.200.") && rate.1.contains("429"), "\(rate.1)")
+        #expect(out.contains("body=413\n"), "\(out)")
+        #expect(out.contains("conn-33=000\n"), "\(out)")
+        #expect(out.contains("after-close=200\n"), "\(out)")
+        let limited = p.audit().filter { $0["event"] as? String == "endpoint_refused" && $0["reason"] as? String == "rate_limited" }
+        #expect(limited.compactMap { $0["count"] as? Int }.reduce(0, +) >= 1, "\(limited)")
+    }
+
+    /// Requests that find the token stale at the same moment cause one federation, not one each.
+    @Test func concurrentRequestsForAStaleTokenFederateOnce() throws {
+        // Tokens live 20 s; a token with less than 15 s left is replaced (and one at least 5 s old).
+        let p = try Peers(runnerExtra: "endpoint_min_validity = \"15s\"", cosmosLifetime: 20)
+        let get = #"curl -s -o /dev/null -w '%{http_code}\n' -H "X-IDENTITY-HEADER: $IDENTITY_HEADER" "$IDENTITY_ENDPOINT?resource=https://orders-db.documents.azure.com&api-version=2019-08-01""#
+        let job = p.job([
+            "echo \"first=$(\(get))\"",
+            "sleep 7",
+            "for i in $(seq 1 12); do (\(get) >> /tmp/codes) & done; wait",
+            #"echo "concurrent=$(sort /tmp/codes | uniq -c | tr -s ' ' | tr '\n' ';')""#,
+        ], profiles: "orders-db")
+        let r = p.world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        #expect(r.output.contains("first=200\n"), "\(r.output)")
+        #expect(r.output.contains("concurrent= 12 200;\n"), "\(r.output)")
+        let issued = p.audit().filter { $0["event"] as? String == "issued" && $0["profile"] as? String == "orders-db" }
+        // One at prepare, one refresh for the twelve requests.
+        #expect(issued.count == 2, "\(issued)")
+        #expect(issued.filter { $0["reason"] as? String == "refresh" }.count == 1)
+    }
+
+    /// A job whose runner never ran cleanup: its credential server stops by itself once the job's
+    /// state is gone (sweep or an operator removed it), records `endpoint_stopped`, and its log never
+    /// held a credential it served.
+    @Test func theServerStopsWhenTheJobStateIsGoneAndLogsNoCredential() async throws {
+        let p = try Peers()
+        let job = p.job([], profiles: "deploy")
+        let env = try p.world.runnerEnvironment(jobID: job.jobID, timeout: 600, variables: [
+            "CI_PROJECT_PATH": job.projectPath, "AIRLOCK_ID_TOKEN": job.idTokens["AIRLOCK_ID_TOKEN"] ?? "", "AIRLOCK_PROFILES": "deploy"])
+        let prep = p.world.execute("airlock-prepare", environment: env)
+        #expect(prep.code == 0, "\(prep.stderr)")
+        let state = "\(p.world.stateDir)/jobs/\(job.jobID)"
+        let session = try #require(FileManager.default.contents(atPath: state + "/endpoint.json").flatMap { try JSONSerialization.jsonObject(with: $0) as? [String: Any] })
+        let server = try #require(FileManager.default.contents(atPath: state + "/endpoint-server.json").flatMap { try JSONSerialization.jsonObject(with: $0) as? [String: Any] })
+        let secret = try #require(session["secret"] as? String), port = try #require(server["port"] as? Int)
+        var req = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/aws/deploy")!)
+        req.setValue(secret, forHTTPHeaderField: "Authorization")
+        let (data, _) = try await URLSession.shared.data(for: req)
+        let creds = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+        let served = try [#require(creds["SecretAccessKey"] as? String), #require(creds["Token"] as? String)]
+        #expect(served[0].count == 40)
+        let log = (try? String(contentsOfFile: state + "/endpoint.log", encoding: .utf8)) ?? ""
+        for s in served + [secret] { #expect(!log.contains(s), "endpoint.log holds a secret") }
+        #expect(!TestWorld.processes(containing: state).isEmpty)
+        try FileManager.default.removeItem(atPath: state)
+        var gone = false
+        for _ in 0..<100 where !gone {
+            try await Task.sleep(nanoseconds: 100_000_000)
+            gone = TestWorld.processes(containing: state).isEmpty
+        }
+        #expect(gone, "the credential server outlived its job's state")
+        let stopped = p.audit().filter { $0["event"] as? String == "endpoint_stopped" && $0["job_id"] as? String == "\(job.jobID)" }
+        #expect(stopped.count == 1 && stopped.first?["requests"] as? String == "1", "\(stopped)")
+        for s in served { #expect(!p.world.auditText.contains(s)) }
+        _ = p.world.execute("airlock-cleanup", environment: env)
     }
 }

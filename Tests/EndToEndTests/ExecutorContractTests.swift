@@ -1,4 +1,5 @@
 import AirlockTesting
+import Delivery
 import Foundation
 import Testing
 
@@ -30,13 +31,104 @@ struct ExecutorContractTests {
         #expect(r.log.contains("ERROR: Job failed: exit code 3"))
     }
 
+    /// What a job leaves running when its stage ends is killed: a background process, one that
+    /// ignores TERM and HUP, and (in the sandbox, whose PID namespace dies with it) one in a session
+    /// of its own and a double-forked one. `running=` shows they were all alive at the stage's end.
     @Test(arguments: ["bubblewrap", "none"])
     func backgroundProcessesDoNotSurviveTheStage(isolation: String) throws {
         let world = try TestWorld(isolation: isolation)
         let marker = "airlock-survivor-\(UUID().uuidString.prefix(8))"
-        let r = world.simulate(SimulatedJob(script: ["(exec -a \(marker) sleep 1000) &", "echo started"]))
+        var script = [
+            "(exec -a \(marker)-plain sleep 1000) &",
+            "(trap '' TERM HUP; exec -a \(marker)-noterm sleep 1000) &",
+        ]
+        var expected = 2
+        if isolation == "bubblewrap" {
+            script += ["setsid -f bash -c 'exec -a \(marker)-setsid sleep 1000'",
+                       "(setsid bash -c '(exec -a \(marker)-double sleep 1000) &' &)"]
+            expected = 4
+        }
+        script.append("sleep 0.5; echo \"running=$(pgrep -c -f '^\(marker)-')\"")
+        let r = world.simulate(SimulatedJob(script: script))
         #expect(r.status == "success", "\(r.log)")
+        #expect(r.output.contains("running=\(expected)\n"), "\(r.output)")
         #expect(TestWorld.processes(containing: marker).isEmpty)
+    }
+
+    /// A stage whose script ignores the cancel's SIGTERM is SIGKILLed by airlock-run once
+    /// `graceful_kill` (3 s here) has passed. (With the runner's bash shape the outer shell exits on
+    /// TERM and the PID namespace takes the rest down at once; this script is its own top process,
+    /// as another shell's script would be, so only the SIGKILL ends it.)
+    @Test func aScriptIgnoringTERMIsKilledAfterTheGracePeriod() throws {
+        let world = try TestWorld()
+        let env = try world.runnerEnvironment(jobID: 4242)
+        let prep = world.execute("airlock-prepare", environment: env)
+        #expect(prep.code == 0, "\(prep.stderr)")
+        let marker = "airlock-stubborn-\(UUID().uuidString.prefix(8))"
+        let script = "\(world.runnerTemp)/custom-executor-4242/script"
+        FileManager.default.createFile(atPath: script, contents: Data("#!/usr/bin/env bash\ntrap '' TERM HUP\nexec -a \(marker) sleep 1000\n".utf8),
+                                       attributes: [.posixPermissions: 0o700])
+        let run = try ChildProcess(argv: ["\(world.binDir)/airlock-run", "--config", world.configPath, script, "build_script"], environment: env, directory: nil)
+        run.startReaper {}
+        let done = DispatchSemaphore(value: 0)
+        Thread.detachNewThread { _ = ChildProcess.readAll(run.stdoutFD); done.signal() }
+        Thread.detachNewThread { _ = ChildProcess.readAll(run.stderrFD) }
+        var started = false
+        for _ in 0..<200 where !started {
+            Thread.sleep(forTimeInterval: 0.05)
+            started = !TestWorld.processes(containing: marker).isEmpty
+        }
+        #expect(started, "the stage never started its process")
+        let cancel = Date()
+        kill(run.pid, SIGTERM)
+        let ended = done.wait(timeout: .now() + 60) == .success
+        let took = Date().timeIntervalSince(cancel)
+        if !ended { kill(run.pid, SIGKILL) }
+        #expect(ended, "airlock-run did not end its stage within 60 s of the cancel")
+        // Not before the grace period, and by Airlock (the process is gone, not left to the runner).
+        #expect(took > 2.5 && took < 30, "\(took) s")
+        #expect(TestWorld.processes(containing: marker).isEmpty)
+        _ = world.execute("airlock-cleanup", environment: env)
+    }
+
+    /// The view the sandbox gives (README "Sandbox"): the system read-only, a private /tmp and /run,
+    /// a PID namespace of its own, writes only to its builds dir, cache dir and HOME, and nothing of
+    /// the directory Airlock's config lives in (named like /etc/airlock, it is hidden whole, with
+    /// files the config does not name). After cleanup HOME is gone and the directories are root's.
+    @Test func theSandboxShowsAReadOnlySystemAndOnlyTheJobsOwnDirectories() throws {
+        let world = try TestWorld()
+        let tag = UUID().uuidString.prefix(8)
+        let configDir = (world.configPath as NSString).deletingLastPathComponent
+        let sibling = "\(configDir)/old-airlock.toml.bak"
+        FileManager.default.createFile(atPath: sibling, contents: Data("token = \"canary-\(tag)\"\n".utf8), attributes: [.posixPermissions: 0o644])
+        let hostTmp = "/tmp/airlock-canary-\(tag)", hostRun = "/run/airlock-canary-\(tag)"
+        for f in [hostTmp, hostRun] { FileManager.default.createFile(atPath: f, contents: Data("x".utf8), attributes: [.posixPermissions: 0o644]) }
+        defer { for f in [hostTmp, hostRun, "/tmp/job-wrote-\(tag)"] { try? FileManager.default.removeItem(atPath: f) } }
+        var job = SimulatedJob(script: [
+            #"w() { if ( : > "$1/.airlock-w-$$" ) 2>/dev/null; then rm -f "$1/.airlock-w-$$"; echo rw; else echo ro; fi; }"#,
+            #"echo "writes: root=$(w /) usr=$(w /usr) etc=$(w /etc) var-tmp=$(w /var/tmp) world=$(w "$WORLD") builds=$(w "$CI_PROJECT_DIR") cache=$(w "$CACHE") home=$(w "$HOME") tmp=$(w /tmp) run=$(w /run)""#,
+            #"echo "host-files: tmp=$(cat "$HOST_TMP" 2>/dev/null | wc -c) run=$(cat "$HOST_RUN" 2>/dev/null | wc -c)""#,
+            #"echo job > "/tmp/job-wrote-$TAG""#,
+            #"echo "pid-ns: host-pid=$([ -d "/proc/$HOST_PID" ] && echo visible || echo absent) processes=$(ls /proc | grep -c '^[0-9]')""#,
+            #"echo "config-dir: entries=$(ls -A "$CONFIG_DIR" 2>/dev/null | wc -l) sibling=$(cat "$SIBLING" 2>/dev/null | wc -c)""#,
+            #"echo canary > "$HOME/home.txt"; echo "home=$HOME""#,
+        ])
+        job.variables = ["WORLD": world.root, "CACHE": "\(world.root)/cache", "HOST_TMP": hostTmp, "HOST_RUN": hostRun, "TAG": String(tag),
+                         "HOST_PID": "\(getpid())", "CONFIG_DIR": configDir, "SIBLING": sibling]
+        let r = world.simulate(job)
+        #expect(r.status == "success", "\(r.log)")
+        let out = r.output
+        #expect(out.contains("writes: root=ro usr=ro etc=ro var-tmp=ro world=ro builds=rw cache=rw home=rw tmp=rw run=rw\n"), "\(out)")
+        #expect(out.contains("host-files: tmp=0 run=0\n"), "\(out)")
+        #expect(!FileManager.default.fileExists(atPath: "/tmp/job-wrote-\(tag)"))
+        let pidLine = try #require(out.firstMatch(of: /pid-ns: host-pid=(\w+) processes=(\d+)\n/), "\(out)")
+        #expect(pidLine.1 == "absent" && (Int(pidLine.2) ?? 99) < 10, "\(out)")
+        #expect(out.contains("config-dir: entries=0 sibling=0\n"), "\(out)")
+        #expect(!out.contains("canary-\(tag)"))
+        // Cleanup: HOME removed, the builds dir back to root.
+        #expect(!FileManager.default.fileExists(atPath: "\(world.root)/homes/job-\(job.jobID)"))
+        let builds = try #require(world.hostBuildsDir())
+        #expect((try FileManager.default.attributesOfItem(atPath: builds))[.ownerAccountID] as? Int == 0)
     }
 
     @Test func cancelRunsAfterScriptAndLeavesNoProcess() throws {
@@ -154,6 +246,6 @@ struct ExecutorContractTests {
         env["SYSTEM_FAILURE_EXIT_CODE"] = "2"
         let r = world.execute("airlock-prepare", environment: env)
         #expect(r.code == 2)
-        #expect(r.stderr.contains("airlock.toml:8: [runner] isolaton: unknown key"), "\(r.stderr)")
+        #expect(r.stderr.contains("airlock.toml:9: [runner] isolaton: unknown key"), "\(r.stderr)")
     }
 }

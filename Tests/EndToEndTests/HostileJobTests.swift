@@ -186,10 +186,8 @@ struct HostileJobTests {
             return f
         }
 
-        /// `[runner] secrets_root`'s default (the world does not set it).
-        var secretsRoot: String {
-            FileManager.default.fileExists(atPath: "/dev/shm") ? "/dev/shm/airlock-secrets" : "\(world.stateDir)/secrets"
-        }
+        /// The world's `[runner] secrets_root`.
+        var secretsRoot: String { world.secretsRoot }
 
         static func pid(ofUID uid: String) -> Int32? {
             for e in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {

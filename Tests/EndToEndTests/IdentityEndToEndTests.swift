@@ -119,6 +119,46 @@ struct IdentityEndToEndTests {
         #expect(!v.stdout.contains(token))
     }
 
+    /// `explain --json`: the same answer for scripts (verification, each rule with why it did or did
+    /// not match, the granted profiles), never the token; a token that fails verification exits 1.
+    @Test func explainJSONGivesTheSameAnswerForScripts() throws {
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.gitlabSection(issuer, rules: """
+        [[rules]]
+        name = "protected main"
+        project_id = 42
+        ref = "main"
+        ref_protected = true
+        grant = ["read-only"]
+
+        [[rules]]
+        name = "other project"
+        project_id = 7
+        grant = ["read-only"]
+        """))
+        var job = SimulatedJob(script: [])
+        job.jobID = 6
+        let token = issuer.mint(issuer.claims(for: job, audience: Self.audience))
+        let r = world.run(["explain", "--config", world.configPath, "--token", token, "--json"])
+        #expect(r.code == 0, "\(r.stdout)\(r.stderr)")
+        #expect(!r.stdout.contains(token) && !r.stderr.contains(token))
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], "\(r.stdout)")
+        #expect((report["verification"] as? String)?.hasPrefix("verified (issuer \(issuer.issuer)") == true && report["verified"] as? Bool == true, "\(report)")
+        #expect(report["profiles"] as? [String] == ["read-only"])
+        let rules = try #require(report["rules"] as? [[String: Any]])
+        #expect(rules.count == 2)
+        #expect(rules.first { $0["rule"] as? String == "protected main" }?["matched"] as? Bool == true)
+        let other = try #require(rules.first { $0["rule"] as? String == "other project" })
+        #expect(other["matched"] as? Bool == false && (other["firstFailure"] as? String)?.contains("project_id") == true, "\(other)")
+        // A token for another audience: not verified, exit 1, still JSON.
+        let foreign = issuer.mint(issuer.claims(for: job, audience: "https://elsewhere.example"))
+        let bad = world.run(["explain", "--config", world.configPath, "--token", foreign, "--json"])
+        #expect(bad.code == 1, "\(bad.stdout)\(bad.stderr)")
+        let badReport = try #require(try JSONSerialization.jsonObject(with: Data(bad.stdout.utf8)) as? [String: Any], "\(bad.stdout)")
+        #expect(badReport["verified"] as? Bool == false && (badReport["verification"] as? String)?.contains("aud") == true, "\(badReport)")
+        #expect(!bad.stdout.contains(foreign))
+    }
+
     @Test func checkReportsKeyAndLineAndFetchesKeys() throws {
         let issuer = try TestIssuer()
         let world = try TestWorld(extra: Self.gitlabSection(issuer, rules: ""))
@@ -133,7 +173,7 @@ struct IdentityEndToEndTests {
         """))
         let bad = world.run(["check", "--config", world.configPath])
         #expect(bad.code != 0)
-        #expect(bad.stdout.contains("airlock.toml:27: [rules #1] grant: profile \"no-such-profile\" is not defined"), "\(bad.stdout)")
+        #expect(bad.stdout.contains("airlock.toml:28: [rules #1] grant: profile \"no-such-profile\" is not defined"), "\(bad.stdout)")
         issuer.setDown(true)
         try world.writeConfig(extra: Self.gitlabSection(issuer, rules: ""))
         let down = world.run(["check", "--config", world.configPath])

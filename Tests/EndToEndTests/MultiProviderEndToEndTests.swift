@@ -49,6 +49,7 @@ struct MultiProviderEndToEndTests {
             type = "oauth2"
             token_endpoint = "\(auth0.tokenEndpoint)"
             revocation_endpoint = "\(auth0.baseURL)/oauth/revoke"
+            introspection_endpoint = "\(auth0.baseURL)/oauth/introspect"
             client_id = "\(oauthClient)"
             private_key_file = "\(keyFile)"
 
@@ -79,6 +80,13 @@ struct MultiProviderEndToEndTests {
             audience = "https://m2m.example.com"
             variable = "M2M_TOKEN"
 
+            [profiles.checked]
+            provider = "auth0"
+            grant = "client_credentials"
+            audience = "https://m2m.example.com"
+            variable = "CHECKED_TOKEN"
+            introspect = true
+
             [profiles.plain]
             provider = "plain"
             grant = "token_exchange"
@@ -87,7 +95,7 @@ struct MultiProviderEndToEndTests {
             [[rules]]
             name = "project 42"
             project_id = 42
-            grant = ["deploy", "vault-token", "api", "m2m", "plain"]
+            grant = ["deploy", "vault-token", "api", "m2m", "plain", "checked"]
             """)
         }
 
@@ -103,12 +111,16 @@ struct MultiProviderEndToEndTests {
 
     @Test func exchangeAndPrivateKeyJWTTokensReachTheJobAndAreRevoked() throws {
         let p = try Peers()
-        let job = p.job(["test -n \"$API_TOKEN\" && test -n \"$M2M_TOKEN\" && test -n \"$PLAIN_TOKEN\" && echo tokens-ok", "echo \"$API_TOKEN\""],
+        let job = p.job([#"echo "lengths=${#API_TOKEN}:${#M2M_TOKEN}:${#PLAIN_TOKEN}""#,
+                         #"echo "api=[$API_TOKEN] m2m=[$M2M_TOKEN] plain=[$PLAIN_TOKEN]""#],
                         profiles: "api,m2m,plain")
         let r = p.world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(r.log)")
-        #expect(r.log.contains("tokens-ok"))
-        #expect(!r.log.contains("at_"))  // every access token masked
+        // Each variable holds a token (the fake's are "at_" + 96 characters)...
+        #expect(r.output.contains("lengths=99:99:99\n"), "\(r.output)")
+        // ...and each printed token is masked where it stood.
+        #expect(r.output.contains("api=[[MASKED]] m2m=[[MASKED]] plain=[[MASKED]]\n"), "\(r.output)")
+        #expect(!r.log.contains("at_"))
         #expect(p.auth0.revoked.count == 1 && p.auth0.revoked[0].hint == "refresh_token")
         #expect(p.auth0.refreshTokens.allSatisfy { !p.auth0.isActive($0) })
         let revoked = p.audit().filter { $0["event"] as? String == "revoked" }
@@ -120,11 +132,12 @@ struct MultiProviderEndToEndTests {
         let p = try Peers()
         p.vault.loginDelay = 1.0
         p.auth0.tokenDelay = 1.0
-        let job = p.job(["test -n \"$AWS_SECRET_ACCESS_KEY\" && test -n \"$VAULT_TOKEN\" && test -n \"$API_TOKEN\" && echo all-three"],
+        let job = p.job([#"echo "lengths=${#AWS_SECRET_ACCESS_KEY}:${#VAULT_TOKEN}:${#API_TOKEN}""#],
                         profiles: "deploy,vault-token,api")
         let r = p.world.simulate(job)
         #expect(r.status == "success", "\(r.log)")
-        #expect(r.log.contains("all-three"))
+        // moto's secret keys are 40 characters, the fake Vault's tokens 44, the fake OAuth server's 99.
+        #expect(r.output.contains("lengths=40:44:99\n"), "\(r.output)")
         // The Vault login and the OAuth exchange were in flight at the same time: each arrived
         // before the other was answered.
         let login = try #require(p.vault.server.requestSpans.first { $0.path.hasSuffix("/login") })
@@ -144,5 +157,26 @@ struct MultiProviderEndToEndTests {
         #expect(!issued.isEmpty && issued == revoked)
         #expect(p.vault.server.requestSpans.contains { $0.path.hasSuffix("/login") })
         #expect(p.vault.liveAccessors.isEmpty)  // every login (and its child token) revoked
+    }
+
+    /// `introspect = true`: a token the server says is not active is never handed to the job, and
+    /// what was issued with it is revoked; with an active token the job runs.
+    @Test func introspectionRefusesAnInactiveToken() throws {
+        let p = try Peers()
+        let ok = p.world.simulate(p.job([#"echo "checked-length=${#CHECKED_TOKEN}""#], profiles: "checked,deploy"))
+        #expect(ok.status == "success", "\(ok.log)")
+        #expect(ok.output.contains("checked-length=99\n"), "\(ok.output)")
+        p.auth0.issuedTokensInactive = true
+        let job = p.job([#"echo "ran-$((6*7))""#], profiles: "checked,deploy")
+        let r = p.world.simulate(job)
+        #expect(r.status == "failed", "\(r.log)")
+        #expect(r.log.contains("introspection says the token just issued is not active"), "\(r.log)")
+        #expect(!r.output.contains("ran-42"))
+        let records = p.audit().filter { $0["job_id"] as? String == "\(job.jobID)" }
+        let issued = Set(records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String })
+        let revoked = Set(records.filter { $0["event"] as? String == "revoked" }.compactMap { $0["credential_id"] as? String })
+        // The AWS profile granted beside it is rolled back; the inactive token never made the ledger.
+        #expect(!issued.isEmpty && issued == revoked, "\(records)")
+        #expect(!records.contains { $0["event"] as? String == "issued" && $0["profile"] as? String == "checked" })
     }
 }

@@ -43,17 +43,18 @@ struct VaultEndToEndTests {
         grant = ["db-readonly", "app-config"]
         """)
         var job = SimulatedJob(script: [
-            "test -n \"$DB_USER\" && test -n \"$DB_PASSWORD\" && echo db-user=${DB_USER%%-*}",
-            "test -f \"$API_KEY\" && echo api-key-file=$API_KEY && cat \"$API_KEY\"; echo",
+            #"echo "db-user=${DB_USER%%-*} password-length=${#DB_PASSWORD}""#,
+            #"echo "api-key-file=$API_KEY bytes=$(wc -c < "$API_KEY") content=[$(cat "$API_KEY")]""#,
             "echo \"password: $DB_PASSWORD\"",
         ])
         job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: Self.audience))]
         let r = world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(r.log)")
-        #expect(r.log.contains("db-user=v"))
-        #expect(r.log.contains("api-key-file=/run/airlock/secrets/app-config-API_KEY"))
+        #expect(r.output.contains("db-user=v password-length=36\n"), "\(r.output)")
+        // The file holds the value alone (26 characters, no trailing newline), masked when printed.
+        #expect(r.output.contains("api-key-file=/run/airlock/secrets/app-config-API_KEY bytes=26 content=[[MASKED]]\n"), "\(r.output)")
         #expect(!r.log.contains("kv-secret-value-0123456789"))
-        #expect(r.log.contains("password: [MASKED]"))
+        #expect(r.output.contains("password: [MASKED]\n"))
         // Cleanup revoked both logins and, with them, the database lease.
         #expect(vault.revokedAccessors.count == 2)
         #expect(vault.revokedLeases.count == 1 && vault.allLeases.count == 1)
@@ -61,5 +62,74 @@ struct VaultEndToEndTests {
         #expect(!audit.contains("hvs."))
         #expect(audit.contains("\"accessor\""))
         #expect(audit.components(separatedBy: "\"outcome\":\"revoked\"").count == 3)
+    }
+
+    static func tokenWorld(_ issuer: TestIssuer, _ vault: FakeVault) throws -> TestWorld {
+        try TestWorld(extra: """
+        [gitlab]
+        issuer = "\(issuer.issuer)"
+        audience = "\(Self.audience)"
+
+        [providers.vault]
+        type = "vault"
+        address = "\(vault.address)"
+
+        [profiles.vault-token]
+        provider = "vault"
+        role = "ci-{project_id}"
+        token = true
+
+        [[rules]]
+        name = "project 42"
+        project_id = 42
+        grant = ["vault-token"]
+        """)
+    }
+
+    /// `token = true`: the job gets a child token whose TTL is bounded by the job's timeout (here
+    /// 600 s, where the login's own token lives an hour), never the login token itself.
+    @Test func childTokenLivesNoLongerThanTheJob() throws {
+        let issuer = try TestIssuer()
+        let vault = try FakeVault(issuer: issuer)
+        vault.addRole("ci-42", .init(boundAudience: Self.audience))
+        let world = try Self.tokenWorld(issuer, vault)
+        var job = SimulatedJob(script: [
+            #"echo "lookup=$(curl -s -H "X-Vault-Token: $VAULT_TOKEN" "$VAULT_ADDR/v1/auth/token/lookup-self" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d["ttl"], d["orphan"])')""#,
+        ])
+        job.timeout = 600
+        job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: Self.audience))]
+        let r = world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(r.log)")
+        let m = try #require(r.output.firstMatch(of: /lookup=(\d+) (\w+)\n/), "\(r.output)")
+        let ttl = Int(m.1) ?? 0
+        #expect(ttl > 500 && ttl <= 600, "ttl \(ttl)")
+        #expect(m.2 == "False", "the job holds the login token, not a child")
+        #expect(vault.liveAccessors.isEmpty, "a token outlived cleanup")
+    }
+
+    /// Vault down at cleanup: the credential is recorded `revoke_failed` with when it expires, the
+    /// ledger is kept, and the runner's log says so; sweep later tries again and still keeps it.
+    @Test func revocationFailureIsRecordedAndTheLedgerKept() throws {
+        let issuer = try TestIssuer()
+        let vault = try FakeVault(issuer: issuer)
+        vault.addRole("ci-42", .init(boundAudience: Self.audience))
+        let world = try Self.tokenWorld(issuer, vault)
+        var job = SimulatedJob(script: [#"echo "token-length=${#VAULT_TOKEN}""#])
+        job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: Self.audience))]
+        let env = try world.runnerEnvironment(jobID: job.jobID, variables: [
+            "CI_PROJECT_PATH": job.projectPath, "AIRLOCK_ID_TOKEN": job.idTokens["AIRLOCK_ID_TOKEN"] ?? ""])
+        let prep = world.execute("airlock-prepare", environment: env)
+        #expect(prep.code == 0, "\(prep.stderr)")
+        vault.server.stop()
+        let cleanup = world.execute("airlock-cleanup", environment: env)
+        let out = cleanup.stdout + cleanup.stderr
+        #expect(out.contains("vault-token (sha256:") && out.contains("revocation failed"), "\(out)")
+        let failed = world.auditRecords().filter { $0["event"] as? String == "revoke_failed" }
+        #expect(failed.count == 1 && failed.first?["expires_at"] != nil, "\(failed)")
+        #expect(FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)/ledger.json"), "the ledger of an unrevoked credential was removed")
+        let swept = world.run(["sweep", "--config", world.configPath, "--force"])
+        #expect(swept.stdout.contains("job \(job.jobID): 1 credential(s) could not be revoked, kept"), "\(swept.stdout)\(swept.stderr)")
+        #expect(world.auditRecords().contains { $0["event"] as? String == "swept" && $0["outcome"] as? String == "revoke_failed" })
+        for line in [out, swept.stdout, world.auditText] { #expect(!line.contains("hvs.")) }
     }
 }
