@@ -50,6 +50,8 @@ public final class FakeAzure: @unchecked Sendable {
     /// Entra's clock relative to the runner's.
     public var clockOffset: TimeInterval = 0
     public var tokenLifetime = 3599
+    /// Seconds Entra takes to answer a token request (a slow tenant), so that requests overlap.
+    public var tokenDelay: Double = 0
 
     public var authorityHost: String { entra.baseURL }
     public var cosmosEndpoint: String { cosmos.baseURL }
@@ -91,6 +93,7 @@ public final class FakeAzure: @unchecked Sendable {
     }
 
     private func token(_ r: FakeRequest) -> FakeResponse {
+        if tokenDelay > 0 { Thread.sleep(forTimeInterval: tokenDelay) }
         let parts = r.path.split(separator: "/")
         guard r.method == "POST", parts.count == 4, parts[1] == "oauth2", parts[2] == "v2.0", parts[3] == "token" else {
             return FakeResponse(status: 404, body: Data())

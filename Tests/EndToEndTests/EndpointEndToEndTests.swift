@@ -323,6 +323,8 @@ struct EndpointEndToEndTests {
     @Test func concurrentRequestsForAStaleTokenFederateOnce() throws {
         // Tokens live 20 s; a token with less than 15 s left is replaced (and one at least 5 s old).
         let p = try Peers(runnerExtra: "endpoint_min_validity = \"15s\"", cosmosLifetime: 20)
+        // Entra takes 1 s per token: the twelve requests all arrive while the refresh is in flight.
+        p.azure.tokenDelay = 1
         let get = #"curl -s -o /dev/null -w '%{http_code}\n' -H "X-IDENTITY-HEADER: $IDENTITY_HEADER" "$IDENTITY_ENDPOINT?resource=https://orders-db.documents.azure.com&api-version=2019-08-01""#
         let job = p.job([
             "echo \"first=$(\(get))\"",
