@@ -24,7 +24,7 @@ struct AzureConformanceTests {
         func provider(_ profiles: [String: AzureProfile], authority: String? = nil) -> AzureProvider {
             AzureProvider(name: "azure", authorityHost: URL(string: authority ?? azure.authorityHost)!, profiles: profiles, transport: URLSessionTransport())
         }
-        func request(_ profile: String, deadline: Double = 10, claims: [String: String] = [:]) -> IssueRequest {
+        func request(_ profile: String, deadline: Double = 60, claims: [String: String] = [:]) -> IssueRequest {
             var c = ProviderConformance.job().claims
             c.merge(claims) { $1 }
             return IssueRequest(profile: profile, job: VerifiedJob(claims: c), idToken: issuer.mint(issuer.claims(for: job, audience: "api://AzureADTokenExchange")),
@@ -149,7 +149,7 @@ struct GCPConformanceTests {
             GCPProvider(name: "gcp", stsEndpoint: URL(string: sts ?? google.stsEndpoint)!, iamCredentialsEndpoint: URL(string: google.baseURL)!,
                         revokeEndpoint: URL(string: google.revokeEndpoint)!, profiles: profiles, transport: URLSessionTransport())
         }
-        func request(_ profile: String, audience: String = "https:" + GCPConformanceTests.wip, jobTimeout: Int = 1800, deadline: Double = 10) -> IssueRequest {
+        func request(_ profile: String, audience: String = "https:" + GCPConformanceTests.wip, jobTimeout: Int = 1800, deadline: Double = 60) -> IssueRequest {
             IssueRequest(profile: profile, job: ProviderConformance.job(), idToken: issuer.mint(issuer.claims(for: job, audience: audience)),
                          jobTimeoutSeconds: jobTimeout, now: Date(), deadline: Date().addingTimeInterval(deadline))
         }

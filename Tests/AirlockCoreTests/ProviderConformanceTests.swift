@@ -15,7 +15,7 @@ enum ProviderConformance {
         VerifiedJob(claims: ["project_id": "42", "job_id": "1001", "ref": "feature/a:b", "project_path": "platform/api"])
     }
 
-    static func request(_ profile: String, deadline: Double = 10) -> IssueRequest {
+    static func request(_ profile: String, deadline: Double = 60) -> IssueRequest {
         IssueRequest(profile: profile, job: job(), idToken: "eyJhbGciOiJSUzI1NiJ9.e30.c2ln", jobTimeoutSeconds: 1800,
                      now: Date(), deadline: Date().addingTimeInterval(deadline))
     }

@@ -25,7 +25,7 @@ struct VaultConformanceTests {
         job.jobID = 1001
         let token = issuer.mint(issuer.claims(for: job, audience: audience))
         let claims = VerifiedJob(claims: ["project_id": "42", "job_id": "1001"])
-        let req = IssueRequest(profile: "db", job: claims, idToken: token, jobTimeoutSeconds: 1800, now: Date(), deadline: Date().addingTimeInterval(5))
+        let req = IssueRequest(profile: "db", job: claims, idToken: token, jobTimeoutSeconds: 1800, now: Date(), deadline: Date().addingTimeInterval(60))
         return (issuer, vault, provider, req)
     }
 
