@@ -51,6 +51,16 @@ public struct EndpointServerInfo: Codable, Sendable {
 
 /// Starting and stopping a job's credential server (`airlock-endpoint`, next to the stage executables).
 public enum EndpointProcess {
+    /// What the server needs to take its own port rule down when it exits because its job's state
+    /// is gone (removed by hand, or a cleanup that found no record): the job's uid, read at start.
+    public static func ownerUID(state: String) -> UInt32? { Stages.loadRecord(state: state)?.paths.uid }
+
+    /// Removes the job's endpoint elements from the nftables table (absent ones are fine).
+    public static func removeRule(config: AirlockConfig, port: Int, uid: UInt32?) {
+        guard let uid, config.runner.blockMetadata else { return }
+        NetworkGuard.removeEndpoint(config.runner, port: port, uid: uid)
+    }
+
     /// Starts the server, detached in its own session, and waits until it reports its port.
     /// - Throws: `AirlockFailure` (system) when it cannot be started or does not come up.
     static func start(config: AirlockConfig, state: String, timeout: Double = 15) throws(AirlockFailure) -> EndpointServerInfo {

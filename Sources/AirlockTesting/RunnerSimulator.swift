@@ -190,7 +190,7 @@ public final class RunnerSimulator: @unchecked Sendable {
                          env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
         }
         if failed {
-            _ = runStage("upload_artifacts_on_failure", body: variableBody(projectDir) + ["echo \"Uploading artifacts (none)\""],
+            _ = runStage("upload_artifacts_on_failure", body: variableBody(projectDir) + ["echo \"Uploading artifacts (none)\""] + (job.stageProbes["upload_artifacts_on_failure"] ?? []),
                          env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
         }
         log("Cleaning up project directory and file based variables")

@@ -146,6 +146,17 @@ public final class TestWorld: @unchecked Sendable {
         "for i in $(seq 1 \(limit * 10)); do [ -e \(path) ] && break; sleep 0.1; done; [ -e \(path) ] && echo \"signal=recei\"\"ved\" || echo \"signal=timed-out\""
     }
 
+    /// `text` fit for a failure message: every run of 16 or more token-like characters is replaced by
+    /// its length, so that a failing masking test never prints the secret it caught.
+    public static func redacted(_ text: String) -> String {
+        text.replacing(/[A-Za-z0-9+\/=_.~%-]{16,}/) { "‹\($0.output.count) chars›" }
+    }
+
+    /// Kills what is left of processes whose command line holds `marker` (a failed test's survivors).
+    public static func killAll(containing marker: String) {
+        for pid in processes(containing: marker) { kill(pid, SIGKILL) }
+    }
+
     /// Runs the `airlock` admin CLI.
     public func run(_ args: [String]) -> (code: Int32, stdout: String, stderr: String) {
         Self.launch("\(binDir)/airlock", args, environment: nil)
@@ -203,6 +214,16 @@ public final class TestWorld: @unchecked Sendable {
         let range = marker.replacingOccurrences(of: "airlock uids ", with: "").split(separator: "-")
         if range.count == 2 {
             _ = launch("/usr/sbin/nft", ["delete", "element", "inet", "airlock", "ranges", "{ \(range[0]) . \(range[1]) }"], environment: nil)
+        }
+        // And endpoint elements of this range's uids that a test left (a server stopped another way
+        // than by cleanup or sweep).
+        if range.count == 2, let lo = UInt32(range[0]), let hi = UInt32(range[1]) {
+            let owners = launch("/usr/sbin/nft", ["list", "set", "inet", "airlock", "endpoint_owner"], environment: nil).stdout
+            for m in owners.matches(of: /(\d+) \. (\d+)/) {
+                guard let port = Int(m.1), let uid = UInt32(m.2), uid >= lo && uid <= hi else { continue }
+                _ = launch("/usr/sbin/nft", ["delete", "element", "inet", "airlock", "endpoint_owner", "{ \(port) . \(uid) }"], environment: nil)
+                _ = launch("/usr/sbin/nft", ["delete", "element", "inet", "airlock", "endpoint_ports", "{ \(port) }"], environment: nil)
+            }
         }
     }
 }

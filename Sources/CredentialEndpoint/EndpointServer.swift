@@ -1,6 +1,7 @@
 import AirlockCore
 import Federation
 import Foundation
+import Synchronization
 import Ledger
 import Logging
 import HTTPTypes
@@ -236,6 +237,8 @@ public enum EndpointMain {
             let job = try Stages.jobContext(state: state)
             let broker = try CredentialBroker(config: config, state: state, session: session, job: job, transport: transport())
             let server = EndpointServer(broker: broker, requestsPerSecond: config.runner.endpointRequestsPerSecond)
+            let ownerUID = EndpointProcess.ownerUID(state: state)
+            let listening = ListeningPort()
             let app = Application(
                 responder: CallbackResponder<BasicRequestContext> { request, _ in await server.respond(request) },
                 // A connection idle for 5 s is closed: a half-open or stalled client cannot hold one of
@@ -245,6 +248,7 @@ public enum EndpointMain {
                                      availableConnectionsDelegate: MaximumAvailableConnections(32)),
                 onServerRunning: { channel in
                     let port = channel.localAddress?.port ?? 0
+                    listening.set(port)
                     let info = EndpointServerInfo(pid: getpid(), port: port)
                     if let data = try? JSONEncoder().encode(info) {
                         try? Files.writeAtomically(data, to: "\(state)/\(EndpointSession.serverFile)", mode: 0o600, durable: false)
@@ -257,6 +261,9 @@ public enum EndpointMain {
             Thread.detachNewThread {
                 while FileManager.default.fileExists(atPath: "\(state)/\(EndpointSession.file)") { Thread.sleep(forTimeInterval: 1) }
                 print("airlock-endpoint: job \(job.jobID): state removed, exiting")
+                // Cleanup and sweep remove the port's rule themselves; when the state went another way,
+                // the server does, or the port's elements would stay in the table for good.
+                EndpointProcess.removeRule(config: config, port: listening.value, uid: ownerUID)
                 stopped(config: config, broker: broker, job: job)
                 fflush(nil)
                 exit(0)
@@ -269,4 +276,11 @@ public enum EndpointMain {
             return 1
         }
     }
+}
+
+/// The port the server listens on, once it does (set from the server's callback, read at exit).
+final class ListeningPort: Sendable {
+    private let port = Mutex<Int>(0)
+    func set(_ p: Int) { port.withLock { $0 = p } }
+    var value: Int { port.withLock { $0 } }
 }

@@ -98,9 +98,7 @@ struct OAuthConformanceTests {
             #expect(iat >= before && iat <= after)
             #expect(exp > iat && exp - iat <= 60, "lives \(exp - iat) s")
         }
-        // And Auth0 (the fake) would refuse Airlock's first assertion sent again.
-        let replay = try await URLSessionTransport().send(sent[0])
-        #expect(replay.status == 401)
+        // (The fake's own replay refusal is a check of the fake, not of Airlock: see FakeOAuthServer.)
     }
 
     /// A retried exchange signs a new assertion: the one sent with the failed attempt may have
@@ -126,6 +124,7 @@ struct OAuthConformanceTests {
 
     static func claims(of jwt: String) throws -> [String: Any] {
         let parts = jwt.split(separator: ".")
+        try #require(parts.count == 3, "not a JWS: \(parts.count) parts")
         let payload = try #require(Base64URL.decode(parts[1]))
         return try #require(try JSONSerialization.jsonObject(with: payload) as? [String: Any])
     }

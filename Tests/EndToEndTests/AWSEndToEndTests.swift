@@ -99,9 +99,9 @@ struct AWSEndToEndTests {
         ], moto: moto.url)
         job.afterScript = ["echo after-has-key=${AWS_ACCESS_KEY_ID:+yes}${AWS_SHARED_CREDENTIALS_FILE:+yes}"]
         let r = world.simulate(job) { $0.runnerMasking = false }
-        #expect(r.status == "success", "\(r.log)")
-        #expect(r.log.contains("\"Arn\": \"arn:aws:sts::123456789012:assumed-role/gitlab-42/gitlab-42-\(job.jobID)\""), "\(r.log)")
-        #expect(r.output.contains("id-token=[]\n"), "\(r.output)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+        #expect(r.log.contains("\"Arn\": \"arn:aws:sts::123456789012:assumed-role/gitlab-42/gitlab-42-\(job.jobID)\""), "\(TestWorld.redacted(r.log))")
+        #expect(r.output.contains("id-token=[]\n"), "\(TestWorld.redacted(r.output))")
         #expect(r.output.contains("after-has-key=yes\n"))
         #expect(r.log.contains("Airlock: issued deploy-prod"))
         let records = Self.audit(world)
@@ -121,7 +121,8 @@ struct AWSEndToEndTests {
             .split(separator: "\n").map(String.init)
         #expect(resolved.count == 2 && resolved[0].count == 40 && resolved[1].count > 100, "\(resolved.map(\.count))")
         for secret in resolved {
-            #expect(!r.log.contains(secret) && !r.runnerLog.contains(secret) && !world.auditText.contains(secret))
+            let leaked = r.log.contains(secret) || r.runnerLog.contains(secret) || world.auditText.contains(secret)
+            #expect(!leaked, "a secret of \(secret.count) characters is in the job log, the runner log or the audit log")
         }
         #expect(r.stages.contains { $0.stage == "get_sources" })
     }
@@ -135,8 +136,8 @@ struct AWSEndToEndTests {
         job.afterScript = ["STAGE_NAME=after_script; \(probe)"]
         job.stageProbes = ["prepare_script": ["STAGE_NAME=prepare_script; \(probe)"], "get_sources": ["STAGE_NAME=get_sources; \(probe)"]]
         let r = world.simulate(job) { $0.runnerMasking = false }
-        #expect(r.status == "success", "\(r.log)")
-        #expect(r.output.contains("probe-prepare_script=absent\n"), "\(r.output)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+        #expect(r.output.contains("probe-prepare_script=absent\n"), "\(TestWorld.redacted(r.output))")
         #expect(r.output.contains("probe-get_sources=absent\n"))
         #expect(r.output.contains("probe-build_script=present\n"))
         #expect(r.output.contains("probe-after_script=present\n"))
@@ -155,7 +156,7 @@ struct AWSEndToEndTests {
         let runnerStages = ["prepare_script", "get_sources", "restore_cache", "download_artifacts", "archive_cache", "upload_artifacts_on_success", "cleanup_file_variables"]
         for stage in runnerStages + ["step_release"] { job.stageProbes[stage] = ["STAGE_NAME=\(stage); \(probe)"] }
         let r = world.simulate(job) { $0.runnerMasking = false }
-        #expect(r.status == "success", "\(r.log)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         for stage in runnerStages {
             #expect(r.output.contains("probe-\(stage)=absent\n"), "\(stage): \(r.output)")
         }
@@ -164,6 +165,15 @@ struct AWSEndToEndTests {
         }
         #expect(r.stages.map(\.stage) == ["prepare_script", "get_sources", "restore_cache", "download_artifacts", "build_script", "step_release",
                                           "after_script", "archive_cache", "upload_artifacts_on_success", "cleanup_file_variables"])
+        // A failing job runs the _on_failure stages instead: nothing there either.
+        var failing = Self.job(issuer, ["STAGE_NAME=build_script; \(probe)", "exit 1"], moto: moto.url)
+        for stage in ["archive_cache", "upload_artifacts_on_failure"] { failing.stageProbes[stage] = ["STAGE_NAME=\(stage == "archive_cache" ? "archive_cache_on_failure" : stage); \(probe)"] }
+        let f = world.simulate(failing) { $0.runnerMasking = false }
+        #expect(f.status == "failed" && f.stages.map(\.stage).contains("archive_cache_on_failure"), "\(f.log)")
+        for stage in ["archive_cache_on_failure", "upload_artifacts_on_failure"] {
+            #expect(f.output.contains("probe-\(stage)=absent\n"), "\(stage): \(f.output)")
+        }
+        #expect(f.output.contains("probe-build_script=present\n"))
     }
 
     @Test func everyEncodingOfTheSecretIsMasked() throws {
@@ -184,7 +194,7 @@ struct AWSEndToEndTests {
             "env > \"$CI_PROJECT_DIR/../job-env.txt\"",
         ], moto: moto.url)
         let r = world.simulate(job) { $0.runnerMasking = false }
-        #expect(r.status == "success", "\(r.log)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         let envFile = try String(contentsOfFile: "\(try #require(world.hostBuildsDir()))/platform/job-env.txt", encoding: .utf8)
         var secrets: [String: String] = [:]
         for line in envFile.split(separator: "\n") {
@@ -197,24 +207,28 @@ struct AWSEndToEndTests {
             let b64 = Data(value.utf8).base64EncodedString()
             let url = value.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? value
             for (form, text) in [("plain", value), ("base64", String(b64.dropLast(4))), ("url", url), ("prefix", String(value.prefix(24))), ("suffix", String(value.suffix(24)))] {
-                #expect(!r.log.contains(text), "\(name) leaked as \(form)")
-                #expect(!r.runnerLog.contains(text), "\(name) in the runner log as \(form)")
+                let inLog = r.log.contains(text), inRunnerLog = r.runnerLog.contains(text)
+                #expect(!inLog, "\(name) leaked as \(form)")
+                #expect(!inRunnerLog, "\(name) in the runner log as \(form)")
             }
             let audit = try String(contentsOfFile: world.auditLog, encoding: .utf8)
             #expect(!audit.contains(value))
         }
-        #expect(r.log.components(separatedBy: "[MASKED]").count >= 9, "\(r.log)")
+        // Computed first: a failing expectation would print the log, and with it the secret.
+        let masked1 = r.log.components(separatedBy: "[MASKED]").count >= 9
+        #expect(masked1, "\(TestWorld.redacted(r.log))")
     }
 
     @Test func secondProviderDownRevokesTheFirstAndIsASystemFailure() throws {
         let moto = try MotoServer()
         let issuer = try TestIssuer()
         let world = try TestWorld(runnerExtra: "federation_timeout = \"3s\"", extra: Self.config(issuer, sts: moto.url, second: "http://127.0.0.1:9"))
-        let job = Self.job(issuer, ["echo should-not-run"], moto: moto.url)
+        let job = Self.job(issuer, [#"echo "ran-$((6*7))""#], moto: moto.url)
         let r = world.simulate(job)
-        #expect(r.failureReason == "system_failure", "\(r.log)")
+        #expect(r.failureReason == "system_failure", "\(TestWorld.redacted(r.log))")
         #expect(r.log.contains("profile \"second\" (provider \"aws-other\"): ConnectionFailed"))
-        #expect(!r.log.contains("\nshould-not-run"))
+        let present1 = r.output.contains("ran-42")
+        #expect(!present1, "the job ran")
         let records = Self.audit(world)
         let issued = records.filter { $0["event"] as? String == "issued" }
         let revoked = records.filter { $0["event"] as? String == "revoked" }
@@ -231,16 +245,17 @@ struct AWSEndToEndTests {
         let sts = try FakeSTS.rejecting(code: "InvalidIdentityToken", delay: 1)
         let issuer = try TestIssuer()
         let world = try TestWorld(extra: Self.config(issuer, sts: moto.url, second: sts.baseURL))
-        let job = Self.job(issuer, ["echo should-not-run"], moto: moto.url)
+        let job = Self.job(issuer, [#"echo "ran-$((6*7))""#], moto: moto.url)
         let r = world.simulate(job)
-        #expect(r.failureReason == "script_failure", "\(r.log)")
-        #expect(r.prepareAttempts == 1, "\(r.log)")
+        #expect(r.failureReason == "script_failure", "\(TestWorld.redacted(r.log))")
+        #expect(r.prepareAttempts == 1, "\(TestWorld.redacted(r.log))")
         #expect(r.log.contains("InvalidIdentityToken"))
         let records = Self.audit(world)
         let issued = records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String }
         let revoked = records.filter { $0["event"] as? String == "revoked" }.compactMap { $0["credential_id"] as? String }
         #expect(issued.count == 1 && Set(issued) == Set(revoked), "\(records)")
-        #expect(!r.log.contains("\nshould-not-run"))
+        let present2 = r.output.contains("ran-42")
+        #expect(!present2, "the job ran")
     }
 
     @Test func cancelAndDoubleCleanupLeaveTheLedgerEmpty() throws {
@@ -339,6 +354,9 @@ struct AWSEndToEndTests {
         #expect(p.code == 0, "\(p.stderr)")
         let state = "\(world.stateDir)/jobs/\(job.jobID)"
         #expect(!TestWorld.processes(containing: state).isEmpty, "no credential server after prepare")
+        let home = "\(world.root)/homes/job-\(job.jobID)"
+        #expect(FileManager.default.fileExists(atPath: home), "no HOME after prepare")
+        #expect(((try? FileManager.default.contentsOfDirectory(atPath: "\(world.stateDir)/uids")) ?? []).filter { !$0.hasPrefix(".") }.count == 1, "no uid slot held after prepare")
         var lines = ""
         let until = Date().addingTimeInterval(60)
         while Date() < until && !lines.contains("ledger settled") {
@@ -349,11 +367,15 @@ struct AWSEndToEndTests {
         #expect(lines.contains("job \(job.jobID): ledger settled, state removed"), "\(lines)")
         #expect(TestWorld.processes(containing: state).isEmpty, "the credential server outlived the sweep")
         let records = Self.audit(world)
-        #expect(records.contains { $0["event"] as? String == "endpoint_stopped" && $0["job_id"] as? String == "\(job.jobID)" }, "\(records)")
+        // Sweep stopped the server before it revoked (the server would also stop by itself once the
+        // state is gone, but only after the sweep's revocation).
+        let stoppedAt = records.firstIndex { $0["event"] as? String == "endpoint_stopped" && $0["job_id"] as? String == "\(job.jobID)" }
+        let revokedAt = records.firstIndex { $0["event"] as? String == "revoked" && $0["reason"] as? String == "sweep" }
+        #expect(stoppedAt != nil && revokedAt != nil && stoppedAt! < revokedAt!, "\(records)")
         #expect(records.contains { $0["event"] as? String == "revoked" && $0["reason"] as? String == "sweep" })
         #expect(records.contains { $0["event"] as? String == "swept" && $0["outcome"] as? String == "settled" })
         #expect(!FileManager.default.fileExists(atPath: state))
-        #expect(!FileManager.default.fileExists(atPath: "\(world.root)/homes/job-\(job.jobID)"))
+        #expect(!FileManager.default.fileExists(atPath: home))
         let slots = (try? FileManager.default.contentsOfDirectory(atPath: "\(world.stateDir)/uids"))?.filter { !$0.hasPrefix(".") } ?? []
         #expect(slots.isEmpty, "uid still held: \(slots)")
     }
@@ -366,10 +388,10 @@ struct AWSEndToEndTests {
         let world = try TestWorld(extra: Self.config(issuer, sts: moto.url))
         let marker = "airlock-timeout-\(UUID().uuidString.prefix(8))"
         var job = Self.job(issuer, ["echo \"started=$((6*7))\"", "exec -a \(marker) sleep 600", "echo not-reached"], moto: moto.url)
-        job.timeout = 4
+        job.timeout = 20  // covers prepare_script and get_sources on a loaded machine; the script sleeps 600 s
         let r = world.simulate(job) { $0.runnerMasking = false }
-        #expect(r.failureReason == "job_execution_timeout", "\(r.log)")
-        #expect(r.output.contains("started=42\n") && !r.output.contains("not-reached"), "\(r.output)")
+        #expect(r.failureReason == "job_execution_timeout", "\(TestWorld.redacted(r.log))")
+        #expect(r.output.contains("started=42\n") && !r.output.contains("not-reached"), "\(TestWorld.redacted(r.output))")
         #expect(TestWorld.processes(containing: marker).isEmpty)
         let records = Self.audit(world)
         let issued = Set(records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String })

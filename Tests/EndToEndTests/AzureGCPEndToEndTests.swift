@@ -94,11 +94,15 @@ struct AzureGCPEndToEndTests {
             "echo \"azure-id-token=${AZURE_ID_TOKEN:-none}\"",
         ], profiles: "orders-db")
         let r = p.world.simulate(job) { $0.runnerMasking = false }
-        #expect(r.status == "success", "\(r.log)")
-        #expect(r.log.contains("\"Databases\"") && r.log.contains("\"orders\""), "\(r.log)")
-        #expect(r.log.contains("token=[MASKED] tenant=\(p.azure.tenant) client=\(Self.client)"))
-        #expect(!r.log.contains("fake-entra."))
-        #expect(!r.log.contains(job.idTokens["AZURE_ID_TOKEN"]!))
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+        #expect(r.log.contains("\"Databases\"") && r.log.contains("\"orders\""), "\(TestWorld.redacted(r.log))")
+        // Computed first: a failing expectation would print the log, and with it the secret.
+        let masked1 = r.log.contains("token=[MASKED] tenant=\(p.azure.tenant) client=\(Self.client)")
+        #expect(masked1, "\(TestWorld.redacted(r.log))")
+        let present1 = r.log.contains("fake-entra.")
+        #expect(!present1)
+        let present2 = r.log.contains(job.idTokens["AZURE_ID_TOKEN"]!)
+        #expect(!present2)
         #expect(p.azure.requestedScopes == ["https://orders-db.documents.azure.com/.default", "https://cosmos.azure.com/.default"])
         let issued = p.audit().first { $0["event"] as? String == "issued" }
         #expect(issued?["tenant_id"] as? String == p.azure.tenant)
@@ -118,18 +122,22 @@ struct AzureGCPEndToEndTests {
             "echo \"token=${AZURE_ACCESS_TOKEN:-none}\"",
         ], profiles: "app-secrets")
         let r = p.world.simulate(job) { $0.runnerMasking = false }
-        #expect(r.status == "success", "\(r.log)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         // Read-only for the job, the value without a trailing newline (32 characters).
-        #expect(r.output.contains("file=/run/airlock/secrets/app-secrets-DB_PASSWORD mode=400 bytes=32\n"), "\(r.output)")
-        #expect(r.output.contains("value: [MASKED]\n"))
+        #expect(r.output.contains("file=/run/airlock/secrets/app-secrets-DB_PASSWORD mode=400 bytes=32\n"), "\(TestWorld.redacted(r.output))")
+        // Computed first: a failing expectation would print the log, and with it the secret.
+        let masked2 = r.output.contains("value: [MASKED]\n")
+        #expect(masked2, "\(TestWorld.redacted(r.output))")
         // The Key Vault token stays with Airlock.
         #expect(r.output.contains("token=none\n"))
-        #expect(!r.log.contains("kv-S3cret-value"))
+        let present3 = r.log.contains("kv-S3cret-value")
+        #expect(!present3)
         #expect(r.runnerLog.contains("long-lived secret, not Airlock's to revoke; the job's copies are deleted"), "\(r.runnerLog)")
         let audit = p.audit()
         #expect(audit.contains { $0["event"] as? String == "revoked" && $0["outcome"] as? String == "copies_deleted" })
         #expect(audit.contains { $0["event"] as? String == "issued" && $0["secret.DB_PASSWORD"] as? String == "db-password" })
-        #expect(!p.world.auditText.contains("kv-S3cret-value"))
+        let present4 = p.world.auditText.contains("kv-S3cret-value")
+        #expect(!present4)
         // The job's copies are deleted: no file left on the host holds the value (the world's tree,
         // its secrets root, the runner's temp dirs).
         let value = Data("kv-S3cret-value-0123456789abcdef".utf8)
@@ -154,12 +162,15 @@ struct AzureGCPEndToEndTests {
             #"echo "token=[$CLOUDSDK_AUTH_ACCESS_TOKEN]""#,
         ], profiles: "gcs-deploy")
         let r = p.world.simulate(job) { $0.runnerMasking = false }
-        #expect(r.status == "success", "\(r.log)")
-        #expect(r.log.contains("\"email\":\"\(Self.serviceAccount)\""), "\(r.log)")
-        #expect(r.output.contains("same-token=yes project=platform-prod\n"), "\(r.output)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+        #expect(r.log.contains("\"email\":\"\(Self.serviceAccount)\""), "\(TestWorld.redacted(r.log))")
+        #expect(r.output.contains("same-token=yes project=platform-prod\n"), "\(TestWorld.redacted(r.output))")
         // The script printed the token: the mask stands where it was.
-        #expect(r.output.contains("token=[[MASKED]]\n"), "\(r.output)")
-        #expect(!r.log.contains("ya29."))
+        // Computed first: a failing expectation would print the log, and with it the secret.
+        let masked3 = r.output.contains("token=[[MASKED]]\n")
+        #expect(masked3, "\(TestWorld.redacted(r.output))")
+        let present5 = r.log.contains("ya29.")
+        #expect(!present5)
         #expect(p.google.count(kind: "impersonated") == 1)
         #expect(p.google.count(kind: "impersonated", revoked: true) == 1)
         let audit = p.audit()
@@ -198,24 +209,26 @@ struct AzureGCPEndToEndTests {
             p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: p.subject)])
             p.azure.issuerReachable = false
         }
-        let job = p.job(["echo should-not-run"], profiles: "orders-db")
+        let job = p.job([#"echo "ran-$((6*7))""#], profiles: "orders-db")
         let r = p.world.simulate(job)
-        #expect(r.failureReason == "script_failure", "\(r.log)")
+        #expect(r.failureReason == "script_failure", "\(TestWorld.redacted(r.log))")
         #expect(r.prepareAttempts == 1)
-        #expect(r.log.contains(code), "\(r.log)")
-        #expect(!r.log.contains("\nshould-not-run"))
+        #expect(r.log.contains(code), "\(TestWorld.redacted(r.log))")
+        let present6 = r.output.contains("ran-42")
+        #expect(!present6, "the job ran")
         switch kind {
         case "subject":
-            #expect(r.log.contains("subject \"\(p.subject)\""), "\(r.log)")
+            #expect(r.log.contains("subject \"\(p.subject)\""), "\(TestWorld.redacted(r.log))")
             #expect(r.log.contains("The federated credential must hold exactly (case-sensitive): issuer \"\(p.issuer.issuer)\", subject \"\(p.subject)\", audiences [\"api://AzureADTokenExchange\"]"))
         case "audience":
-            #expect(r.log.contains("its audiences do not include the token's aud \"api://AzureADTokenExchange\""), "\(r.log)")
+            #expect(r.log.contains("its audiences do not include the token's aud \"api://AzureADTokenExchange\""), "\(TestWorld.redacted(r.log))")
         case "time":
-            #expect(r.log.contains("outside its valid time range") && r.log.contains("Check NTP"), "\(r.log)")
+            #expect(r.log.contains("outside its valid time range") && r.log.contains("Check NTP"), "\(TestWorld.redacted(r.log))")
         default:
-            #expect(r.log.contains("could not fetch the issuer's OpenID Connect discovery") && r.log.contains("must serve both publicly"), "\(r.log)")
+            #expect(r.log.contains("could not fetch the issuer's OpenID Connect discovery") && r.log.contains("must serve both publicly"), "\(TestWorld.redacted(r.log))")
         }
-        #expect(!r.log.contains(job.idTokens["AZURE_ID_TOKEN"]!))
+        let present7 = r.log.contains(job.idTokens["AZURE_ID_TOKEN"]!)
+        #expect(!present7)
         let decisions = p.audit().filter { $0["event"] as? String == "federation_failed" }
         #expect(decisions.first?["code"] as? String == code)
         #expect(decisions.first?["fault"] as? String == "job")
@@ -224,14 +237,14 @@ struct AzureGCPEndToEndTests {
     @Test func missingSecondIDTokenIsRefusedWithTheBlockToAdd() throws {
         let p = try Peers()
         p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: p.subject)])
-        var job = p.job(["echo should-not-run"], profiles: "orders-db")
+        var job = p.job([#"echo "ran-$((6*7))""#], profiles: "orders-db")
         job.idTokens["AZURE_ID_TOKEN"] = nil
         let r = p.world.simulate(job)
-        #expect(r.failureReason == "script_failure", "\(r.log)")
-        #expect(r.log.contains("AZURE_ID_TOKEN:\n") && r.log.contains("aud: api://AzureADTokenExchange"), "\(r.log)")
+        #expect(r.failureReason == "script_failure", "\(TestWorld.redacted(r.log))")
+        #expect(r.log.contains("AZURE_ID_TOKEN:\n") && r.log.contains("aud: api://AzureADTokenExchange"), "\(TestWorld.redacted(r.log))")
         #expect(p.azure.requestedScopes.isEmpty)
         // Another job's Entra token (same project, other job) is refused before Entra sees it.
-        var other = p.job(["echo should-not-run"], profiles: "orders-db")
+        var other = p.job([#"echo "ran-$((6*7))""#], profiles: "orders-db")
         var stranger = other
         stranger.jobID += 1
         other.idTokens["AZURE_ID_TOKEN"] = p.issuer.mint(p.issuer.claims(for: stranger, audience: "api://AzureADTokenExchange"))

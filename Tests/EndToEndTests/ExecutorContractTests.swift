@@ -11,7 +11,7 @@ struct ExecutorContractTests {
         var job = SimulatedJob(script: ["echo hello-from-$CI_JOB_ID", "hostname", "test -w \"$CI_PROJECT_DIR\""])
         job.afterScript = ["echo after-ran"]
         let r = world.simulate(job)
-        #expect(r.status == "success", "\(r.log)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         #expect(r.log.contains("hello-from-\(job.jobID)"))
         #expect(r.log.contains("airlock-job"))  // UTS namespace: the sandbox's hostname
         #expect(r.log.contains("after-ran"))
@@ -27,7 +27,8 @@ struct ExecutorContractTests {
         #expect(r.status == "failed")
         #expect(r.failureReason == "script_failure")
         #expect(r.jobExitCode == 3)
-        #expect(!r.log.contains("\nnever"))
+        let present1 = r.output.contains("never\n")
+        #expect(!present1)
         #expect(r.log.contains("ERROR: Job failed: exit code 3"))
     }
 
@@ -38,6 +39,7 @@ struct ExecutorContractTests {
     func backgroundProcessesDoNotSurviveTheStage(isolation: String) throws {
         let world = try TestWorld(isolation: isolation)
         let marker = "airlock-survivor-\(UUID().uuidString.prefix(8))"
+        defer { TestWorld.killAll(containing: marker) }
         var script = [
             "(exec -a \(marker)-plain sleep 1000) &",
             "(trap '' TERM HUP; exec -a \(marker)-noterm sleep 1000) &",
@@ -48,11 +50,13 @@ struct ExecutorContractTests {
                        "(setsid bash -c '(exec -a \(marker)-double sleep 1000) &' &)"]
             expected = 4
         }
-        script.append("sleep 0.5; echo \"running=$(pgrep -c -f '^\(marker)-')\"")
+        // Wait (up to 20 s) until every one of them runs, then say how many do.
+        script.append("for i in $(seq 1 200); do [ \"$(pgrep -c -f '^\(marker)-')\" -ge \(expected) ] && break; sleep 0.1; done; echo \"running=$(pgrep -c -f '^\(marker)-')\"")
         let r = world.simulate(SimulatedJob(script: script))
-        #expect(r.status == "success", "\(r.log)")
-        #expect(r.output.contains("running=\(expected)\n"), "\(r.output)")
-        #expect(TestWorld.processes(containing: marker).isEmpty)
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+        #expect(r.output.contains("running=\(expected)\n"), "\(TestWorld.redacted(r.output))")
+        let sandboxLeftNoSurvivors = TestWorld.processes(containing: marker).isEmpty
+        #expect(sandboxLeftNoSurvivors)
     }
 
     /// A stage whose script ignores the cancel's SIGTERM is SIGKILLed by airlock-run once
@@ -65,6 +69,7 @@ struct ExecutorContractTests {
         let prep = world.execute("airlock-prepare", environment: env)
         #expect(prep.code == 0, "\(prep.stderr)")
         let marker = "airlock-stubborn-\(UUID().uuidString.prefix(8))"
+        defer { TestWorld.killAll(containing: marker) }
         let script = "\(world.runnerTemp)/custom-executor-4242/script"
         FileManager.default.createFile(atPath: script, contents: Data("#!/usr/bin/env bash\ntrap '' TERM HUP\nexec -a \(marker) sleep 1000\n".utf8),
                                        attributes: [.posixPermissions: 0o700])
@@ -74,11 +79,11 @@ struct ExecutorContractTests {
         Thread.detachNewThread { _ = ChildProcess.readAll(run.stdoutFD); done.signal() }
         Thread.detachNewThread { _ = ChildProcess.readAll(run.stderrFD) }
         var started = false
-        for _ in 0..<200 where !started {
+        for _ in 0..<1200 where !started {
             Thread.sleep(forTimeInterval: 0.05)
             started = !TestWorld.processes(containing: marker).isEmpty
         }
-        #expect(started, "the stage never started its process")
+        #expect(started, "the stage did not start its process within 60 s")
         let cancel = Date()
         kill(run.pid, SIGTERM)
         let ended = done.wait(timeout: .now() + 60) == .success
@@ -99,31 +104,42 @@ struct ExecutorContractTests {
         let world = try TestWorld()
         let tag = UUID().uuidString.prefix(8)
         let configDir = (world.configPath as NSString).deletingLastPathComponent
+        // Searchable and readable by anyone: if the job cannot see the directory's files, it is
+        // because the sandbox hides them, not because of the directory's mode.
+        chmod(configDir, 0o755)
+        chmod((configDir as NSString).deletingLastPathComponent, 0o755)
         let sibling = "\(configDir)/old-airlock.toml.bak"
         FileManager.default.createFile(atPath: sibling, contents: Data("token = \"canary-\(tag)\"\n".utf8), attributes: [.posixPermissions: 0o644])
-        let hostTmp = "/tmp/airlock-canary-\(tag)", hostRun = "/run/airlock-canary-\(tag)"
-        for f in [hostTmp, hostRun] { FileManager.default.createFile(atPath: f, contents: Data("x".utf8), attributes: [.posixPermissions: 0o644]) }
-        defer { for f in [hostTmp, hostRun, "/tmp/job-wrote-\(tag)"] { try? FileManager.default.removeItem(atPath: f) } }
+        let hostTmp = "/tmp/airlock-canary-\(tag)", hostRun = "/run/airlock-canary-\(tag)", hostShm = "/dev/shm/airlock-canary-\(tag)"
+        for f in [hostTmp, hostRun, hostShm] { FileManager.default.createFile(atPath: f, contents: Data("x".utf8), attributes: [.posixPermissions: 0o644]) }
+        defer { for f in [hostTmp, hostRun, hostShm, "/tmp/job-wrote-\(tag)"] { try? FileManager.default.removeItem(atPath: f) } }
         var job = SimulatedJob(script: [
             #"w() { if ( : > "$1/.airlock-w-$$" ) 2>/dev/null; then rm -f "$1/.airlock-w-$$"; echo rw; else echo ro; fi; }"#,
             #"echo "writes: root=$(w /) usr=$(w /usr) etc=$(w /etc) var-tmp=$(w /var/tmp) world=$(w "$WORLD") builds=$(w "$CI_PROJECT_DIR") cache=$(w "$CACHE") home=$(w "$HOME") tmp=$(w /tmp) run=$(w /run)""#,
-            #"echo "host-files: tmp=$(cat "$HOST_TMP" 2>/dev/null | wc -c) run=$(cat "$HOST_RUN" 2>/dev/null | wc -c)""#,
+            #"echo "host-files: tmp=$(cat "$HOST_TMP" 2>/dev/null | wc -c) run=$(cat "$HOST_RUN" 2>/dev/null | wc -c) shm=$(cat "$HOST_SHM" 2>/dev/null | wc -c)""#,
             #"echo job > "/tmp/job-wrote-$TAG""#,
             #"echo "pid-ns: host-pid=$([ -d "/proc/$HOST_PID" ] && echo visible || echo absent) processes=$(ls /proc | grep -c '^[0-9]')""#,
             #"echo "config-dir: entries=$(ls -A "$CONFIG_DIR" 2>/dev/null | wc -l) sibling=$(cat "$SIBLING" 2>/dev/null | wc -c)""#,
             #"echo canary > "$HOME/home.txt"; echo "home=$HOME""#,
         ])
-        job.variables = ["WORLD": world.root, "CACHE": "\(world.root)/cache", "HOST_TMP": hostTmp, "HOST_RUN": hostRun, "TAG": String(tag),
+        job.variables = ["WORLD": world.root, "CACHE": "\(world.root)/cache", "HOST_TMP": hostTmp, "HOST_RUN": hostRun, "HOST_SHM": hostShm, "TAG": String(tag),
                          "HOST_PID": "\(getpid())", "CONFIG_DIR": configDir, "SIBLING": sibling]
         let r = world.simulate(job)
-        #expect(r.status == "success", "\(r.log)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         let out = r.output
-        #expect(out.contains("writes: root=ro usr=ro etc=ro var-tmp=ro world=ro builds=rw cache=rw home=rw tmp=rw run=rw\n"), "\(out)")
-        #expect(out.contains("host-files: tmp=0 run=0\n"), "\(out)")
-        #expect(!FileManager.default.fileExists(atPath: "/tmp/job-wrote-\(tag)"))
-        let pidLine = try #require(out.firstMatch(of: /pid-ns: host-pid=(\w+) processes=(\d+)\n/), "\(out)")
-        #expect(pidLine.1 == "absent" && (Int(pidLine.2) ?? 99) < 10, "\(out)")
-        #expect(out.contains("config-dir: entries=0 sibling=0\n"), "\(out)")
+        // Each property in a Bool of its own name, so that a failure (and check-sandbox-detection)
+        // names the property.
+        let sandboxWritesOnlyOwnDirs = out.contains("writes: root=ro usr=ro etc=ro var-tmp=ro world=ro builds=rw cache=rw home=rw tmp=rw run=rw\n")
+        #expect(sandboxWritesOnlyOwnDirs, "\(TestWorld.redacted(out))")
+        let sandboxHidesHostTmpRunShm = out.contains("host-files: tmp=0 run=0 shm=0\n")
+        #expect(sandboxHidesHostTmpRunShm, "\(TestWorld.redacted(out))")
+        let sandboxTmpIsPrivate = !FileManager.default.fileExists(atPath: "/tmp/job-wrote-\(tag)")
+        #expect(sandboxTmpIsPrivate)
+        let pidLine = try #require(out.firstMatch(of: /pid-ns: host-pid=(\w+) processes=(\d+)\n/), "\(TestWorld.redacted(out))")
+        let sandboxHasItsOwnPIDs = pidLine.1 == "absent" && (Int(pidLine.2) ?? 99) < 10
+        #expect(sandboxHasItsOwnPIDs, "\(TestWorld.redacted(out))")
+        let sandboxHidesConfigDir = out.contains("config-dir: entries=0 sibling=0\n")
+        #expect(sandboxHidesConfigDir, "\(TestWorld.redacted(out))")
         #expect(!out.contains("canary-\(tag)"))
         // Cleanup: HOME removed, the builds dir back to root.
         #expect(!FileManager.default.fileExists(atPath: "\(world.root)/homes/job-\(job.jobID)"))
@@ -138,9 +154,10 @@ struct ExecutorContractTests {
         job.afterScript = ["echo after-script-after-cancel"]
         let started = Date()
         let r = world.simulate(job) { $0.cancelAfter = 1.5 }
-        #expect(r.status == "canceled", "\(r.log)")
+        #expect(r.status == "canceled", "\(TestWorld.redacted(r.log))")
         #expect(r.log.contains("after-script-after-cancel"))
-        #expect(!r.log.contains("not-reached"))
+        let present2 = r.log.contains("not-reached")
+        #expect(!present2)
         #expect(Date().timeIntervalSince(started) < 30)
         #expect(TestWorld.processes(containing: marker).isEmpty)
         #expect(r.cleanupRuns == 1)
@@ -158,17 +175,18 @@ struct ExecutorContractTests {
         ])
         job.variables = ["CFG": world.configPath, "STATE": world.stateDir, "RUNNER_TMP": world.runnerTemp, "AUDIT": world.auditLog]
         let r = world.simulate(job)
-        #expect(r.status == "success", "\(r.log)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         #expect(r.log.contains("probe-done"))
         for leak in ["LEAK-config", "LEAK-state", "LEAK-response", "LEAK-runner-tmp", "LEAK-audit", "builds_root"] {
-            #expect(!r.log.contains(leak), "\(leak) in \(r.log)")
+            let present3 = r.log.contains(leak)
+            #expect(!present3, "\(leak) in \(r.log)")
         }
     }
 
     @Test func jobEnvironmentIsBuiltFromScratch() throws {
         let world = try TestWorld()
         let r = world.simulate(SimulatedJob(script: ["env > \"$CI_PROJECT_DIR/../env.txt\"", "echo HOME=$HOME"]))
-        #expect(r.status == "success", "\(r.log)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         let builds = "\(world.root)/builds"
         let envFile = FileManager.default.enumerator(atPath: builds)?.compactMap { $0 as? String }.first { $0.hasSuffix("env.txt") }
         let text = try String(contentsOfFile: "\(builds)/\(try #require(envFile))", encoding: .utf8)
@@ -187,7 +205,8 @@ struct ExecutorContractTests {
         #expect(r.prepareAttempts == 3)
         #expect(r.cleanupRuns == 3)
         #expect(r.log.contains("bubblewrap (/nonexistent/bwrap) is not installed"))
-        #expect(!r.log.contains("\nnever"))
+        let present4 = r.output.contains("never\n")
+        #expect(!present4)
     }
 
     /// Issue 11: when the metadata block cannot be enforced, no job runs (system failure, retried),
@@ -195,10 +214,11 @@ struct ExecutorContractTests {
     @Test func prepareFailsWhenTheMetadataBlockCannotBeEnforced() throws {
         let world = try TestWorld(runnerExtra: "nft = \"/nonexistent/nft\"")
         let r = world.simulate(SimulatedJob(script: ["echo never"]))
-        #expect(r.failureReason == "system_failure", "\(r.log)")
-        #expect(r.log.contains("cannot block the host's cloud metadata service for jobs"), "\(r.log)")
+        #expect(r.failureReason == "system_failure", "\(TestWorld.redacted(r.log))")
+        #expect(r.log.contains("cannot block the host's cloud metadata service for jobs"), "\(TestWorld.redacted(r.log))")
         #expect(r.log.contains("block_metadata = false"))
-        #expect(!r.log.contains("\nnever"))
+        let present5 = r.output.contains("never\n")
+        #expect(!present5)
         let optOut = try TestWorld(runnerExtra: "nft = \"/nonexistent/nft\"\nblock_metadata = false")
         let ok = optOut.simulate(SimulatedJob(script: ["echo ran-$((20+22))"]))
         #expect(ok.status == "success", "\(ok.log)")

@@ -229,10 +229,10 @@ struct HostileJobTests {
         // -- root, capabilities, mounts
         Attack(name: "runs-as-root", victim: false, script: [#"echo "ATTACK[uid]=$(id -u)""#], check: { r, a in
             let uid = number(after: "ATTACK[uid]=", in: r.log)
-            #expect(uid.flatMap { UInt32($0) }.map { a.world.jobUIDs.contains($0) } == true, "\(r.log)")
+            #expect(uid.flatMap { UInt32($0) }.map { a.world.jobUIDs.contains($0) } == true, "\(TestWorld.redacted(r.log))")
         }),
         Attack(name: "capabilities", victim: false, script: [#"echo "ATTACK[capeff]=$(awk '/^CapEff/{print $2}' /proc/self/status)-nnp$(awk '/^NoNewPrivs/{print $2}' /proc/self/status)""#],
-               check: { r, _ in #expect(r.log.contains("ATTACK[capeff]=0000000000000000-nnp1"), "\(r.log)") }),
+               check: { r, _ in #expect(r.log.contains("ATTACK[capeff]=0000000000000000-nnp1"), "\(TestWorld.redacted(r.log))") }),
         Attack(name: "umount-state", script: [#"umount "$STATE" 2>/dev/null || true"#, #"probe umount-state 'cat "$STATE/jobs/$VICTIM_JOB/ledger.json"'"#]),
         Attack(name: "remount-rw", victim: false, script: [#"mount -o remount,rw / 2>/dev/null || true"#, #"probe remount-rw 'touch /var/tmp/airlock-pwned-$$ && echo wrote'"#],
                check: { _, _ in
@@ -283,9 +283,10 @@ struct HostileJobTests {
             j.variables["CI_JOB_ID"] = "\(a.victim.jobID)"
             j.variables["CI_PROJECT_ID"] = "\(a.victim.projectID)"
         }, check: { r, a in
-            #expect(r.failureReason == "script_failure", "\(r.log)")
-            #expect(r.log.contains("not to this job"), "\(r.log)")
-            #expect(!r.log.contains("\nnever-runs"))
+            #expect(r.failureReason == "script_failure", "\(TestWorld.redacted(r.log))")
+            #expect(r.log.contains("not to this job"), "\(TestWorld.redacted(r.log))")
+            let present1 = r.output.contains("never-runs\n")
+            #expect(!present1)
             #expect(!a.world.auditRecords().contains { $0["event"] as? String == "issued" && $0["job_id"] as? String != "\(a.victim.jobID)" })
         }, expectSuccess: false),
         Attack(name: "spoofed-project-id", script: [#"echo poison > "$CI_PROJECT_DIR/poison.txt""#, #"probe spoofed-project-id 'cat "$CI_BUILDS_DIR/platform/api/canary.txt"'"#],
@@ -312,20 +313,20 @@ struct HostileJobTests {
         // -- tokens with Airlock's audience under other names
         Attack(name: "second-token-same-audience", victim: false, script: [#"echo "ATTACK[second-token]=${#MY_TOKEN}-$(grep -c "e""yJ" /tmp/.airlock-stage.sh)""#],
                configure: { j, a in j.idTokens["MY_TOKEN"] = a.token(for: j) },
-               check: { r, _ in #expect(r.log.contains("ATTACK[second-token]=0-0"), "\(r.log)") }),
+               check: { r, _ in #expect(r.log.contains("ATTACK[second-token]=0-0"), "\(TestWorld.redacted(r.log))") }),
         Attack(name: "variable-named-like-the-token", victim: false, script: [#"echo "ATTACK[dup-token]=$(grep -c "e""yJ" /tmp/.airlock-stage.sh)""#],
                configure: { j, a in j.variables["AIRLOCK_ID_TOKEN"] = a.token(for: j) },
-               check: { r, _ in #expect(r.log.contains("ATTACK[dup-token]=0"), "\(r.log)") }),
+               check: { r, _ in #expect(r.log.contains("ATTACK[dup-token]=0"), "\(TestWorld.redacted(r.log))") }),
         Attack(name: "provider-audience-token", victim: false, script: [#"echo "ATTACK[azure-token]=${#STOLEN}""#],
                configure: { j, a in j.idTokens["STOLEN"] = a.token(for: j, audience: "api://AzureADTokenExchange") },
-               check: { r, _ in #expect(r.log.contains("ATTACK[azure-token]=0"), "\(r.log)") }),
+               check: { r, _ in #expect(r.log.contains("ATTACK[azure-token]=0"), "\(TestWorld.redacted(r.log))") }),
         // -- the victim's credential endpoint
         Attack(name: "flood-victim-endpoint", script: [
             #"ok=0; for i in $(seq 1 200); do c=$(curl -s -m 1 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$VICTIM_PORT/aws/victim-endpoint" || true); [ "$c" = 000 ] || ok=$((ok+1)); done; echo "ATTACK[flood]=answered-$ok""#,
             #"n=0; for i in $(seq 1 40); do if (exec 3<>"/dev/tcp/127.0.0.1/$VICTIM_PORT") 2>/dev/null; then n=$((n+1)); fi; done; echo "ATTACK[half-open]=connected-$n-port-$VICTIM_PORT""#,
         ], check: { r, a in
-            #expect(r.log.contains("ATTACK[flood]=answered-0"), "\(r.log)")
-            #expect(r.log.range(of: #"ATTACK\[half-open\]=connected-0-port-[0-9]+"#, options: .regularExpression) != nil, "\(r.log)")
+            #expect(r.log.contains("ATTACK[flood]=answered-0"), "\(TestWorld.redacted(r.log))")
+            #expect(r.log.range(of: #"ATTACK\[half-open\]=connected-0-port-[0-9]+"#, options: .regularExpression) != nil, "\(TestWorld.redacted(r.log))")
             // Not one refusal line per request: the attacker never reached the server at all.
             let refused = a.world.auditRecords().filter { $0["event"] as? String == "endpoint_refused" }
             #expect(refused.compactMap { $0["count"] as? Int }.reduce(0, +) == 0, "\(refused)")
@@ -362,14 +363,18 @@ struct HostileJobTests {
         let r = arena.world.simulate(job) { $0.runnerMasking = false }
         let victim = arena.finishVictim()
 
-        if attack.expectSuccess { #expect(r.status == "success", "\(r.log)") }
+        if attack.expectSuccess { #expect(r.status == "success", "\(TestWorld.redacted(r.log))") }
         let probes = attack.script.joined(separator: "\n").components(separatedBy: "probe ").dropFirst()
             .compactMap { $0.split(separator: " ").first.map(String.init) }
         for name in probes { Self.blocked(name, r) }
-        #expect(!r.log.contains("=LEAKED"), "\(r.log)")
-        #expect(!r.log.contains(MetadataService.answer))
-        #expect(!r.log.contains("glrt-runner-secret-token"))
-        #expect(!r.log.contains("PRIVATE KEY"))
+        let present2 = r.log.contains("=LEAKED")
+        #expect(!present2, "\(TestWorld.redacted(r.log))")
+        let present3 = r.log.contains(MetadataService.answer)
+        #expect(!present3)
+        let present4 = r.log.contains("glrt-runner-secret-token")
+        #expect(!present4)
+        let present5 = r.log.contains("PRIVATE KEY")
+        #expect(!present5)
         attack.check(r, arena)
 
         if let v = victim {
@@ -400,7 +405,7 @@ struct HostileJobTests {
         _ = arena.finishVictim()
         let attackerUID = Self.number(after: "ATTACK[uid]=", in: r.log) ?? ""
         let victimUID: String = facts["VICTIM_UID"] ?? ""
-        #expect(!attackerUID.isEmpty && !victimUID.isEmpty && attackerUID != victimUID, "\(r.log)")
+        #expect(!attackerUID.isEmpty && !victimUID.isEmpty && attackerUID != victimUID, "\(TestWorld.redacted(r.log))")
         let top = "\(arena.world.root)/builds/project-42"
         let dirs = ((try? FileManager.default.contentsOfDirectory(atPath: top)) ?? []).flatMap { cls in
             ((try? FileManager.default.contentsOfDirectory(atPath: "\(top)/\(cls)")) ?? []).map { "\(cls)/\($0)" }

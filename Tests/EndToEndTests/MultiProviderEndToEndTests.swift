@@ -115,12 +115,15 @@ struct MultiProviderEndToEndTests {
                          #"echo "api=[$API_TOKEN] m2m=[$M2M_TOKEN] plain=[$PLAIN_TOKEN]""#],
                         profiles: "api,m2m,plain")
         let r = p.world.simulate(job) { $0.runnerMasking = false }
-        #expect(r.status == "success", "\(r.log)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         // Each variable holds a token (the fake's are "at_" + 96 characters)...
-        #expect(r.output.contains("lengths=99:99:99\n"), "\(r.output)")
+        #expect(r.output.contains("lengths=99:99:99\n"), "\(TestWorld.redacted(r.output))")
         // ...and each printed token is masked where it stood.
-        #expect(r.output.contains("api=[[MASKED]] m2m=[[MASKED]] plain=[[MASKED]]\n"), "\(r.output)")
-        #expect(!r.log.contains("at_"))
+        // Computed first: a failing expectation would print the log, and with it the secret.
+        let masked1 = r.output.contains("api=[[MASKED]] m2m=[[MASKED]] plain=[[MASKED]]\n")
+        #expect(masked1, "\(TestWorld.redacted(r.output))")
+        let present1 = r.log.contains("at_")
+        #expect(!present1)
         #expect(p.auth0.revoked.count == 1 && p.auth0.revoked[0].hint == "refresh_token")
         #expect(p.auth0.refreshTokens.allSatisfy { !p.auth0.isActive($0) })
         let revoked = p.audit().filter { $0["event"] as? String == "revoked" }
@@ -135,9 +138,9 @@ struct MultiProviderEndToEndTests {
         let job = p.job([#"echo "lengths=${#AWS_SECRET_ACCESS_KEY}:${#VAULT_TOKEN}:${#API_TOKEN}""#],
                         profiles: "deploy,vault-token,api")
         let r = p.world.simulate(job)
-        #expect(r.status == "success", "\(r.log)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         // moto's secret keys are 40 characters, the fake Vault's tokens 44, the fake OAuth server's 99.
-        #expect(r.output.contains("lengths=40:44:99\n"), "\(r.output)")
+        #expect(r.output.contains("lengths=40:44:99\n"), "\(TestWorld.redacted(r.output))")
         // The Vault login and the OAuth exchange were in flight at the same time: each arrived
         // before the other was answered.
         let login = try #require(p.vault.server.requestSpans.first { $0.path.hasSuffix("/login") })
@@ -147,9 +150,9 @@ struct MultiProviderEndToEndTests {
 
     @Test func oneProviderFailingRevokesTheOtherTwo() throws {
         let p = try Peers(oauthClient: "unregistered-client")
-        let job = p.job(["echo should-not-run"], profiles: "deploy,vault-token,m2m")
+        let job = p.job([#"echo "ran-$((6*7))""#], profiles: "deploy,vault-token,m2m")
         let r = p.world.simulate(job)
-        #expect(r.failureReason == "system_failure", "\(r.log)")
+        #expect(r.failureReason == "system_failure", "\(TestWorld.redacted(r.log))")
         #expect(r.log.contains("invalid_client"))
         let records = p.audit()
         let issued = Set(records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String })
@@ -169,9 +172,10 @@ struct MultiProviderEndToEndTests {
         p.auth0.issuedTokensInactive = true
         let job = p.job([#"echo "ran-$((6*7))""#], profiles: "checked,deploy")
         let r = p.world.simulate(job)
-        #expect(r.status == "failed", "\(r.log)")
-        #expect(r.log.contains("introspection says the token just issued is not active"), "\(r.log)")
-        #expect(!r.output.contains("ran-42"))
+        #expect(r.status == "failed", "\(TestWorld.redacted(r.log))")
+        #expect(r.log.contains("introspection says the token just issued is not active"), "\(TestWorld.redacted(r.log))")
+        let present2 = r.output.contains("ran-42")
+        #expect(!present2)
         let records = p.audit().filter { $0["job_id"] as? String == "\(job.jobID)" }
         let issued = Set(records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String })
         let revoked = Set(records.filter { $0["event"] as? String == "revoked" }.compactMap { $0["credential_id"] as? String })

@@ -49,12 +49,17 @@ struct VaultEndToEndTests {
         ])
         job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: Self.audience))]
         let r = world.simulate(job) { $0.runnerMasking = false }
-        #expect(r.status == "success", "\(r.log)")
-        #expect(r.output.contains("db-user=v password-length=36\n"), "\(r.output)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+        #expect(r.output.contains("db-user=v password-length=36\n"), "\(TestWorld.redacted(r.output))")
         // The file holds the value alone (26 characters, no trailing newline), masked when printed.
-        #expect(r.output.contains("api-key-file=/run/airlock/secrets/app-config-API_KEY bytes=26 content=[[MASKED]]\n"), "\(r.output)")
-        #expect(!r.log.contains("kv-secret-value-0123456789"))
-        #expect(r.output.contains("password: [MASKED]\n"))
+        // Computed first: a failing expectation would print the log, and with it the secret.
+        let masked1 = r.output.contains("api-key-file=/run/airlock/secrets/app-config-API_KEY bytes=26 content=[[MASKED]]\n")
+        #expect(masked1, "\(TestWorld.redacted(r.output))")
+        let present1 = r.log.contains("kv-secret-value-0123456789")
+        #expect(!present1)
+        // Computed first: a failing expectation would print the log, and with it the secret.
+        let masked2 = r.output.contains("password: [MASKED]\n")
+        #expect(masked2, "\(TestWorld.redacted(r.output))")
         // Cleanup revoked both logins and, with them, the database lease.
         #expect(vault.revokedAccessors.count == 2)
         #expect(vault.revokedLeases.count == 1 && vault.allLeases.count == 1)
@@ -99,8 +104,8 @@ struct VaultEndToEndTests {
         job.timeout = 600
         job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: Self.audience))]
         let r = world.simulate(job) { $0.runnerMasking = false }
-        #expect(r.status == "success", "\(r.log)")
-        let m = try #require(r.output.firstMatch(of: /lookup=(\d+) (\w+)\n/), "\(r.output)")
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+        let m = try #require(r.output.firstMatch(of: /lookup=(\d+) (\w+)\n/), "\(TestWorld.redacted(r.output))")
         let ttl = Int(m.1) ?? 0
         #expect(ttl > 500 && ttl <= 600, "ttl \(ttl)")
         #expect(m.2 == "False", "the job holds the login token, not a child")
@@ -123,7 +128,7 @@ struct VaultEndToEndTests {
         vault.server.stop()
         let cleanup = world.execute("airlock-cleanup", environment: env)
         let out = cleanup.stdout + cleanup.stderr
-        #expect(out.contains("vault-token (sha256:") && out.contains("revocation failed"), "\(out)")
+        #expect(out.contains("vault-token (sha256:") && out.contains("revocation failed"), "\(TestWorld.redacted(out))")
         let failed = world.auditRecords().filter { $0["event"] as? String == "revoke_failed" }
         #expect(failed.count == 1 && failed.first?["expires_at"] != nil, "\(failed)")
         #expect(FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)/ledger.json"), "the ledger of an unrevoked credential was removed")
