@@ -73,6 +73,6 @@ let package = Package(
         .testTarget(name: "RunnerContractTests", dependencies: ["RunnerContract"], swiftSettings: strict),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Identity"], swiftSettings: strict),
         .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockTesting", "Identity", "Policy", "Ledger", "RunnerContract", "Delivery", "HTTPClient", "Federation", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
-        .testTarget(name: "EndToEndTests", dependencies: ["AirlockCore", "AirlockTesting", "RunnerContract", "Delivery"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["AirlockCore", "AirlockTesting", "RunnerContract", "Delivery", "Identity"], swiftSettings: strict),
     ]
 )

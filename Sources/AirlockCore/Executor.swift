@@ -1,4 +1,5 @@
 import Foundation
+import Identity
 import Ledger
 import RunnerContract
 #if canImport(Glibc)
@@ -67,10 +68,21 @@ public enum Executor {
         return env.exitCode(for: e.fault)
     }
 
+    /// Fingerprints in logs and audit records are keyed with the host's key in `state_dir`.
+    /// - Throws: `AirlockFailure` (system) when it cannot be read or made.
+    public static func useHostFingerprintKey(_ config: AirlockConfig) throws(AirlockFailure) {
+        do {
+            Fingerprint.use(try Fingerprint.hostKey(directory: config.runner.stateDir))
+        } catch {
+            throw AirlockFailure(.system, "the fingerprint key: \(error); check [runner] state_dir")
+        }
+    }
+
     /// Runs one stage; returns the exit code for success or a script failure.
     /// - Throws: `BlamedError` for Airlock's own failures.
     public static func run(_ kind: Kind, args: ExecutorArguments, env: RunnerEnvironment, transport makeTransport: TransportFactory) async throws -> Int32 {
         let config = try AirlockConfig.load(path: args.configPath)
+        if kind != .config { try useHostFingerprintKey(config) }
         let transport = makeTransport()
         switch kind {
         case .config:

@@ -201,12 +201,13 @@ public enum Stages {
         child.startReaper { watcher.finish() }
         var known = Set(secrets + credentials.flatMap { $0.secrets.values } + (session.map { [$0.secret] } ?? []))
         let masks = MaskTable(MaskPatterns(secrets: Array(known)).patterns)
-        let out = StreamMasker(masks), err = StreamMasker(masks)
+        // One masker for stdout and stderr, in arrival order: a secret split across them is caught.
+        let masker = StreamMasker(masks)
         // With a credential server, values issued while the stage runs are masked from the moment
         // they are in the ledger (the server records them there before serving them).
         let ledger = JobLedger(stateDirectory: paths.state)
         var ledgerStamp = session == nil ? nil : Files.modificationTime(ledger.path)
-        child.pump(stdout: out, stderr: err, tick: {
+        child.pump(stdout: masker, stderr: masker, tick: {
             guard session != nil else { return }
             let stamp = Files.modificationTime(ledger.path)
             guard stamp != ledgerStamp else { return }
@@ -214,8 +215,7 @@ public enum Stages {
             let fresh = Set(((try? ledger.entries()) ?? []).flatMap { $0.credential.secrets.values }).subtracting(known)
             guard !fresh.isEmpty else { return }
             known.formUnion(fresh)
-            out.add(MaskPatterns(secrets: Array(fresh)))
-            err.add(MaskPatterns(secrets: Array(fresh)))
+            masker.add(MaskPatterns(secrets: Array(fresh)))
         })
         let code = child.wait()
         if code == 0 { return 0 }

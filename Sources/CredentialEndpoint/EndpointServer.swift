@@ -233,6 +233,7 @@ public enum EndpointMain {
         }
         do {
             let config = try AirlockConfig.load(path: configPath)
+            try Executor.useHostFingerprintKey(config)
             guard let session = EndpointSession.load(state: state) else { throw AirlockFailure(.system, "no endpoint session in \(state)") }
             let job = try Stages.jobContext(state: state)
             let broker = try CredentialBroker(config: config, state: state, session: session, job: job, transport: transport())

@@ -121,12 +121,17 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Copies both output streams through their maskers to this process's stdout and stderr until
     /// both close. Held-back bytes are flushed after `idleFlush` seconds without output.
+    ///
+    /// Given one masker for both (`stdout === stderr`), the streams are masked as one, in arrival
+    /// order, and written to stdout: a secret printed half on each is still caught (the runner
+    /// merges both into one job log anyway).
     public func pump(stdout: StreamMasker, stderr: StreamMasker, idleFlush: Double = 0.2, drainAfterExit: Double = 1.0,
                      tick: () -> Void = {},
                      sink: (Int32, [UInt8]) -> Void = { fd, bytes in ChildProcess.writeAll(fd, bytes) }) {
         var fds = [pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0), pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)]
+        let merged = stdout === stderr
         let maskers = [stdout, stderr]
-        let sinks: [Int32] = [1, 2]
+        let sinks: [Int32] = merged ? [1, 1] : [1, 2]
         var open = [true, true]
         var buffer = [UInt8](repeating: 0, count: 65536)
         var lastData = [Date(), Date()]
@@ -136,6 +141,8 @@ public final class ChildProcess: @unchecked Sendable {
                 close(i == 0 ? stdoutFD : stderrFD)
             }
         }
+        // With one masker, a stream's end flushes only when the other one has ended too.
+        func ended(_ i: Int) { if !merged || !open[1 - i] { sink(sinks[i], maskers[i].flush()) } }
         while open[0] || open[1] {
             for i in 0..<2 { fds[i].fd = open[i] ? (i == 0 ? stdoutFD : stderrFD) : -1; fds[i].revents = 0 }
             // Once the child is gone, give its output a moment to drain, then stop even if a process
@@ -150,12 +157,12 @@ public final class ChildProcess: @unchecked Sendable {
                     sink(sinks[i], maskers[i].feed(buffer[0..<n]))
                     lastData[i] = Date()
                 } else if n == 0 || (errno != EINTR && errno != EAGAIN) {
-                    sink(sinks[i], maskers[i].flush())
                     open[i] = false
+                    ended(i)
                     close(fds[i].fd)
                 }
             }
-            for i in 0..<2 where open[i] && maskers[i].hasPending && Date().timeIntervalSince(lastData[i]) >= idleFlush {
+            for i in 0..<2 where open[i] && maskers[i].hasPending && Date().timeIntervalSince(merged ? max(lastData[0], lastData[1]) : lastData[i]) >= idleFlush {
                 sink(sinks[i], maskers[i].flush())
             }
         }

@@ -27,9 +27,10 @@ public struct MaskPatterns: Sendable {
         patterns = set.sorted { $0.count != $1.count ? $0.count > $1.count : $0.lexicographicallyPrecedes($1) }
     }
 
-    /// Exact values only, as GitLab Runner's own phrase masker does (custom-executor.md §4).
+    /// Exact values only, as GitLab Runner's own phrase masker does (custom-executor.md §4). GitLab
+    /// refuses to mask a variable shorter than 8 characters, and so does this.
     public init(exact values: [String]) {
-        patterns = Set(values.map { Array($0.trimmingCharacters(in: .whitespacesAndNewlines).utf8) }.filter { $0.count >= 2 })
+        patterns = Set(values.map { Array($0.trimmingCharacters(in: .whitespacesAndNewlines).utf8) }.filter { $0.count >= Self.minimumLength })
             .sorted { $0.count > $1.count }
     }
 
@@ -111,9 +112,11 @@ public final class MaskTable: Sendable {
     /// Longest first, deduplicated.
     let patterns: [[UInt8]]
 
-    /// Builds the tables for `patterns` (deduplicated here).
+    /// Builds the tables for `patterns` (deduplicated here). The filters read a pattern's first four
+    /// bytes: shorter ones are left out (they would mask ordinary text anyway; MaskPatterns never
+    /// makes one, and a 2-byte value once crashed the runner simulator here).
     public init(_ patterns: [[UInt8]]) {
-        let patterns = Set(patterns).sorted { $0.count != $1.count ? $0.count > $1.count : $0.lexicographicallyPrecedes($1) }
+        let patterns = Set(patterns.filter { $0.count >= 4 }).sorted { $0.count != $1.count ? $0.count > $1.count : $0.lexicographicallyPrecedes($1) }
         var pairFilter = [UInt64](repeating: 0, count: 1024)
         var pairFilter2 = [UInt64](repeating: 0, count: 1024)
         var firstByte = [Bool](repeating: false, count: 256)

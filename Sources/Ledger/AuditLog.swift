@@ -46,6 +46,8 @@ public struct AuditLog: Sendable {
     ///   must not be issued, so callers treat this as fatal.
     public func append(event: String, _ fields: [String: JSONValue], now: Date = Date()) throws(AirlockFailure) {
         var record = fields
+        // Which key made the record's fingerprints (Fingerprint: keyed per host).
+        if record["fingerprint"] != nil || record["token_fingerprint"] != nil { record["fingerprint_key"] = .string(Fingerprint.keyID) }
         record["time"] = .string(Self.timestamp(now))
         record["event"] = .string(event)
         let enc = JSONEncoder()

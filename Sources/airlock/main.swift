@@ -166,6 +166,7 @@ struct Sweep: AsyncParsableCommand {
 
     func run() async throws {
         let cfg = try AirlockConfig.load(path: config)
+        try Executor.useHostFingerprintKey(cfg)
         let lines = await AdminTools.sweep(config: cfg, transport: URLSessionTransport(), force: force)
         for l in lines { say(l) }
         say("sweep: \(lines.count) job(s) looked at")

@@ -149,6 +149,18 @@ struct MaskerTests {
         #expect(Self.run(Array("a\nlong-enough-line\n".utf8), chunk: 4, secrets: ["a\nlong-enough-line"]) == "a\n[MASKED]\n")
     }
 
+    /// Issue 13: a short value given to the exact masker (the runner simulator's, for masked
+    /// variables) or straight to a table crashed on the filters' fourth byte. GitLab refuses to mask
+    /// variables under 8 characters; so does the exact masker, and the table skips what it cannot hold.
+    @Test func shortExactValuesNeitherCrashNorMask() {
+        #expect(MaskPatterns(exact: ["ab", "abc", "abcdefg"]).patterns.isEmpty)
+        #expect(MaskPatterns(exact: ["abcdefgh"]).patterns == [Array("abcdefgh".utf8)])
+        let table = MaskTable([Array("ab".utf8), Array("abc".utf8), Array("abcd-secret".utf8)])
+        let m = StreamMasker(table)
+        let out = m.feed(Array("ab abc abcd-secret!\n".utf8)) + m.flush()
+        #expect(String(decoding: out, as: UTF8.self) == "ab abc [MASKED]!\n")
+    }
+
     @Test func multiLineSecretsAreMaskedLineByLine() {
         let pem = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----"
         let out = Self.run(Array("k=\(pem)\n".utf8), chunk: 5, secrets: [pem])
@@ -178,5 +190,29 @@ struct MaskerIdleReleaseTests {
         // What is released is the held bytes as they were: a prefix is not a secret (issue 13 will
         // release a long enough prefix as [MASKED] instead).
         #expect(chunks[1].bytes == "wJal")
+    }
+
+    /// Issue 13: with one masker for both streams (as the run stage gives), a secret whose first
+    /// half goes to stdout and the rest to stderr is caught; with a masker per stream it is not.
+    @Test func aSecretSplitAcrossStdoutAndStderrIsMasked() throws {
+        let secret = MaskerTests.secret
+        let half = secret.count / 2
+        let script = "printf 'key=%s' '\(secret.prefix(half))'; printf '%s\\n' '\(secret.dropFirst(half))' >&2"
+        func run(merged: Bool) throws -> String {
+            let child = try ChildProcess(argv: ["/bin/sh", "-c", script], environment: ["PATH": "/usr/bin:/bin"], directory: nil)
+            child.startReaper {}
+            let patterns = MaskPatterns(secrets: [secret])
+            let out = StreamMasker(patterns), err = merged ? out : StreamMasker(patterns)
+            var log: [UInt8] = []
+            child.pump(stdout: out, stderr: err, sink: { _, bytes in log += bytes })
+            _ = child.wait()
+            return String(decoding: log, as: UTF8.self)
+        }
+        let merged = try run(merged: true)
+        let leakedMerged = merged.contains(secret.prefix(half)) || merged.contains(secret.dropFirst(half))
+        #expect(!leakedMerged && merged == "key=[MASKED]\n", "\(merged.count) bytes")
+        // Control: the same output through a masker per stream keeps both halves in clear.
+        let separate = try run(merged: false)
+        #expect(separate.contains(secret.prefix(half)) && separate.contains(secret.dropFirst(half)))
     }
 }

@@ -26,7 +26,7 @@ enum ProviderConformance {
         #expect(c.profile == profile)
         #expect(!c.secrets.isEmpty)
         #expect(c.expiresAt > Date())
-        #expect(!c.fingerprint.isEmpty && c.fingerprint.hasPrefix("sha256:"))
+        #expect(c.fingerprint.hasPrefix("hmac:") && c.fingerprint.count == 37)
         for v in c.secrets.values { #expect(!c.fingerprint.contains(v)) }
         // Values masked in a job's output.
         let masker = StreamMasker(MaskPatterns(secrets: Array(c.secrets.values)))

@@ -1,5 +1,6 @@
 import AirlockTesting
 import Foundation
+import Identity
 import Testing
 
 /// Issue 4 through the built executables against moto's server (federation.md A1, moto section)
@@ -108,7 +109,6 @@ struct AWSEndToEndTests {
         let issued = try #require(records.first { $0["event"] as? String == "issued" })
         #expect(issued["role_arn"] as? String == "arn:aws:iam::123456789012:role/gitlab-42")
         #expect(issued["session_name"] as? String == "gitlab-42-\(job.jobID)")
-        #expect((issued["fingerprint"] as? String)?.hasPrefix("sha256:") == true)
         #expect((issued["access_key_id"] as? String)?.hasPrefix("ASIA") == true)
         let revoked = try #require(records.first { $0["event"] as? String == "revoked" })
         #expect(revoked["outcome"] as? String == "expires_at")
@@ -124,6 +124,24 @@ struct AWSEndToEndTests {
             let leaked = r.log.contains(secret) || r.runnerLog.contains(secret) || world.auditText.contains(secret)
             #expect(!leaked, "a secret of \(secret.count) characters is in the job log, the runner log or the audit log")
         }
+        // Issue 13: the fingerprint is HMAC-SHA256 (128 bits) under the host's key in state_dir,
+        // which the audit names; the plain hash a log reader could compute from a guess is nowhere.
+        let keyBytes = try #require(FileManager.default.contents(atPath: "\(world.stateDir)/\(Fingerprint.keyFile)"))
+        let key = Fingerprint.Key(bytes: Array(keyBytes))
+        let accessKey = try #require(issued["access_key_id"] as? String)
+        let joined = [accessKey, resolved[0], resolved[1]].joined(separator: "\u{0}")  // AccessKeyId, SecretAccessKey, SessionToken
+        #expect(issued["fingerprint"] as? String == Fingerprint.of(joined, key: key))
+        #expect(issued["fingerprint_key"] as? String == key.id && revoked["fingerprint_key"] as? String == key.id)
+        #expect(revoked["fingerprint"] as? String == issued["fingerprint"] as? String)
+        let fp = try #require(issued["fingerprint"] as? String)
+        #expect(r.log.contains(fp) && r.runnerLog.contains(fp), "prepare's and cleanup's lines name the fingerprint")
+        // What the fingerprint used to be (12 hex of plain SHA-256), which anyone could compute from a guess.
+        let plainFile = "\(world.root)/plain.txt"
+        FileManager.default.createFile(atPath: plainFile, contents: Data(joined.utf8), attributes: [.posixPermissions: 0o600])
+        let plain = String(TestWorld.launch("/usr/bin/sha256sum", [plainFile], environment: nil).stdout.prefix(12))
+        #expect(plain.count == 12)
+        let plainHashSeen = world.auditText.contains(plain) || r.log.contains(plain) || r.runnerLog.contains(plain)
+        #expect(!plainHashSeen)
         #expect(r.stages.contains { $0.stage == "get_sources" })
     }
 
@@ -191,6 +209,8 @@ struct AWSEndToEndTests {
             "python3 -c 'import os,json; print(json.dumps({\"k\": os.environ[\"AWS_SECRET_ACCESS_KEY\"]}))'",
             "python3 -c 'import os,sys,time\nfor ch in os.environ[\"AWS_SECRET_ACCESS_KEY\"]:\n  sys.stdout.write(ch); sys.stdout.flush(); time.sleep(0.002)\nprint()'",
             "echo \"$AWS_SECRET_ACCESS_KEY\" >&2",
+            // Issue 13: the first half on stdout, the rest on stderr.
+            #"printf 'split=%s' "${AWS_SECRET_ACCESS_KEY:0:20}"; printf '%s\n' "${AWS_SECRET_ACCESS_KEY:20}" >&2"#,
             "env > \"$CI_PROJECT_DIR/../job-env.txt\"",
         ], moto: moto.url)
         let r = world.simulate(job) { $0.runnerMasking = false }
@@ -213,6 +233,13 @@ struct AWSEndToEndTests {
             }
             let audit = try String(contentsOfFile: world.auditLog, encoding: .utf8)
             #expect(!audit.contains(value))
+            if name == "AWS_SECRET_ACCESS_KEY" {
+                let halves = [String(value.prefix(20)), String(value.dropFirst(20))]
+                let splitLeaked = halves.contains { r.log.contains($0) }
+                #expect(!splitLeaked, "a half of the secret split across stdout and stderr is in the log")
+                let split = r.output.contains("split=[MASKED]\n")
+                #expect(split, "\(TestWorld.redacted(r.output))")
+            }
         }
         // Computed first: a failing expectation would print the log, and with it the secret.
         let masked1 = r.log.components(separatedBy: "[MASKED]").count >= 9

@@ -109,7 +109,7 @@ struct AzureGCPEndToEndTests {
         #expect(issued?["client_id"] as? String == Self.client)
         #expect((issued?["cosmos_scope_fallback"] as? String)?.contains("AADSTS500011") == true)
         // Entra tokens cannot be revoked: cleanup says when it expires.
-        #expect(r.runnerLog.contains("orders-db (sha256:") && r.runnerLog.contains("azure cannot revoke it; expires"), "\(r.runnerLog)")
+        #expect(r.runnerLog.contains("orders-db (hmac:") && r.runnerLog.contains("azure cannot revoke it; expires"), "\(r.runnerLog)")
     }
 
     @Test func keyVaultSecretArrivesAsAFile() throws {
@@ -179,7 +179,7 @@ struct AzureGCPEndToEndTests {
         #expect(issued?["pool_provider"] as? String == "gitlab-example")
         #expect(issued?["service_account"] as? String == Self.serviceAccount)
         #expect(audit.contains { $0["event"] as? String == "revoked" && $0["outcome"] as? String == "revoked" })
-        #expect(r.runnerLog.contains("gcs-deploy (sha256:") && r.runnerLog.contains(": revoked"))
+        #expect(r.runnerLog.contains("gcs-deploy (hmac:") && r.runnerLog.contains(": revoked"))
     }
 
     /// Entra's four most reported federation failures, each acted out by the fake as Entra would

@@ -128,7 +128,7 @@ struct VaultEndToEndTests {
         vault.server.stop()
         let cleanup = world.execute("airlock-cleanup", environment: env)
         let out = cleanup.stdout + cleanup.stderr
-        #expect(out.contains("vault-token (sha256:") && out.contains("revocation failed"), "\(TestWorld.redacted(out))")
+        #expect(out.contains("vault-token (hmac:") && out.contains("revocation failed"), "\(TestWorld.redacted(out))")
         let failed = world.auditRecords().filter { $0["event"] as? String == "revoke_failed" }
         #expect(failed.count == 1 && failed.first?["expires_at"] != nil, "\(failed)")
         #expect(FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)/ledger.json"), "the ledger of an unrevoked credential was removed")
