@@ -1,7 +1,8 @@
 import Foundation
 
 /// The byte patterns that must never reach a log: each secret and the forms a job is likely to print
-/// it in (base64 at every alignment, base64url, URL-encoded, JSON-escaped).
+/// it in (base64 at every alignment, base64url, URL-encoded, JSON-escaped with or without `\uXXXX`,
+/// hex, XML/HTML character references, backslash-escaped).
 ///
 /// The runner's own masker covers exact values only and never learns of driver-created secrets
 /// (custom-executor.md §4), so Airlock masks what it issues itself.
@@ -44,9 +45,41 @@ public struct MaskPatterns: Sendable {
             }
         }
         out.append(percentEncode(raw, keepSlash: false, upper: true, spaceAsPlus: true))
+        // Path-style escaping: Foundation's .urlPathAllowed keeps the sub-delims, ':', '@' and '/';
+        // Go's url.PathEscape keeps "$&+,:;=@" and escapes '/'.
+        out.append(percentEncode(raw, keeping: Array("!$&'()*+,;=:@/".utf8)))
+        out.append(percentEncode(raw, keeping: Array("$&+,:;=@".utf8)))
         // JSON-escaped, with and without "\/".
         out.append(jsonEscape(raw, slash: false))
         out.append(jsonEscape(raw, slash: true))
+        // JSON with \uXXXX for every byte but letters and digits (lower and upper hex), and for the
+        // characters .NET's default encoder escapes (HTML-sensitive ones and '+', upper hex).
+        let alnum: (UInt8) -> Bool = { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) }
+        out.append(escapeEach(raw, where: { !alnum($0) }, { String(format: "\\u%04x", $0) }))
+        out.append(escapeEach(raw, where: { !alnum($0) }, { String(format: "\\u%04X", $0) }))
+        out.append(escapeEach(raw, where: { Array("\"&'+<>`\\".utf8).contains($0) || $0 < 0x20 }, { b in
+            b == 0x5c ? "\\\\" : String(format: "\\u%04X", b)
+        }))
+        // Hex, lower and upper case (xxd -p, od, hexdump and friends without their line breaks).
+        out.append(Array(raw.map { String(format: "%02x", $0) }.joined().utf8))
+        out.append(Array(raw.map { String(format: "%02X", $0) }.joined().utf8))
+        // XML/HTML: the named references for & < > " (and &#39;, &apos; or &#x27; for '), and numeric
+        // references (decimal, hex) for every byte but letters and digits.
+        for apos in ["&#39;", "&apos;", "&#x27;"] {
+            out.append(escapeEach(raw, where: { Array("&<>\"'".utf8).contains($0) }, { b in
+                switch b { case 0x26: "&amp;"; case 0x3c: "&lt;"; case 0x3e: "&gt;"; case 0x22: "&quot;"; default: apos }
+            }))
+        }
+        out.append(escapeEach(raw, where: { !alnum($0) }, { "&#\($0);" }))
+        out.append(escapeEach(raw, where: { !alnum($0) }, { String(format: "&#x%x;", $0) }))
+        out.append(escapeEach(raw, where: { !alnum($0) }, { String(format: "&#x%X;", $0) }))
+        // Backslash-escaped: C strings (\" and \\) and the shell's printf %q / ${v@Q}-less quoting,
+        // which puts a backslash before each shell-special character.
+        out.append(escapeEach(raw, where: { $0 == 0x22 || $0 == 0x5c }, { "\\" + String(UnicodeScalar($0)) }))
+        // (bash 5's set; '#' and '~' only as the first character, where they would mean something).
+        var q = escapeEach(raw, where: { Array(" \t!\"$&'()*,;<>?[\\]^`{|}".utf8).contains($0) }, { "\\" + String(UnicodeScalar($0)) })
+        if let first = raw.first, first == 0x23 || first == 0x7e { q.insert(0x5c, at: 0) }
+        out.append(q)
         // base64 at the three alignments: keep only the characters that depend on the secret alone.
         for offset in 0..<3 {
             let data = Data(repeating: 0, count: offset) + Data(raw)
@@ -57,6 +90,25 @@ public struct MaskPatterns: Sendable {
             let core = Array(b64[drop..<keep])
             out.append(core)
             out.append(core.map { $0 == 0x2b ? 0x2d : $0 == 0x2f ? 0x5f : $0 })  // base64url
+        }
+        return out
+    }
+
+    /// `bytes` with every byte for which `escape` holds replaced by `replacement`.
+    static func escapeEach(_ bytes: [UInt8], where escape: (UInt8) -> Bool, _ replacement: (UInt8) -> String) -> [UInt8] {
+        var out: [UInt8] = []
+        for b in bytes { if escape(b) { out += Array(replacement(b).utf8) } else { out.append(b) } }
+        return out
+    }
+
+    /// Percent-encoding (upper hex) of every byte but the unreserved ones and `keeping`.
+    static func percentEncode(_ bytes: [UInt8], keeping: [UInt8]) -> [UInt8] {
+        let hex = Array("0123456789ABCDEF".utf8)
+        var out: [UInt8] = []
+        for b in bytes {
+            let unreserved = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a)
+                || b == 0x2d || b == 0x2e || b == 0x5f || b == 0x7e || keeping.contains(b)
+            if unreserved { out.append(b) } else { out += [0x25, hex[Int(b >> 4)], hex[Int(b & 0xf)]] }
         }
         return out
     }

@@ -56,8 +56,39 @@ struct MaskerTests {
         let unescapedSlash = String(decoding: try! enc.encode([s]), as: UTF8.self)
         out.append(("JSON string", escaped))
         out.append(("JSON string without escaped slashes", unescapedSlash))
+        // Issue 13's forms, each from an encoder outside Swift (python3's standard library, bash).
+        for (name, text) in external(s) { out.append((name, text)) }
         // A form that contains the raw value is the raw case again: keep only those that differ.
         return out.filter { $0.0 == "the raw value" || !$0.1.contains(s) }.map { Form(secretName: secretName, secret: s, name: $0.0, text: $0.1) }
+    }
+
+    /// Forms made by python3 and bash: hex (binascii), \uXXXX JSON (every non-alphanumeric, lower
+    /// and upper hex), HTML/XML (html.escape, saxutils with &apos;, decimal and hex references),
+    /// C-string and shell (printf %q) backslash escaping, path-style URL escaping (.urlPathAllowed).
+    static func external(_ s: String) -> [(String, String)] {
+        let py = #"""
+        import sys, json, binascii, html
+        from xml.sax.saxutils import escape
+        s = sys.argv[1]
+        u = lambda fmt: "".join(c if c.isalnum() and c.isascii() else fmt % ord(c) for c in s)
+        forms = {
+          "hex (binascii)": binascii.hexlify(s.encode()).decode(),
+          "upper-case hex": binascii.hexlify(s.encode()).decode().upper(),
+          "JSON \\u for every non-alphanumeric": u("\\u%04x"),
+          "JSON \\u, upper-case hex": u("\\u%04X"),
+          "HTML (html.escape)": html.escape(s),
+          "XML (saxutils, &apos;)": escape(s, {'"': "&quot;", "'": "&apos;"}),
+          "HTML decimal references": u("&#%d;"),
+          "HTML hex references": u("&#x%x;"),
+          "C string": s.replace("\\", "\\\\").replace('"', '\\"'),
+        }
+        print(json.dumps(forms))
+        """#
+        let r = TestWorldLess.run(["/usr/bin/python3", "-c", py, s])
+        var out = ((try? JSONSerialization.jsonObject(with: Data(r.utf8))) as? [String: String] ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+        out.append(("shell (bash printf %q)", TestWorldLess.run(["/bin/bash", "-c", "printf %q \"$1\"", "-", s])))
+        out.append(("path-style URL escaping", s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed)!))
+        return out
     }
 
     static func lowerHex(_ s: String) -> String {
@@ -83,8 +114,9 @@ struct MaskerTests {
 
     @Test func theTypedSecretHasEveryEncodedForm() {
         // Otherwise the forms test would silently test fewer forms for it.
-        #expect(Self.forms("typed secret", Self.typed).count == 13)
-        #expect(Self.forms("AWS-style key", Self.secret).count == 12)  // its JSON string contains the raw value
+        #expect(Self.forms("typed secret", Self.typed).count == 24)
+        // Its JSON string, HTML and XML escaping, C string, printf %q and path escaping all are the raw value.
+        #expect(Self.forms("AWS-style key", Self.secret).count == 18)
     }
 
     @Test(arguments: allForms, [1, 2, 3, 7, 64, 4096])
@@ -106,15 +138,13 @@ struct MaskerTests {
     }
 
     /// Path-style escaping (Go's url.PathEscape, Foundation's .urlPathAllowed) keeps '+' and '='
-    /// and encodes only the space: not among the masker's forms yet (issue 13, URL-encoding).
-    @Test func pathStyleEscapingIsAKnownGap() {
+    /// and encodes only the space (issue 13: it was not masked).
+    @Test func pathStyleEscapingIsMasked() {
         let form = Self.typed.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed)!
         #expect(form != Self.typed)
         let out = Self.run(Array("x \(form) y\n".utf8), chunk: 7)
         let leaked = out.contains(form)
-        withKnownIssue("issue 13: a path-escaped secret that keeps '+' and '=' is not masked") {
-            #expect(!leaked)
-        }
+        #expect(!leaked && out == "x [MASKED] y\n")
     }
 
     @Test func textWithoutSecretsPassesUnchangedAndImmediately() {
@@ -214,5 +244,18 @@ struct MaskerIdleReleaseTests {
         // Control: the same output through a masker per stream keeps both halves in clear.
         let separate = try run(merged: false)
         #expect(separate.contains(secret.prefix(half)) && separate.contains(secret.dropFirst(half)))
+    }
+}
+
+
+/// Runs a helper (python3, bash) for test data and returns its stdout.
+enum TestWorldLess {
+    static func run(_ argv: [String]) -> String {
+        guard let child = try? ChildProcess(argv: argv, environment: ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"], directory: nil) else { return "" }
+        child.startReaper {}
+        let out = ChildProcess.readAll(child.stdoutFD)
+        _ = ChildProcess.readAll(child.stderrFD)
+        _ = child.wait()
+        return String(decoding: out, as: UTF8.self)
     }
 }
