@@ -1,4 +1,5 @@
 import Federation
+import Delivery
 import Foundation
 import Identity
 import Ledger
@@ -100,6 +101,7 @@ enum Federator {
         if let sig = Termination.received {
             failure = AirlockFailure(.system, "prepare received signal \(sig) from the runner (job timeout or cancel) while federating: everything issued is revoked")
         }
+        if failure == nil { failure = Self.unmaskable(issued, config: config) }
         for c in issued {
             var f = identity
             f.merge(issuedFields(c)) { $1 }
@@ -122,6 +124,30 @@ enum Federator {
             throw failure
         }
         return issued
+    }
+
+    /// Issue 13: a value shorter than the masker's minimum (8 bytes) cannot be masked in the job log.
+    /// Airlock hands out none that it issued (the failure rolls everything back); a long-lived value
+    /// it does not own (a Vault KV field, a Key Vault secret) goes out only as a file, and the job
+    /// log says so. Returns the failure, or nil.
+    static func unmaskable(_ issued: [IssuedCredential], config: AirlockConfig) -> AirlockFailure? {
+        for c in issued.sorted(by: { $0.profile < $1.profile }) {
+            // What reaches the job: the fields a profile maps to variables (env.VAR → field), else all.
+            let mapped = c.details.filter { $0.key.hasPrefix("env.") }
+            let delivered: [(String, String)] = mapped.isEmpty ? c.secrets.map { ($0.key, $0.value) }
+                : mapped.compactMap { k, field in c.secrets[field].map { (String(k.dropFirst(4)), $0) } }
+            let short = delivered.filter { !$0.1.isEmpty && $0.1.utf8.count < MaskPatterns.minimumLength }.map(\.0).sorted()
+            guard !short.isEmpty else { continue }
+            let longLived = c.revocationHandle == "key_vault_copies" || c.details["kv"] != nil
+            let names = short.joined(separator: ", ")
+            if longLived && config.profiles[c.profile]?.deliver == .file {
+                print("Airlock: profile \(c.profile): \(names) shorter than \(MaskPatterns.minimumLength) bytes, too short to mask in this log: delivered only as a file; a script that prints it shows it")
+                continue
+            }
+            return AirlockFailure(.system, "profile \(c.profile) (provider \(c.provider)): \(names) shorter than \(MaskPatterns.minimumLength) bytes, too short to mask in the job log, so Airlock does not hand it out; "
+                + (longLived ? "deliver the profile with deliver = \"file\" (it then never enters the environment), or make the secret longer" : "the provider issued an unusually short value: check the provider's configuration"))
+        }
+        return nil
     }
 
     static func issuedFields(_ c: IssuedCredential) -> [String: JSONValue] {

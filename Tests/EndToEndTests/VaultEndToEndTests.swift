@@ -137,4 +137,49 @@ struct VaultEndToEndTests {
         #expect(world.auditRecords().contains { $0["event"] as? String == "swept" && $0["outcome"] as? String == "revoke_failed" })
         for line in [out, swept.stdout, world.auditText] { #expect(!line.contains("hvs.")) }
     }
+
+    /// Issue 13: a value too short to mask (under 8 bytes) is never in a job's environment. A KV
+    /// field delivered as env fails the job (a system failure naming the profile, the field and the
+    /// fix) and what was issued is revoked; delivered as a file it is given, and the log says so.
+    @Test(arguments: ["env", "file"])
+    func aValueTooShortToMaskIsOnlyEverAFile(deliver: String) throws {
+        let issuer = try TestIssuer()
+        let vault = try FakeVault(issuer: issuer)
+        vault.addRole("ci-42", .init(boundAudience: Self.audience))
+        vault.putKV("kv/ci/42", ["pin": "4711"])
+        let world = try TestWorld(extra: """
+        [gitlab]
+        issuer = "\(issuer.issuer)"
+        audience = "\(Self.audience)"
+
+        [providers.vault]
+        type = "vault"
+        address = "\(vault.address)"
+
+        [profiles.pin]
+        provider = "vault"
+        role = "ci-{project_id}"
+        kv = "kv/ci/{project_id}"
+        env = { PIN = "pin" }
+        deliver = "\(deliver)"
+
+        [[rules]]
+        name = "project 42"
+        project_id = 42
+        grant = ["pin"]
+        """)
+        var job = SimulatedJob(script: [#"echo "pin-length=$( [ -f "$PIN" ] && wc -c < "$PIN" || echo env-${#PIN})""#])
+        job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: Self.audience))]
+        let r = world.simulate(job) { $0.runnerMasking = false }
+        if deliver == "env" {
+            #expect(r.failureReason == "system_failure", "\(TestWorld.redacted(r.log))")
+            #expect(r.log.contains("profile pin (provider vault): PIN shorter than 8 bytes, too short to mask in the job log, so Airlock does not hand it out; deliver the profile with deliver = \"file\""), "\(TestWorld.redacted(r.log))")
+            #expect(!r.output.contains("pin-length="))
+            #expect(vault.liveAccessors.isEmpty, "the Vault login outlived the refusal")
+        } else {
+            #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+            #expect(r.output.contains("pin-length=4\n"), "\(TestWorld.redacted(r.output))")
+            #expect(r.log.contains("Airlock: profile pin: PIN shorter than 8 bytes, too short to mask in this log: delivered only as a file"), "\(TestWorld.redacted(r.log))")
+        }
+    }
 }
