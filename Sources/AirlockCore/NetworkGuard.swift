@@ -118,7 +118,7 @@ enum NetworkGuard {
             throw AirlockFailure(.system, "cannot run \(runner.nft): \(error); `apt-get install nftables`, or set [runner] nft to its path")
         }
         child.startReaper {}
-        let errText = ErrDrain(child.stderrFD)
+        let errText = ChildProcess.Drain(child.stderrFD)
         let out = ChildProcess.readAll(child.stdoutFD)
         let code = child.wait()
         let err = errText.finish()
@@ -145,21 +145,5 @@ enum NetworkGuard {
         defer { close(fd) }
         while flock(fd, LOCK_EX) != 0 && errno == EINTR {}
         try body()
-    }
-}
-
-/// Reads a descriptor to its end on its own thread (a child's stderr while its stdout is read).
-final class ErrDrain: @unchecked Sendable {
-    private var data: [UInt8] = []
-    private let done = DispatchSemaphore(value: 0)
-    init(_ fd: Int32) {
-        Thread.detachNewThread { [self] in
-            data = ChildProcess.readAll(fd)
-            done.signal()
-        }
-    }
-    func finish() -> [UInt8] {
-        done.wait()
-        return data
     }
 }

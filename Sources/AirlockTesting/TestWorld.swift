@@ -173,7 +173,7 @@ public final class TestWorld: @unchecked Sendable {
             return (127, "", "\(error)")
         }
         child.startReaper {}
-        let err = FDReader(child.stderrFD)
+        let err = ChildProcess.Drain(child.stderrFD)
         let out = ChildProcess.readAll(child.stdoutFD)
         let code = child.wait()
         return (code, String(decoding: out, as: UTF8.self), String(decoding: err.finish(), as: UTF8.self))
@@ -225,22 +225,5 @@ public final class TestWorld: @unchecked Sendable {
                 _ = launch("/usr/sbin/nft", ["delete", "element", "inet", "airlock", "endpoint_ports", "{ \(port) }"], environment: nil)
             }
         }
-    }
-}
-
-/// Drains a pipe on its own thread, so that a child filling stderr cannot block on it while the
-/// reader waits on stdout.
-final class FDReader: @unchecked Sendable {
-    private var data: [UInt8] = []
-    private let done = DispatchSemaphore(value: 0)
-    init(_ fd: Int32) {
-        Thread.detachNewThread { [self] in
-            data = ChildProcess.readAll(fd)
-            done.signal()
-        }
-    }
-    func finish() -> [UInt8] {
-        done.wait()
-        return data
     }
 }

@@ -179,6 +179,24 @@ public final class ChildProcess: @unchecked Sendable {
         return 128 + low
     }
 
+    /// Reads a descriptor to its end on its own thread, so that a child filling one pipe (stderr)
+    /// cannot block while the caller reads the other (stdout).
+    public final class Drain: @unchecked Sendable {
+        private var data: [UInt8] = []
+        private let done = DispatchSemaphore(value: 0)
+        public init(_ fd: Int32) {
+            Thread.detachNewThread { [self] in
+                data = ChildProcess.readAll(fd)
+                done.signal()
+            }
+        }
+        /// Waits for the end of the stream and returns what it held.
+        public func finish() -> [UInt8] {
+            done.wait()
+            return data
+        }
+    }
+
     /// Reads `fd` to its end and closes it.
     public static func readAll(_ fd: Int32) -> [UInt8] {
         var out: [UInt8] = []

@@ -39,16 +39,16 @@ public struct MaskPatterns: Sendable {
         let raw = Array(value.utf8)
         var out: [[UInt8]] = [raw]
         // URL-encoded: every reserved byte, upper and lower hex, with and without '/' kept (Python's quote default).
-        for keepSlash in [false, true] {
+        for kept in ["", "/"] {
             for upper in [true, false] {
-                out.append(percentEncode(raw, keepSlash: keepSlash, upper: upper))
+                out.append(percentEncode(raw, keeping: kept, upper: upper))
             }
         }
-        out.append(percentEncode(raw, keepSlash: false, upper: true, spaceAsPlus: true))
+        out.append(percentEncode(raw, spaceAsPlus: true))
         // Path-style escaping: Foundation's .urlPathAllowed keeps the sub-delims, ':', '@' and '/';
         // Go's url.PathEscape keeps "$&+,:;=@" and escapes '/'.
-        out.append(percentEncode(raw, keeping: Array("!$&'()*+,;=:@/".utf8)))
-        out.append(percentEncode(raw, keeping: Array("$&+,:;=@".utf8)))
+        out.append(percentEncode(raw, keeping: "!$&'()*+,;=:@/"))
+        out.append(percentEncode(raw, keeping: "$&+,:;=@"))
         // JSON-escaped, with and without "\/".
         out.append(jsonEscape(raw, slash: false))
         out.append(jsonEscape(raw, slash: true))
@@ -114,24 +114,15 @@ public struct MaskPatterns: Sendable {
         return out
     }
 
-    /// Percent-encoding (upper hex) of every byte but the unreserved ones and `keeping`.
-    static func percentEncode(_ bytes: [UInt8], keeping: [UInt8]) -> [UInt8] {
-        let hex = Array("0123456789ABCDEF".utf8)
+    /// Percent-encoding of every byte but the unreserved ones and those in `keeping`; a space as
+    /// '+' with `spaceAsPlus` (form encoding).
+    static func percentEncode(_ bytes: [UInt8], keeping: String = "", upper: Bool = true, spaceAsPlus: Bool = false) -> [UInt8] {
+        let hex = upper ? hexUpper : hexLower
+        let kept = Array(keeping.utf8)
         var out: [UInt8] = []
         for b in bytes {
             let unreserved = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a)
-                || b == 0x2d || b == 0x2e || b == 0x5f || b == 0x7e || keeping.contains(b)
-            if unreserved { out.append(b) } else { out += [0x25, hex[Int(b >> 4)], hex[Int(b & 0xf)]] }
-        }
-        return out
-    }
-
-    static func percentEncode(_ bytes: [UInt8], keepSlash: Bool, upper: Bool, spaceAsPlus: Bool = false) -> [UInt8] {
-        let hex = Array((upper ? "0123456789ABCDEF" : "0123456789abcdef").utf8)
-        var out: [UInt8] = []
-        for b in bytes {
-            let unreserved = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a)
-                || b == 0x2d || b == 0x2e || b == 0x5f || b == 0x7e || (keepSlash && b == 0x2f)
+                || b == 0x2d || b == 0x2e || b == 0x5f || b == 0x7e || kept.contains(b)
             if unreserved { out.append(b) }
             else if spaceAsPlus && b == 0x20 { out.append(0x2b) }
             else { out += [0x25, hex[Int(b >> 4)], hex[Int(b & 0xf)]] }

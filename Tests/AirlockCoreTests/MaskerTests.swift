@@ -1,3 +1,4 @@
+import AirlockTesting
 import Delivery
 import Foundation
 import Testing
@@ -84,12 +85,14 @@ struct MaskerTests {
         }
         print(json.dumps(forms))
         """#
-        let r = TestWorldLess.run(["/usr/bin/python3", "-c", py, s])
+        let r = TestWorld.launch("/usr/bin/python3", ["-c", py, s], environment: helperEnvironment).stdout
         var out = ((try? JSONSerialization.jsonObject(with: Data(r.utf8))) as? [String: String] ?? [:]).sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
-        out.append(("shell (bash printf %q)", TestWorldLess.run(["/bin/bash", "-c", "printf %q \"$1\"", "-", s])))
+        out.append(("shell (bash printf %q)", TestWorld.launch("/bin/bash", ["-c", "printf %q \"$1\"", "-", s], environment: helperEnvironment).stdout))
         out.append(("path-style URL escaping", s.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed)!))
         return out
     }
+
+    static let helperEnvironment = ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"]
 
     static func lowerHex(_ s: String) -> String {
         var out = ""
@@ -244,18 +247,5 @@ struct MaskerIdleReleaseTests {
         // Control: the same output through a masker per stream keeps both halves in clear.
         let separate = try run(merged: false)
         #expect(separate.contains(secret.prefix(half)) && separate.contains(secret.dropFirst(half)))
-    }
-}
-
-
-/// Runs a helper (python3, bash) for test data and returns its stdout.
-enum TestWorldLess {
-    static func run(_ argv: [String]) -> String {
-        guard let child = try? ChildProcess(argv: argv, environment: ["PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"], directory: nil) else { return "" }
-        child.startReaper {}
-        let out = ChildProcess.readAll(child.stdoutFD)
-        _ = ChildProcess.readAll(child.stderrFD)
-        _ = child.wait()
-        return String(decoding: out, as: UTF8.self)
     }
 }

@@ -95,6 +95,17 @@ struct EndpointEndToEndTests {
 
         func audit() -> [[String: Any]] { world.auditRecords() }
 
+        /// The job's credential server as its state records it: port and the job's secret (nil until
+        /// prepare has started it).
+        func session(_ job: SimulatedJob) -> (port: Int, secret: String)? {
+            let state = "\(world.stateDir)/jobs/\(job.jobID)"
+            func json(_ file: String) -> [String: Any]? {
+                FileManager.default.contents(atPath: "\(state)/\(file)").flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+            }
+            guard let secret = json("endpoint.json")?["secret"] as? String, let port = json("endpoint-server.json")?["port"] as? Int else { return nil }
+            return (port, secret)
+        }
+
         func serverGone(_ job: SimulatedJob) -> Bool {
             // No airlock-endpoint process for this job's state is left.
             let procs = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
@@ -258,19 +269,12 @@ struct EndpointEndToEndTests {
         for (job, box) in [(a, boxA), (b, boxB)] {
             Thread.detachNewThread { box.result = world.simulate(job); box.done.signal() }
         }
-        func state(_ j: SimulatedJob) -> String { "\(world.stateDir)/jobs/\(j.jobID)" }
-        func session(_ j: SimulatedJob) -> (port: Int, secret: String)? {
-            guard let s = FileManager.default.contents(atPath: state(j) + "/endpoint.json").flatMap({ try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }),
-                  let i = FileManager.default.contents(atPath: state(j) + "/endpoint-server.json").flatMap({ try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }),
-                  let secret = s["secret"] as? String, let port = i["port"] as? Int else { return nil }
-            return (port, secret)
-        }
         var sa: (port: Int, secret: String)?, sb: (port: Int, secret: String)?
         defer { world.signal(release) }
         for _ in 0..<1200 where sa == nil || sb == nil {
             try await Task.sleep(nanoseconds: 50_000_000)
-            sa = session(a)
-            sb = session(b)
+            sa = p.session(a)
+            sb = p.session(b)
         }
         let listing = ((try? FileManager.default.contentsOfDirectory(atPath: world.stateDir + "/jobs")) ?? []).map { j in "\(j): \((try? FileManager.default.contentsOfDirectory(atPath: world.stateDir + "/jobs/" + j)) ?? [])" }
         let first = try #require(sa, "\(listing)"), second = try #require(sb)
@@ -366,9 +370,7 @@ struct EndpointEndToEndTests {
         let prep = p.world.execute("airlock-prepare", environment: env)
         #expect(prep.code == 0, "\(prep.stderr)")
         let state = "\(p.world.stateDir)/jobs/\(job.jobID)"
-        let session = try #require(FileManager.default.contents(atPath: state + "/endpoint.json").flatMap { try JSONSerialization.jsonObject(with: $0) as? [String: Any] })
-        let server = try #require(FileManager.default.contents(atPath: state + "/endpoint-server.json").flatMap { try JSONSerialization.jsonObject(with: $0) as? [String: Any] })
-        let secret = try #require(session["secret"] as? String), port = try #require(server["port"] as? Int)
+        let (port, secret) = try #require(p.session(job))
         var req = URLRequest(url: URL(string: "http://127.0.0.1:\(port)/aws/deploy")!)
         req.setValue(secret, forHTTPHeaderField: "Authorization")
         let (data, _) = try await URLSession.shared.data(for: req)
