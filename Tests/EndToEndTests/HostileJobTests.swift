@@ -261,6 +261,11 @@ struct HostileJobTests {
         Attack(name: "other-response-json", script: [#"probe other-response-json 'cat "$RUNNER_TMP"/custom-executor*/response.json; ls -A "$RUNNER_TMP"'"#]),
         // -- Airlock's own files and the runner's
         Attack(name: "airlock-config", script: [#"probe airlock-config 'cat "$CFG"'"#]),
+        // Issue 13: the key that makes fingerprints unguessable (state_dir, made by the victim's prepare).
+        Attack(name: "fingerprint-key", script: [#"probe fingerprint-key 'od -An -tx1 "$STATE/fingerprint.key"; ls -A "$STATE"'"#],
+               check: { _, a in
+                   #expect(FileManager.default.fileExists(atPath: "\(a.world.stateDir)/fingerprint.key"), "no key to attack: the probe proved nothing")
+               }),
         Attack(name: "audit-log", script: [#"probe audit-log 'cat "$AUDIT"; ls -A "$(dirname "$AUDIT")"'"#]),
         Attack(name: "oauth-private-key", script: [#"probe oauth-private-key 'cat "$KEY"'"#]),
         Attack(name: "runner-config", script: [#"probe runner-config 'cat "$RUNNER_CONF"'"#]),
