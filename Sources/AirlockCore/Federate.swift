@@ -136,7 +136,7 @@ enum Federator {
             let mapped = c.details.filter { $0.key.hasPrefix("env.") }
             let delivered: [(String, String)] = mapped.isEmpty ? c.secrets.map { ($0.key, $0.value) }
                 : mapped.compactMap { k, field in c.secrets[field].map { (String(k.dropFirst(4)), $0) } }
-            let short = delivered.filter { !$0.1.isEmpty && $0.1.utf8.count < MaskPatterns.minimumLength }.map(\.0).sorted()
+            let short = delivered.filter { !$0.1.isEmpty && !MaskPatterns.isMaskable($0.1) }.map(\.0).sorted()
             guard !short.isEmpty else { continue }
             let longLived = c.revocationHandle == "key_vault_copies" || c.details["kv"] != nil
             let names = short.joined(separator: ", ")

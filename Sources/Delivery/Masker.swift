@@ -13,15 +13,21 @@ public struct MaskPatterns: Sendable {
     /// Shortest pattern worth masking; shorter fragments would mask ordinary text.
     public static let minimumLength = 8
 
-    /// Builds patterns for these secret values; multi-line values are masked line by line.
+    /// Builds patterns for these secret values: each whole value and, for a multi-line one (a PEM
+    /// key), each line as well. Patterns carry no whitespace: the masker skips whitespace in the
+    /// output too, so a form broken into lines or spaced out still matches.
     public init(secrets: [String]) {
         var set = Set<[UInt8]>()
         for secret in secrets {
-            for line in secret.split(whereSeparator: { $0 == "\n" || $0 == "\r" }) {
-                let v = line.trimmingCharacters(in: .whitespaces)
-                guard v.utf8.count >= Self.minimumLength else { continue }
-                for form in Self.forms(of: v) where form.count >= Self.minimumLength && !form.contains(0x0a) {
-                    set.insert(form)
+            let whole = secret.trimmingCharacters(in: .whitespacesAndNewlines)
+            var values = [whole]
+            if whole.contains(where: { $0 == "\n" || $0 == "\r" }) {
+                values += whole.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).map { $0.trimmingCharacters(in: .whitespaces) }
+            }
+            for v in values where Self.isMaskable(v) {
+                for form in Self.forms(of: v) {
+                    let skeleton = Self.withoutWhitespace(form)
+                    if skeleton.count >= Self.minimumLength { set.insert(skeleton) }
                 }
             }
         }
@@ -31,8 +37,18 @@ public struct MaskPatterns: Sendable {
     /// Exact values only, as GitLab Runner's own phrase masker does (custom-executor.md §4). GitLab
     /// refuses to mask a variable shorter than 8 characters, and so does this.
     public init(exact values: [String]) {
-        patterns = Set(values.map { Array($0.trimmingCharacters(in: .whitespacesAndNewlines).utf8) }.filter { $0.count >= Self.minimumLength })
+        patterns = Set(values.map { Self.withoutWhitespace(Array($0.utf8)) }.filter { $0.count >= Self.minimumLength })
             .sorted { $0.count > $1.count }
+    }
+
+    /// Whether the masker can mask `value` (it has at least `minimumLength` bytes besides whitespace).
+    /// Airlock hands out no value that fails this in a place a script can print.
+    public static func isMaskable(_ value: String) -> Bool {
+        withoutWhitespace(Array(value.utf8)).count >= minimumLength
+    }
+
+    static func withoutWhitespace(_ bytes: [UInt8]) -> [UInt8] {
+        bytes.filter { MaskTable.kept[Int($0)] == 1 }
     }
 
     static func forms(of value: String) -> [[UInt8]] {
@@ -85,6 +101,10 @@ public struct MaskPatterns: Sendable {
         var q = escapeEach(raw, where: { shell.contains($0) }, { "\\" + String(UnicodeScalar($0)) })
         if let first = raw.first, first == 0x23 || first == 0x7e { q.insert(0x5c, at: 0) }
         out.append(q)
+        // GitHub Actions' other encoders: single quotes doubled (its expression strings, SQL, YAML)
+        // and a value in double quotes without them.
+        out.append(escapeEach(raw, where: { $0 == 0x27 }, { _ in "''" }))
+        if raw.count > 2, raw.first == 0x22, raw.last == 0x22 { out.append(Array(raw[1..<(raw.count - 1)])) }
         // base64 at the three alignments: keep only the characters that depend on the secret alone.
         for offset in 0..<3 {
             let data = Data(repeating: 0, count: offset) + Data(raw)
@@ -146,9 +166,6 @@ public struct MaskPatterns: Sendable {
     }
 }
 
-/// A streaming masker for one output stream: replaces every pattern with `[MASKED]`, also when a
-/// pattern is split across reads. Memory is bounded: it holds back at most the longest pattern
-/// minus one byte, and only while the tail of what it has seen could still become a secret.
 /// The lookup structures for a set of patterns, built once and shared by every stream that masks
 /// the same secrets (a stage's stdout and stderr).
 public final class MaskTable: Sendable {
@@ -165,14 +182,20 @@ public final class MaskTable: Sendable {
     /// (a 2-gram table saturates: hundreds of patterns cover nearly every alphanumeric pair).
     let shift: [UInt8]
     let window: Int
-    /// Longest first, deduplicated.
+    /// Longest first, deduplicated, without whitespace.
     let patterns: [[UInt8]]
+    /// Raw bytes a masker may hold back before it releases them as if the stream had paused: the
+    /// longest pattern with room for the whitespace a dump puts inside it (od: one per 2 digits).
+    let holdCap: Int
+
+    /// 1 for a byte the masker compares, 0 for whitespace (space, tab, CR, LF), which it skips.
+    static let kept: [UInt8] = (0..<256).map { $0 == 0x20 || $0 == 0x09 || $0 == 0x0a || $0 == 0x0d ? 0 : 1 }
 
     /// Builds the tables for `patterns` (deduplicated here). The filters read a pattern's first four
     /// bytes: shorter ones are left out (they would mask ordinary text anyway; MaskPatterns never
     /// makes one, and a 2-byte value once crashed the runner simulator here).
     public init(_ patterns: [[UInt8]]) {
-        let patterns = Set(patterns.filter { $0.count >= 4 }).sorted { $0.count != $1.count ? $0.count > $1.count : $0.lexicographicallyPrecedes($1) }
+        let patterns = Set(patterns.map(MaskPatterns.withoutWhitespace).filter { $0.count >= 4 }).sorted { $0.count != $1.count ? $0.count > $1.count : $0.lexicographicallyPrecedes($1) }
         var pairFilter = [UInt64](repeating: 0, count: 1024)
         var pairFilter2 = [UInt64](repeating: 0, count: 1024)
         var firstByte = [Bool](repeating: false, count: 256)
@@ -209,12 +232,38 @@ public final class MaskTable: Sendable {
         self.firstByte = firstByte
         self.shift = shift
         self.window = window
+        self.holdCap = max(4096, 4 * (patterns.first?.count ?? 0))
     }
 }
 
+/// A streaming masker: replaces every pattern with `[MASKED]`, also when a pattern is split across
+/// reads, broken into lines or spaced out (whitespace inside a pattern's occurrence is skipped:
+/// `base64` wrapped at any column, `xxd -p`, `od -An -tx1`), and when the writer pauses in the
+/// middle of a secret: a held prefix that must be released (idle flush, end of stream) goes out as
+/// `[MASKED]` once it is `minimumLength` long, and what continues it after the pause is masked too.
+///
+/// Memory is bounded: it holds back at most one possible secret (the longest pattern plus the
+/// whitespace inside it, at most `holdCap` bytes); past that, what it holds is released as if the
+/// stream had paused.
 public final class StreamMasker {
     private var table: MaskTable
+    /// Raw bytes not yet decided (a possible start of a secret), whitespace included.
     private var pending: [UInt8] = []
+    /// Scratch: the bytes being scanned with their whitespace removed.
+    private var view: UnsafeMutablePointer<UInt8>
+    private var viewCapacity: Int
+    /// A prefix of a secret that was released: what follows it (after any whitespace) is masked as
+    /// long as it continues one of `candidates` from `offset`.
+    private var armed: Continuation?
+    private struct Continuation {
+        var candidates: [[UInt8]]
+        var offset: Int
+        /// Some of the secret already went out as `[MASKED]`: all that continues it is masked too.
+        var confirmed: Bool
+        /// Bytes of it (whitespace inside included) that went out in clear, fewer than `minimumLength`.
+        var clear: Int
+    }
+
     public static let replacement = Array("[MASKED]".utf8)
 
     /// Creates a masker; `patterns` may grow later with `add`.
@@ -222,10 +271,14 @@ public final class StreamMasker {
         self.init(MaskTable(patterns.patterns))
     }
 
-    /// A masker over tables already built (shared between a stage's streams).
+    /// A masker over tables already built (shared between maskers of the same secrets).
     public init(_ table: MaskTable) {
         self.table = table
+        viewCapacity = 65536
+        view = .allocate(capacity: viewCapacity)
     }
+
+    deinit { view.deallocate() }
 
     /// Adds patterns (new credentials issued while the stage runs).
     public func add(_ more: MaskPatterns) {
@@ -240,33 +293,171 @@ public final class StreamMasker {
         if table.patterns.isEmpty { return Array(bytes) }
         // Nothing held back: scan the input where it is, and keep only an undecided tail.
         if pending.isEmpty, let r = bytes.withContiguousStorageIfAvailable({ buf -> [UInt8] in
-            let (out, hold) = scan(buf, final: false)
+            let (out, hold) = process(buf, final: false)
             if hold < buf.count { pending = Array(UnsafeBufferPointer(rebasing: buf[hold...])) }
             return out
         }) {
             return r
         }
+        // Holding more than one secret can take (whitespace stretches it): release it as a pause would.
+        let release = pending.count > table.holdCap
         pending.append(contentsOf: bytes)
-        return drain(final: false)
+        return drain(final: release)
     }
 
-    /// Emits everything held back (end of stream, or the stream went idle).
+    /// Emits everything held back (end of stream, or the stream went idle); a held prefix of a
+    /// secret goes out as `[MASKED]` when long enough, and its continuation stays recognised.
     public func flush() -> [UInt8] {
         drain(final: true)
     }
 
     private func drain(final: Bool) -> [UInt8] {
-        let (out, hold) = pending.withUnsafeBufferPointer { scan($0, final: final) }
-        pending.removeFirst(hold)
+        let raw = pending
+        let (out, hold) = raw.withUnsafeBufferPointer { process($0, final: final) }
+        pending = hold < raw.count ? Array(raw[hold...]) : []
         return out
     }
 
-    /// Masks `buf`; returns the output and where the undecided tail starts.
-    private func scan(_ buf: UnsafeBufferPointer<UInt8>, final: Bool) -> ([UInt8], Int) {
+    /// Masks `raw`; returns the output and where the undecided tail starts. With `final`, nothing is
+    /// held: a partial secret at the end is released (masked from `minimumLength` on) and armed.
+    private func process(_ raw: UnsafeBufferPointer<UInt8>, final: Bool) -> ([UInt8], Int) {
+        let n = raw.count
+        if n == 0 { return ([], 0) }
+        if n > viewCapacity {
+            view.deallocate()
+            viewCapacity = max(n, viewCapacity * 2)
+            view = .allocate(capacity: viewCapacity)
+        }
+        // The view: `raw` without whitespace, so that a pattern broken into lines or spaced out is
+        // contiguous in it. Branch-free: each byte is written, and the cursor moves past kept ones.
+        let v = view
+        var vn = 0
+        MaskTable.kept.withUnsafeBufferPointer { keep in
+            for k in 0..<n {
+                let b = raw[k]
+                v[vn] = b
+                vn &+= Int(keep[Int(b)])
+            }
+        }
+        let vbuf = UnsafeBufferPointer(start: v, count: vn)
+        var ranges: [(Int, Int)] = []
+        var start = 0
+        var holdV = vn
+
+        // Raw position of the k-th kept byte, counted from the start (for short distances).
+        func rawIndexFromStart(_ k: Int) -> Int {
+            var rk = 0, seen = -1
+            while true {
+                if MaskTable.kept[Int(raw[rk])] == 1 { seen += 1; if seen == k { return rk } }
+                rk += 1
+            }
+        }
+        // Raw position of view[k], counted back from the end (for the tail).
+        func rawIndexFromEnd(_ k: Int) -> Int {
+            var rk = n, count = 0
+            while count < vn - k { rk -= 1; count += Int(MaskTable.kept[Int(raw[rk])]) }
+            return rk
+        }
+
+        // A released prefix: mask what continues it, hold while it still may. What goes out in clear
+        // of one secret stays under `minimumLength` bytes in all, counting the whitespace inside it.
+        if let arm = armed, vn > 0 {
+            var best = 0
+            var open: [[UInt8]] = []
+            for p in arm.candidates {
+                let rest = p.count - arm.offset
+                let l = Self.commonPrefix(vbuf, p, from: arm.offset, limit: min(rest, vn))
+                if l == vn && l < rest { open.append(p) }
+                best = max(best, l)
+            }
+            if !open.isEmpty && !final { return ([], 0) }
+            let span = best > 0 ? arm.clear + rawIndexFromStart(best - 1) + 1 : 0
+            let mask = best > 0 && (arm.confirmed || span >= MaskPatterns.minimumLength)
+            if mask {
+                ranges.append((0, best))
+                start = best
+            }
+            armed = open.isEmpty ? nil : Continuation(candidates: open, offset: arm.offset + vn, confirmed: mask, clear: mask ? 0 : span)
+            if !open.isEmpty { start = vn }  // all of it continues the secret (released, re-armed)
+        }
+
+        if start < vn {
+            let (found, hold, release) = scan(vbuf, from: start, final: final)
+            ranges += found
+            holdV = hold
+            if let r = release {
+                // The stream paused (or ended) inside what may be a secret: release it, masked if it
+                // is long enough to matter, and arm its continuation.
+                let prefix = UnsafeBufferPointer(rebasing: vbuf[r...])
+                let candidates = table.patterns.filter { p in
+                    p.count > prefix.count && p[0] == prefix[0] && Self.commonPrefix(prefix, p, from: 0, limit: prefix.count) == prefix.count
+                }
+                let span = rawIndexFromEnd(vn - 1) + 1 - rawIndexFromEnd(r)
+                let mask = prefix.count >= MaskPatterns.minimumLength || span >= MaskPatterns.minimumLength
+                if mask { ranges.append((r, vn)) }
+                if !candidates.isEmpty {
+                    armed = Continuation(candidates: candidates, offset: prefix.count, confirmed: mask, clear: mask ? 0 : span)
+                }
+                holdV = vn
+            }
+        }
+        if ranges.isEmpty && holdV == vn { return (Array(raw), n) }
+
+        // Back to raw positions: forward for the (rare) masked ranges, backward for the held tail.
         var out: [UInt8] = []
-        out.reserveCapacity(buf.count + 16)
-        var emitFrom = 0
+        out.reserveCapacity(n + 16)
+        var rawHold = n
+        MaskTable.kept.withUnsafeBufferPointer { keep in
+            if holdV < vn {
+                var count = 0
+                while count < vn - holdV { rawHold -= 1; count += Int(keep[Int(raw[rawHold])]) }
+            }
+            var rk = 0, vk = 0  // raw[rk] is the vk-th kept byte
+            func rawIndex(_ target: Int) -> Int {
+                while rk < n && keep[Int(raw[rk])] == 0 { rk += 1 }
+                while vk < target {
+                    rk += 1; vk += 1
+                    while rk < n && keep[Int(raw[rk])] == 0 { rk += 1 }
+                }
+                return rk
+            }
+            var emitFrom = 0
+            for (a, b) in ranges {
+                let ra = rawIndex(a)
+                let rb = rawIndex(b - 1) + 1
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: raw[emitFrom..<ra]))
+                Self.appendMasked(raw, ra, rb, into: &out)
+                emitFrom = rb
+            }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: raw[emitFrom..<rawHold]))
+        }
+        return (out, rawHold)
+    }
+
+    /// `[MASKED]` for raw[from..<to], once per line it spans: the log keeps its line count.
+    private static func appendMasked(_ raw: UnsafeBufferPointer<UInt8>, _ from: Int, _ to: Int, into out: inout [UInt8]) {
+        out.append(contentsOf: replacement)
+        var mark = false
+        for k in from..<to {
+            let b = raw[k]
+            if b == 0x0a || b == 0x0d { out.append(b); mark = true }
+            else if mark && b != 0x20 && b != 0x09 { out.append(contentsOf: replacement); mark = false }
+        }
+    }
+
+    /// How many bytes of `buf` (from its start) equal `p` from `from`, looking at most at `limit`.
+    private static func commonPrefix(_ buf: UnsafeBufferPointer<UInt8>, _ p: [UInt8], from: Int, limit: Int) -> Int {
+        var l = 0
+        while l < limit && buf[l] == p[from + l] { l += 1 }
+        return l
+    }
+
+    /// Finds whole patterns in `buf` from `from`; returns them, where the undecided tail starts, and
+    /// (with `final`) where a partial pattern that must be released starts.
+    private func scan(_ buf: UnsafeBufferPointer<UInt8>, from: Int, final: Bool) -> ([(Int, Int)], Int, Int?) {
+        var found: [(Int, Int)] = []
         var holdFrom = buf.count
+        var release: Int? = nil
         let t = table
         let patterns = t.patterns
         let firstByte = t.firstByte
@@ -277,7 +468,8 @@ public final class StreamMasker {
         t.shift.withUnsafeBufferPointer { sh1 in
             let n = buf.count
             let m = t.window
-            var i = 0
+            var i = from
+            var partialAt: Int? = nil
             // Wu-Manber: a match starting at i needs the 3-gram ending the window [i, i+m) to occur
             // at the right place in some pattern; if it does not, no match starts in the next
             // `shift` positions.
@@ -297,42 +489,41 @@ public final class StreamMasker {
                     if avail >= p.count {
                         // A longer pattern still partially matching wins: hold rather than mask a prefix of it.
                         if Self.equal(buf, i, p, p.count) { if !partial { matched = p.count }; break }
-                    } else if !final && Self.equal(buf, i, p, avail) {
+                    } else if Self.equal(buf, i, p, avail) {
                         partial = true
                     }
                 }
                 if matched > 0 {
-                    out.append(contentsOf: UnsafeBufferPointer(rebasing: buf[emitFrom..<i]))
-                    out.append(contentsOf: Self.replacement)
+                    found.append((i, i + matched))
                     i += matched
-                    emitFrom = i
                     continue
                 }
-                if partial { holdFrom = i; break scan }
+                if partial { partialAt = i; break scan }
                 i += 1
             }
-            // The last m-1 positions cannot hold a whole pattern; hold from the first one that
-            // could still be the start of one.
-            if holdFrom == n && !final {
+            // The last m-1 positions cannot hold a whole pattern; find the first one that could
+            // still be the start of one.
+            if partialAt == nil {
                 tail: while i < n {
                     let avail = n - i
                     if avail >= 2 {
                         let key = Int(buf[i]) << 8 | Int(buf[i + 1])
                         for b in Int(offsets[key])..<Int(offsets[key + 1]) where Self.equal(buf, i, patterns[Int(items[b])], avail) {
-                            holdFrom = i
+                            partialAt = i
                             break tail
                         }
                     } else if firstByte[Int(buf[i])] {
-                        holdFrom = i
+                        partialAt = i
                         break tail
                     }
                     i += 1
                 }
             }
-            if holdFrom == n || final { holdFrom = n }
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: buf[emitFrom..<holdFrom]))
+            if let p = partialAt {
+                if final { release = p } else { holdFrom = p }
+            }
         }}}}}
-        return (out, holdFrom)
+        return (found, holdFrom, release)
     }
 
     @inline(__always)
