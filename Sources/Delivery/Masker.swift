@@ -1,3 +1,4 @@
+import CSupport
 import Foundation
 
 /// The byte patterns that must never reach a log: each secret and the forms a job is likely to print
@@ -209,8 +210,8 @@ public final class MaskTable: Sendable {
             firstByte[Int(p[0])] = true
         }
         for k in 0..<65536 { counts[k + 1] += counts[k] }
-        let window = max(3, min(16, patterns.last?.count ?? 3))
-        var shift = [UInt8](repeating: UInt8(window - 2), count: 65536)
+        let window = max(3, min(32, patterns.last?.count ?? 3))
+        var shift = [UInt8](repeating: UInt8(window - 2), count: 1 << StreamMasker.shiftBits)
         for p in patterns {
             for j in 0...(window - 3) {
                 let g = StreamMasker.hash3(p[j], p[j + 1], p[j + 2])
@@ -252,6 +253,10 @@ public final class StreamMasker {
     /// Scratch: the bytes being scanned with their whitespace removed.
     private var view: UnsafeMutablePointer<UInt8>
     private var viewCapacity: Int
+    /// Scratch: for each block of `blockSize` raw bytes, how many kept bytes came before it (so a
+    /// view position maps back to a raw one by walking at most one block).
+    private var blockStarts: UnsafeMutablePointer<Int>
+    private static let blockSize = 256
     /// A prefix of a secret that was released: what follows it (after any whitespace) is masked as
     /// long as it continues one of `candidates` from `offset`.
     private var armed: Continuation?
@@ -275,10 +280,14 @@ public final class StreamMasker {
     public init(_ table: MaskTable) {
         self.table = table
         viewCapacity = 65536
-        view = .allocate(capacity: viewCapacity)
+        view = .allocate(capacity: viewCapacity + 16)
+        blockStarts = .allocate(capacity: viewCapacity / Self.blockSize + 1)
     }
 
-    deinit { view.deallocate() }
+    deinit {
+        view.deallocate()
+        blockStarts.deallocate()
+    }
 
     /// Adds patterns (new credentials issued while the stage runs).
     public func add(_ more: MaskPatterns) {
@@ -325,20 +334,15 @@ public final class StreamMasker {
         if n == 0 { return ([], 0) }
         if n > viewCapacity {
             view.deallocate()
+            blockStarts.deallocate()
             viewCapacity = max(n, viewCapacity * 2)
-            view = .allocate(capacity: viewCapacity)
+            view = .allocate(capacity: viewCapacity + 16)
+            blockStarts = .allocate(capacity: viewCapacity / Self.blockSize + 1)
         }
         // The view: `raw` without whitespace, so that a pattern broken into lines or spaced out is
         // contiguous in it. Branch-free: each byte is written, and the cursor moves past kept ones.
-        let v = view
-        var vn = 0
-        MaskTable.kept.withUnsafeBufferPointer { keep in
-            for k in 0..<n {
-                let b = raw[k]
-                v[vn] = b
-                vn &+= Int(keep[Int(b)])
-            }
-        }
+        let v = view, starts = blockStarts, blockSize = Self.blockSize
+        let vn = airlock_compact_whitespace(raw.baseAddress!, n, v, starts, blockSize)
         let vbuf = UnsafeBufferPointer(start: v, count: vn)
         var ranges: [(Int, Int)] = []
         var start = 0
@@ -412,14 +416,19 @@ public final class StreamMasker {
                 var count = 0
                 while count < vn - holdV { rawHold -= 1; count += Int(keep[Int(raw[rawHold])]) }
             }
-            var rk = 0, vk = 0  // raw[rk] is the vk-th kept byte
+            // Ranges are few: find the block by binary search, then walk within it.
+            let blocks = (n + blockSize - 1) / blockSize
             func rawIndex(_ target: Int) -> Int {
-                while rk < n && keep[Int(raw[rk])] == 0 { rk += 1 }
-                while vk < target {
-                    rk += 1; vk += 1
-                    while rk < n && keep[Int(raw[rk])] == 0 { rk += 1 }
+                var lo = 0, hi = blocks - 1
+                while lo < hi {
+                    let mid = (lo + hi + 1) / 2
+                    if starts[mid] <= target { lo = mid } else { hi = mid - 1 }
                 }
-                return rk
+                var rk = lo * blockSize, vk = starts[lo]
+                while true {
+                    if keep[Int(raw[rk])] == 1 { if vk == target { return rk }; vk += 1 }
+                    rk += 1
+                }
             }
             var emitFrom = 0
             for (a, b) in ranges {
@@ -526,9 +535,13 @@ public final class StreamMasker {
         return (found, holdFrom, release)
     }
 
+    /// The shift table has 2^18 entries (256 KiB, within L2): 100 secrets' forms put some 30,000
+    /// 3-grams in it, which left a third of a 2^16 table without a full shift.
+    static let shiftBits = 18
+
     @inline(__always)
     static func hash3(_ a: UInt8, _ b: UInt8, _ c: UInt8) -> Int {
-        (Int(a) << 8 ^ Int(b) << 4 ^ Int(c) &* 0x9E) & 0xFFFF
+        Int(truncatingIfNeeded: ((UInt32(a) << 16 | UInt32(b) << 8 | UInt32(c)) &* 0x9E37_79B1) >> UInt32(32 - shiftBits))
     }
 
     @inline(__always)

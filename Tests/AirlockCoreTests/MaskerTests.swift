@@ -169,6 +169,28 @@ struct MaskerTests {
         #expect(emitted >= 1000 * prefix.count - 200)
     }
 
+    /// Whitespace inside a match is skipped, so a prefix followed by whitespace is held; the hold is
+    /// still bounded (a few KiB, not the megabyte of spaces that follows), released as a pause would
+    /// release it ([MASKED], as 20 bytes of the secret), and the rest after the spaces is masked too.
+    @Test func whitespaceCannotStretchTheHoldWithoutBound() {
+        let m = StreamMasker(MaskPatterns(secrets: [Self.secret]))
+        let bytes = Array(Self.secret.utf8)
+        var out = m.feed(bytes[0..<20])
+        let spaces = [UInt8](repeating: 0x20, count: 1024)
+        var maxHeld = 0, fed = 20
+        for _ in 0..<1024 {
+            out += m.feed(spaces)
+            fed += spaces.count
+            maxHeld = max(maxHeld, fed - out.count)  // [MASKED] is shorter than what it replaced: an over-count
+        }
+        out += m.feed(bytes[20...]) + m.feed(Array(" end\n".utf8)) + m.flush()
+        let text = String(decoding: out, as: UTF8.self)
+        #expect(maxHeld < 64 * 1024, "held \(maxHeld) bytes")
+        let leaked = !LeakHunter.recoverable(Self.secret, in: text).isEmpty
+        #expect(!leaked)
+        #expect(text.hasPrefix("[MASKED]   ") && text.hasSuffix(" [MASKED] end\n"))
+    }
+
     /// Values under `MaskPatterns.minimumLength` (8 bytes) are not masked, and nothing says so
     /// (issue 13 will refuse them at issue time): they would mask ordinary words. They do not stop
     /// the other secrets from being masked.

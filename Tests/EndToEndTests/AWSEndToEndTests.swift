@@ -246,6 +246,50 @@ struct AWSEndToEndTests {
         #expect(masked1, "\(TestWorld.redacted(r.log))")
     }
 
+    /// Issue 13 as its reporter tried it, through the executor with moto's credentials delivered as
+    /// a file: the file and the key printed with base64 (76 columns), xxd -p, od, upper-case hex,
+    /// JSON with \u escapes, the session token wrapped at 50 columns, 30 characters then 1.2 s of
+    /// silence then the rest, and the same split across stdout and stderr. Neither the job log nor
+    /// the runner log gives back an 8-byte piece of either secret in any decoding.
+    @Test func theLeakHuntFindsNothingInTheJobLog() throws {
+        let moto = try MotoServer()
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.config(issuer, sts: moto.url, deliver: "file"))
+        let job = Self.job(issuer, [
+            #"F="$AWS_SHARED_CREDENTIALS_FILE"; S=$(sed -n 's/^aws_secret_access_key = //p' "$F"); T=$(sed -n 's/^aws_session_token = //p' "$F")"#,
+            #"cp "$F" "$CI_PROJECT_DIR/../creds.txt"; echo "lengths=${#S}/${#T}""#,
+            #"base64 "$F""#,
+            #"printf %s "$S" | base64"#,
+            #"printf %s "$S" | xxd -p"#,
+            #"printf %s "$S" | od -An -tx1"#,
+            #"printf %s "$S" | xxd -p -u -c 64"#,
+            #"python3 -c 'import sys; print("".join(c if c.isalnum() else "\\u%04x" % ord(c) for c in sys.argv[1]))' "$S""#,
+            #"printf %s "$T" | base64 -w 50"#,
+            #"printf 'paused=%s' "${S:0:30}"; sleep 1.2; printf '%s\n' "${S:30}""#,
+            #"printf 'split=%s' "${T:0:30}"; sleep 1.2; printf '%s\n' "${T:30}" >&2"#,
+        ], moto: moto.url)
+        let r = world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+        let creds = try String(contentsOfFile: "\(try #require(world.hostBuildsDir()))/platform/creds.txt", encoding: .utf8)
+        var secrets: [String: String] = [:]
+        for line in creds.split(separator: "\n") {
+            for k in ["aws_secret_access_key", "aws_session_token"] where line.hasPrefix(k + " = ") {
+                secrets[k] = String(line.dropFirst(k.count + 3))
+            }
+        }
+        #expect(secrets.count == 2)
+        #expect(r.output.contains("lengths=\(secrets["aws_secret_access_key"]?.count ?? -1)/\(secrets["aws_session_token"]?.count ?? -1)\n"))
+        for (name, value) in secrets {
+            // The hunter finds it when it is there: in the file the job copied.
+            #expect(!LeakHunter.recoverable(value, in: creds).isEmpty)
+            let inLog = LeakHunter.recoverable(value, in: r.log), inRunnerLog = LeakHunter.recoverable(value, in: r.runnerLog)
+            #expect(inLog.isEmpty, "\(name) recoverable from the job log by: \(inLog.joined(separator: ", "))")
+            #expect(inRunnerLog.isEmpty, "\(name) recoverable from the runner log by: \(inRunnerLog.joined(separator: ", "))")
+        }
+        let paused = r.output.contains("paused=[MASKED][MASKED]\n"), split = r.output.contains("split=[MASKED][MASKED]\n")
+        #expect(paused && split, "\(TestWorld.redacted(r.output))")
+    }
+
     @Test func secondProviderDownRevokesTheFirstAndIsASystemFailure() throws {
         let moto = try MotoServer()
         let issuer = try TestIssuer()
