@@ -186,10 +186,10 @@ public enum Stages {
         let child: ChildProcess
         do {
             if let uid = spec.uid {
-                child = try ChildProcess(tenant: uid, argv: spec.argv(), environment: spec.environment)
+                child = try ChildProcess(tenant: uid, argv: spec.argv(), environment: spec.environment, mergedOutput: true)
             } else {
                 child = try ChildProcess(argv: spec.argv(), environment: spec.environment, directory: spec.useBubblewrap ? nil : spec.directory,
-                                         newSession: true)
+                                         newSession: true, mergedOutput: true)
             }
         } catch {
             throw AirlockFailure(.system, "cannot start the \(stage) stage: \(error)")
@@ -201,7 +201,8 @@ public enum Stages {
         child.startReaper { watcher.finish() }
         var known = Set(secrets + credentials.flatMap { $0.secrets.values } + (session.map { [$0.secret] } ?? []))
         let masks = MaskTable(MaskPatterns(secrets: Array(known)).patterns)
-        // One masker for stdout and stderr, in arrival order: a secret split across them is caught.
+        // stdout and stderr are one pipe (the order the script wrote in) through one masker: a secret
+        // split across them is caught.
         let masker = StreamMasker(masks)
         // With a credential server, values issued while the stage runs are masked from the moment
         // they are in the ledger (the server records them there before serving them).

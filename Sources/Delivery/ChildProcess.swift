@@ -21,18 +21,21 @@ public final class ChildProcess: @unchecked Sendable {
     /// Spawns `argv` with exactly `environment`, stdin from /dev/null, in `directory`.
     /// `newSession`: the child leads a new session (and so a new process group) with no controlling
     /// terminal, so a job cannot push keystrokes (TIOCSTI) into the runner's terminal.
+    /// `mergedOutput`: stdout and stderr are one pipe (`stderrFD` is -1), so the child's writes to
+    /// both arrive in the order it made them; two pipes read by one poll loop cannot tell which
+    /// came first when both are ready.
     /// - Throws: `SpawnError` with the OS reason when the spawn fails.
-    public init(argv: [String], environment: [String: String], directory: String?, newSession: Bool = false) throws {
+    public init(argv: [String], environment: [String: String], directory: String?, newSession: Bool = false, mergedOutput: Bool = false) throws {
         var outPipe: [Int32] = [0, 0]
-        var errPipe: [Int32] = [0, 0]
-        guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw SpawnError(argv0: argv[0], errno: errno) }
+        var errPipe: [Int32] = [-1, -1]
+        guard pipe(&outPipe) == 0, mergedOutput || pipe(&errPipe) == 0 else { throw SpawnError(argv0: argv[0], errno: errno) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, outPipe[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, errPipe[1], 2)
-        for fd in [outPipe[0], outPipe[1], errPipe[0], errPipe[1]] { posix_spawn_file_actions_addclose(&actions, fd) }
+        posix_spawn_file_actions_adddup2(&actions, mergedOutput ? outPipe[1] : errPipe[1], 2)
+        for fd in [outPipe[0], outPipe[1], errPipe[0], errPipe[1]] where fd >= 0 { posix_spawn_file_actions_addclose(&actions, fd) }
 
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
@@ -57,9 +60,9 @@ public final class ChildProcess: @unchecked Sendable {
         var child: pid_t = 0
         let rc = posix_spawnp(&child, argv[0], &actions, &attr, cArgs, cEnv)
         close(outPipe[1])
-        close(errPipe[1])
+        if errPipe[1] >= 0 { close(errPipe[1]) }
         guard rc == 0 else {
-            close(outPipe[0]); close(errPipe[0])
+            close(outPipe[0]); if errPipe[0] >= 0 { close(errPipe[0]) }
             throw SpawnError(argv0: argv[0], errno: rc)
         }
         pid = child
@@ -72,25 +75,27 @@ public final class ChildProcess: @unchecked Sendable {
     /// stdin from /dev/null, exactly `environment`. Airlock must be root. Descriptors that are not
     /// close-on-exec are inherited (the sandbox's data files).
     /// - Throws: `SpawnError` when fork fails.
-    public init(tenant uid: UInt32, argv: [String], environment: [String: String]) throws {
+    /// `mergedOutput` as for `init(argv:environment:directory:newSession:mergedOutput:)`.
+    public init(tenant uid: UInt32, argv: [String], environment: [String: String], mergedOutput: Bool = false) throws {
         var outPipe: [Int32] = [0, 0]
-        var errPipe: [Int32] = [0, 0]
-        guard pipe(&outPipe) == 0, pipe(&errPipe) == 0 else { throw SpawnError(argv0: argv[0], errno: errno) }
+        var errPipe: [Int32] = [-1, -1]
+        guard pipe(&outPipe) == 0, mergedOutput || pipe(&errPipe) == 0 else { throw SpawnError(argv0: argv[0], errno: errno) }
         let cArgs = argv.map { strdup($0) } + [nil]
         let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { (cArgs + cEnv).forEach { free($0) } }
-        let closing = [outPipe[0], errPipe[0], outPipe[1], errPipe[1]]
+        let closing = [outPipe[0], errPipe[0], outPipe[1], errPipe[1]].filter { $0 >= 0 }
+        let errWrite = mergedOutput ? outPipe[1] : errPipe[1]
         let rc = cArgs.withUnsafeBufferPointer { a in
             cEnv.withUnsafeBufferPointer { e in
                 closing.withUnsafeBufferPointer { c in
-                    airlock_spawn_tenant(uid, argv[0], a.baseAddress, e.baseAddress, outPipe[1], errPipe[1], c.baseAddress, Int32(c.count))
+                    airlock_spawn_tenant(uid, argv[0], a.baseAddress, e.baseAddress, outPipe[1], errWrite, c.baseAddress, Int32(c.count))
                 }
             }
         }
         close(outPipe[1])
-        close(errPipe[1])
+        if errPipe[1] >= 0 { close(errPipe[1]) }
         guard rc > 0 else {
-            close(outPipe[0]); close(errPipe[0])
+            close(outPipe[0]); if errPipe[0] >= 0 { close(errPipe[0]) }
             throw SpawnError(argv0: argv[0], errno: -rc)
         }
         pid = rc
@@ -132,7 +137,7 @@ public final class ChildProcess: @unchecked Sendable {
         let merged = stdout === stderr
         let maskers = [stdout, stderr]
         let sinks: [Int32] = merged ? [1, 1] : [1, 2]
-        var open = [true, true]
+        var open = [true, stderrFD >= 0]
         var buffer = [UInt8](repeating: 0, count: 65536)
         var lastData = [Date(), Date()]
         defer {

@@ -256,7 +256,7 @@ struct MaskerIdleReleaseTests {
         let half = secret.count / 2
         let script = "printf 'key=%s' '\(secret.prefix(half))'; printf '%s\\n' '\(secret.dropFirst(half))' >&2"
         func run(merged: Bool) throws -> String {
-            let child = try ChildProcess(argv: ["/bin/sh", "-c", script], environment: ["PATH": "/usr/bin:/bin"], directory: nil)
+            let child = try ChildProcess(argv: ["/bin/sh", "-c", script], environment: ["PATH": "/usr/bin:/bin"], directory: nil, mergedOutput: merged)
             child.startReaper {}
             let patterns = MaskPatterns(secrets: [secret])
             let out = StreamMasker(patterns), err = merged ? out : StreamMasker(patterns)
@@ -272,5 +272,22 @@ struct MaskerIdleReleaseTests {
         // secret (stdout's releases its half as [MASKED] when its stream ends), and prints it.
         let separate = try run(merged: false)
         #expect(separate.contains(secret.dropFirst(half)))
+    }
+
+    /// The run stage gives the script one pipe for stdout and stderr: what it writes arrives in the
+    /// order it wrote it. (With two pipes, a poll loop that finds both ready reads stdout first: a
+    /// secret on stderr followed by its first half on stdout came out as that half in clear, then
+    /// the secret masked: AWSEndToEndTests saw it under load.)
+    @Test func stdoutAndStderrArriveInTheOrderWritten() throws {
+        let script = "i=0; while [ $i -lt 300 ]; do printf 'e%d.' $i >&2; printf 'o%d.' $i; i=$((i+1)); done"
+        let child = try ChildProcess(argv: ["/bin/bash", "-c", script], environment: ["PATH": "/usr/bin:/bin"], directory: nil, mergedOutput: true)
+        child.startReaper {}
+        let m = StreamMasker(MaskPatterns(secrets: [MaskerTests.secret]))
+        var log: [UInt8] = []
+        child.pump(stdout: m, stderr: m, sink: { _, bytes in log += bytes })
+        _ = child.wait()
+        let expected = (0..<300).map { "e\($0).o\($0)." }.joined()
+        let inOrder = String(decoding: log, as: UTF8.self) == expected
+        #expect(inOrder)
     }
 }
