@@ -38,6 +38,10 @@ public enum LeakHunter {
             out.append(("HTML-unescaped" + label, htmlUnescaped(text)))
             out.append(("backslashes removed" + label, backslashesRemoved(text)))
             out.append(("doubled quotes undone" + label, replacing(text, Array("''".utf8), [0x27])))
+            out.append(("shell quoting undone" + label, replacing(replacing(text, Array("'\\''".utf8), [0x27]), Array("'\"'\"'".utf8), [0x27])))
+            out.append(("\\x and octal escapes undone" + label, byteEscapesUndone(text)))
+            // bytes.hex(":") and xxd -i's "0x41, 0x4b": the separators dropped, then hex.
+            out.append(("hex with separators" + label, hexRuns(replacing(text.filter { $0 != 0x3a && $0 != 0x2c }, Array("0x".utf8), []))))
         }
         return out
     }
@@ -157,6 +161,23 @@ public enum LeakHunter {
                 if let v, let scalar = Unicode.Scalar(v) {
                     out += Array(String(Character(scalar)).utf8); i = end + 1; continue
                 }
+            }
+            out.append(text[i]); i += 1
+        }
+        return out
+    }
+
+    /// Python's and YAML's \xHH and sed -n l's \ooo, each one byte.
+    static func byteEscapesUndone(_ text: [UInt8]) -> [UInt8] {
+        var out: [UInt8] = []
+        var i = 0
+        while i < text.count {
+            if text[i] == 0x5c, i + 3 < text.count, text[i + 1] == 0x78,
+               let v = UInt8(String(decoding: text[(i + 2)...(i + 3)], as: UTF8.self), radix: 16) {
+                out.append(v); i += 4; continue
+            }
+            if text[i] == 0x5c, i + 3 < text.count, let v = UInt16(String(decoding: text[(i + 1)...(i + 3)], as: UTF8.self), radix: 8), v < 256 {
+                out.append(UInt8(v)); i += 4; continue
             }
             out.append(text[i]); i += 1
         }

@@ -3,14 +3,23 @@
 
 static inline int is_space(uint8_t b) { return b == 0x20 || b == 0x09 || b == 0x0a || b == 0x0d; }
 
-static size_t compact_scalar(const uint8_t *in, size_t from, size_t to, uint8_t *out, size_t vn) {
+/// Whether in[k] is skipped: whitespace, or a backslash that continues a line (`sed -n l` wraps
+/// long lines with one). A backslash at the very end is kept: the caller holds it until it knows.
+static inline int skipped(const uint8_t *in, size_t n, size_t k) {
+    uint8_t b = in[k];
+    if (is_space(b)) return 1;
+    return b == 0x5c && k + 1 < n && (in[k + 1] == 0x0a || in[k + 1] == 0x0d);
+}
+
+static size_t compact_scalar(const uint8_t *in, size_t n, size_t from, size_t to, uint8_t *out, size_t vn) {
     for (size_t k = from; k < to; k++) {
-        uint8_t b = in[k];
-        out[vn] = b;
-        vn += !is_space(b);
+        out[vn] = in[k];
+        vn += !skipped(in, n, k);
     }
     return vn;
 }
+
+int airlock_skipped(const uint8_t *in, size_t n, size_t k) { return skipped(in, n, k); }
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -32,12 +41,17 @@ static void build_tables(void) {
 __attribute__((target("ssse3")))
 static size_t compact_ssse3(const uint8_t *in, size_t n, uint8_t *out, size_t *block_starts, size_t block_size) {
     const __m128i sp = _mm_set1_epi8(0x20), tab = _mm_set1_epi8(0x09), lf = _mm_set1_epi8(0x0a), cr = _mm_set1_epi8(0x0d);
+    const __m128i bs = _mm_set1_epi8(0x5c);
     size_t vn = 0, block = 0;
     for (size_t k = 0; k < n; ) {
         block_starts[block++] = vn;
         size_t end = k + block_size < n ? k + block_size : n;
         for (; k + 8 <= end; k += 8) {
             __m128i x = _mm_loadl_epi64((const __m128i *)(in + k));
+            if (_mm_movemask_epi8(_mm_cmpeq_epi8(x, bs)) & 0xff) {  // a backslash: look at what follows it
+                vn = compact_scalar(in, n, k, k + 8, out, vn);
+                continue;
+            }
             __m128i ws = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, sp), _mm_cmpeq_epi8(x, tab)),
                                       _mm_or_si128(_mm_cmpeq_epi8(x, lf), _mm_cmpeq_epi8(x, cr)));
             unsigned kept = (~(unsigned)_mm_movemask_epi8(ws)) & 0xff;
@@ -45,7 +59,7 @@ static size_t compact_ssse3(const uint8_t *in, size_t n, uint8_t *out, size_t *b
             _mm_storel_epi64((__m128i *)(out + vn), _mm_shuffle_epi8(x, shuffle));
             vn += counts[kept];
         }
-        vn = compact_scalar(in, k, end, out, vn);
+        vn = compact_scalar(in, n, k, end, out, vn);
         k = end;
     }
     return vn;
@@ -63,7 +77,7 @@ size_t airlock_compact_whitespace(const uint8_t *in, size_t n, uint8_t *out, siz
     for (size_t k = 0; k < n; ) {
         block_starts[block++] = vn;
         size_t end = k + block_size < n ? k + block_size : n;
-        vn = compact_scalar(in, k, end, out, vn);
+        vn = compact_scalar(in, n, k, end, out, vn);
         k = end;
     }
     return vn;

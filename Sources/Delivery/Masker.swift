@@ -72,8 +72,8 @@ public struct MaskPatterns: Sendable {
         // JSON with \uXXXX for every byte but letters and digits (lower and upper hex), and for the
         // characters .NET's default encoder escapes (HTML-sensitive ones and '+', upper hex).
         let alnum: (UInt8) -> Bool = { ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x41 && $0 <= 0x5a) || ($0 >= 0x61 && $0 <= 0x7a) }
-        out.append(escapeEach(raw, where: { !alnum($0) }, { "\\u00" + hex($0, upper: false) }))
-        out.append(escapeEach(raw, where: { !alnum($0) }, { "\\u00" + hex($0, upper: true) }))
+        out.append(escapeEach(raw, where: { $0 < 0x80 && !alnum($0) }, { "\\u00" + hex($0, upper: false) }))
+        out.append(escapeEach(raw, where: { $0 < 0x80 && !alnum($0) }, { "\\u00" + hex($0, upper: true) }))
         let dotnet = Set("\"&'+<>`\\".utf8), xml = Set("&<>\"'".utf8), shell = Set(" \t!\"$&'()*,;<>?[\\]^`{|}".utf8)
         out.append(escapeEach(raw, where: { dotnet.contains($0) || $0 < 0x20 }, { b in
             b == 0x5c ? "\\\\" : "\\u00" + hex(b, upper: true)
@@ -92,9 +92,9 @@ public struct MaskPatterns: Sendable {
                 switch b { case 0x26: "&amp;"; case 0x3c: "&lt;"; case 0x3e: "&gt;"; case 0x22: "&quot;"; default: apos }
             }))
         }
-        out.append(escapeEach(raw, where: { !alnum($0) }, { "&#\($0);" }))
-        out.append(escapeEach(raw, where: { !alnum($0) }, { "&#x" + String($0, radix: 16) + ";" }))
-        out.append(escapeEach(raw, where: { !alnum($0) }, { "&#x" + String($0, radix: 16, uppercase: true) + ";" }))
+        out.append(escapeEach(raw, where: { $0 < 0x80 && !alnum($0) }, { "&#\($0);" }))
+        out.append(escapeEach(raw, where: { $0 < 0x80 && !alnum($0) }, { "&#x" + String($0, radix: 16) + ";" }))
+        out.append(escapeEach(raw, where: { $0 < 0x80 && !alnum($0) }, { "&#x" + String($0, radix: 16, uppercase: true) + ";" }))
         // Backslash-escaped: C strings (\" and \\) and the shell's printf %q / ${v@Q}-less quoting,
         // which puts a backslash before each shell-special character.
         out.append(escapeEach(raw, where: { $0 == 0x22 || $0 == 0x5c }, { "\\" + String(UnicodeScalar($0)) }))
@@ -106,6 +106,55 @@ public struct MaskPatterns: Sendable {
         // and a value in double quotes without them.
         out.append(escapeEach(raw, where: { $0 == 0x27 }, { _ in "''" }))
         if raw.count > 2, raw.first == 0x22, raw.last == 0x22 { out.append(Array(raw[1..<(raw.count - 1)])) }
+        // What everyday tools print that the encoders above do not cover (issue 13's red team):
+        // JavaScript's encodeURIComponent and jq's @uri keep !*'(); Java's URLEncoder keeps '*',
+        // encodes '~' and writes a space as '+'.
+        out.append(percentEncode(raw, keeping: "!*'()"))
+        out.append(percentEncode(raw, keeping: "*", spaceAsPlus: true, encodeTilde: true))
+        // Shell quoting of a single quote: bash's set -x, ${v@Q}, declare and jq @sh write '\'';
+        // Python's shlex.quote writes '"'"'.
+        out.append(escapeEach(raw, where: { $0 == 0x27 }, { _ in "'\\''" }))
+        out.append(escapeEach(raw, where: { $0 == 0x27 }, { _ in "'\"'\"'" }))
+        // Inside double quotes (declare -p, export -p): a backslash before $ ` " and \.
+        out.append(escapeEach(raw, where: { $0 == 0x24 || $0 == 0x60 || $0 == 0x22 || $0 == 0x5c }, { "\\" + String(UnicodeScalar($0)) }))
+        // Python's and node's repr of a string: a backslash before \ and ' (not ").
+        out.append(escapeEach(raw, where: { $0 == 0x27 || $0 == 0x5c }, { "\\" + String(UnicodeScalar($0)) }))
+        // Go's encoding/json: \" and \\, and < > & as lower-case \u003c \u003e \u0026 ('+' as it is).
+        out.append(escapeEach(raw, where: { $0 == 0x22 || $0 == 0x5c || $0 == 0x3c || $0 == 0x3e || $0 == 0x26 }, { b in
+            b == 0x22 ? "\\\"" : b == 0x5c ? "\\\\" : "\\u00" + hex(b, upper: false)
+        }))
+        // XML text content (saxutils.escape, ElementTree): only & < >; CSV: " doubled.
+        out.append(escapeEach(raw, where: { $0 == 0x26 || $0 == 0x3c || $0 == 0x3e }, { b in b == 0x26 ? "&amp;" : b == 0x3c ? "&lt;" : "&gt;" }))
+        out.append(escapeEach(raw, where: { $0 == 0x22 }, { _ in "\"\"" }))
+        // Hex with a separator per byte: Python's bytes.hex(":"), and xxd -i's "0x41, " (the masker
+        // skips the space).
+        for upper in [false, true] {
+            out.append(Array(raw.map { hex($0, upper: upper) }.joined(separator: ":").utf8))
+            out.append(Array(raw.map { "0x" + hex($0, upper: upper) }.joined(separator: ",").utf8))
+        }
+        // sed -n l: only the backslash doubled.
+        out.append(escapeEach(raw, where: { $0 == 0x5c }, { _ in "\\\\" }))
+        // A secret with non-ASCII characters: each form above again with them escaped per code point
+        // (HTML's &#N; and &#xN;, JSON's ensure_ascii \uXXXX in either case) or per byte (Python
+        // bytes and YAML \xHH, sed -n l's octal); tools escape the ASCII ones as above either way.
+        if raw.contains(where: { $0 >= 0x80 }) {
+            let styles: [(Unicode.Scalar) -> String] = [
+                { "&#\($0.value);" }, { "&#x" + String($0.value, radix: 16) + ";" },
+                { Self.utf16Escape($0, upper: false) }, { Self.utf16Escape($0, upper: true) },
+                { String($0).utf8.map { "\\x" + hex($0, upper: false) }.joined() },
+                { String($0).utf8.map { "\\x" + hex($0, upper: true) }.joined() },
+                { String($0).utf8.map { "\\" + String($0, radix: 8) }.joined() },
+            ]
+            let asciiForms = out
+            for form in asciiForms {
+                let text = String(decoding: form, as: UTF8.self)
+                for style in styles {
+                    var t = ""
+                    for u in text.unicodeScalars { if u.isASCII { t.unicodeScalars.append(u) } else { t += style(u) } }
+                    out.append(Array(t.utf8))
+                }
+            }
+        }
         // base64 at the three alignments: keep only the characters that depend on the secret alone.
         for offset in 0..<3 {
             let data = Data(repeating: 0, count: offset) + Data(raw)
@@ -122,6 +171,11 @@ public struct MaskPatterns: Sendable {
 
     static let hexLower = Array("0123456789abcdef".utf8), hexUpper = Array("0123456789ABCDEF".utf8)
 
+    /// \uXXXX for a scalar, as a UTF-16 surrogate pair beyond the BMP (JSON).
+    static func utf16Escape(_ u: Unicode.Scalar, upper: Bool) -> String {
+        String(u).utf16.map { "\\u" + hex(UInt8($0 >> 8), upper: upper) + hex(UInt8($0 & 0xff), upper: upper) }.joined()
+    }
+
     /// Two hex digits.
     static func hex(_ b: UInt8, upper: Bool) -> String {
         let d = upper ? hexUpper : hexLower
@@ -137,13 +191,13 @@ public struct MaskPatterns: Sendable {
 
     /// Percent-encoding of every byte but the unreserved ones and those in `keeping`; a space as
     /// '+' with `spaceAsPlus` (form encoding).
-    static func percentEncode(_ bytes: [UInt8], keeping: String = "", upper: Bool = true, spaceAsPlus: Bool = false) -> [UInt8] {
+    static func percentEncode(_ bytes: [UInt8], keeping: String = "", upper: Bool = true, spaceAsPlus: Bool = false, encodeTilde: Bool = false) -> [UInt8] {
         let hex = upper ? hexUpper : hexLower
         let kept = Array(keeping.utf8)
         var out: [UInt8] = []
         for b in bytes {
             let unreserved = (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a)
-                || b == 0x2d || b == 0x2e || b == 0x5f || b == 0x7e || kept.contains(b)
+                || b == 0x2d || b == 0x2e || b == 0x5f || (b == 0x7e && !encodeTilde) || kept.contains(b)
             if unreserved { out.append(b) }
             else if spaceAsPlus && b == 0x20 { out.append(0x2b) }
             else { out += [0x25, hex[Int(b >> 4)], hex[Int(b & 0xf)]] }
@@ -258,11 +312,12 @@ public final class StreamMasker {
     private var blockStarts: UnsafeMutablePointer<Int>
     private static let blockSize = 256
     /// A prefix of a secret that was released: what follows it (after any whitespace) is masked as
-    /// long as it continues one of `candidates` from `offset`.
+    /// long as it continues one of `candidates`, each a pattern and how much of it was seen.
     private var armed: Continuation?
     private struct Continuation {
-        var candidates: [[UInt8]]
-        var offset: Int
+        var candidates: [(pattern: [UInt8], offset: Int)]
+        /// Characters of the secret released so far (whitespace not counted).
+        var characters: Int
         /// Some of the secret already went out as `[MASKED]`: all that continues it is masked too.
         var confirmed: Bool
         /// Bytes of it (whitespace inside included) that went out in clear, fewer than `minimumLength`.
@@ -330,8 +385,33 @@ public final class StreamMasker {
     /// Masks `raw`; returns the output and where the undecided tail starts. With `final`, nothing is
     /// held: a partial secret at the end is released (masked from `minimumLength` on) and armed.
     private func process(_ raw: UnsafeBufferPointer<UInt8>, final: Bool) -> ([UInt8], Int) {
+        // A backslash at the end may continue a line (`sed -n l`): it stays held until the next byte;
+        // at a pause, what comes before it is released (and armed) as if the backslash were not there.
+        if let last = raw.last, last == 0x5c {
+            let (out, hold) = processKnown(UnsafeBufferPointer(rebasing: raw[..<(raw.count - 1)]), final: final)
+            guard final else { return (out, hold) }
+            // Released at a pause, the backslash goes out as it is; what follows may continue a
+            // secret with it (a JSON \u form) or without it (sed's line continuation): arm both.
+            var next = armed ?? Continuation(candidates: [], characters: 0, confirmed: false, clear: 0)
+            next.candidates += next.candidates.filter { $0.offset < $0.pattern.count - 1 && $0.pattern[$0.offset] == 0x5c }.map { ($0.pattern, $0.offset + 1) }
+            if armed == nil { next.candidates = table.patterns.filter { $0.count > 1 && $0[0] == 0x5c }.map { ($0, 1) } }
+            next.characters += 1
+            next.clear += next.confirmed ? 0 : 1
+            armed = next.candidates.isEmpty ? nil : next
+            return (out + [0x5c], raw.count)
+        }
+        return processKnown(raw, final: final)
+    }
+
+    private func processKnown(_ raw: UnsafeBufferPointer<UInt8>, final: Bool) -> ([UInt8], Int) {
         let n = raw.count
         if n == 0 { return ([], 0) }
+        // What airlock_skipped says, inlined: the mapping below asks it for every byte it walks.
+        @inline(__always) func kept(_ k: Int) -> Bool {
+            let b = raw[k]
+            if b == 0x20 || b == 0x09 || b == 0x0a || b == 0x0d { return false }
+            return !(b == 0x5c && k + 1 < n && (raw[k + 1] == 0x0a || raw[k + 1] == 0x0d))
+        }
         if n > viewCapacity {
             view.deallocate()
             blockStarts.deallocate()
@@ -352,14 +432,14 @@ public final class StreamMasker {
         func rawIndexFromStart(_ k: Int) -> Int {
             var rk = 0, seen = -1
             while true {
-                if MaskTable.kept[Int(raw[rk])] == 1 { seen += 1; if seen == k { return rk } }
+                if kept(rk) { seen += 1; if seen == k { return rk } }
                 rk += 1
             }
         }
         // Raw position of view[k], counted back from the end (for the tail).
         func rawIndexFromEnd(_ k: Int) -> Int {
             var rk = n, count = 0
-            while count < vn - k { rk -= 1; count += Int(MaskTable.kept[Int(raw[rk])]) }
+            while count < vn - k { rk -= 1; count += kept(rk) ? 1 : 0 }
             return rk
         }
 
@@ -367,21 +447,21 @@ public final class StreamMasker {
         // of one secret stays under `minimumLength` bytes in all, counting the whitespace inside it.
         if let arm = armed, vn > 0 {
             var best = 0
-            var open: [[UInt8]] = []
-            for p in arm.candidates {
-                let rest = p.count - arm.offset
-                let l = Self.commonPrefix(vbuf, p, from: arm.offset, limit: min(rest, vn))
-                if l == vn && l < rest { open.append(p) }
+            var open: [(pattern: [UInt8], offset: Int)] = []
+            for (p, offset) in arm.candidates {
+                let rest = p.count - offset
+                let l = Self.commonPrefix(vbuf, p, from: offset, limit: min(rest, vn))
+                if l == vn && l < rest { open.append((p, offset + vn)) }
                 best = max(best, l)
             }
             if !open.isEmpty && !final { return ([], 0) }
             let span = best > 0 ? arm.clear + rawIndexFromStart(best - 1) + 1 : 0
-            let mask = best > 0 && (arm.confirmed || span >= MaskPatterns.minimumLength)
+            let mask = best > 0 && (arm.confirmed || Self.mattersEnough(characters: arm.characters + best, span: span))
             if mask {
                 ranges.append((0, best))
                 start = best
             }
-            armed = open.isEmpty ? nil : Continuation(candidates: open, offset: arm.offset + vn, confirmed: mask, clear: mask ? 0 : span)
+            armed = open.isEmpty ? nil : Continuation(candidates: open, characters: arm.characters + vn, confirmed: mask, clear: mask ? 0 : span)
             if !open.isEmpty { start = vn }  // all of it continues the secret (released, re-armed)
         }
 
@@ -395,12 +475,12 @@ public final class StreamMasker {
                 let prefix = UnsafeBufferPointer(rebasing: vbuf[r...])
                 let candidates = table.patterns.filter { p in
                     p.count > prefix.count && p[0] == prefix[0] && Self.commonPrefix(prefix, p, from: 0, limit: prefix.count) == prefix.count
-                }
+                }.map { ($0, prefix.count) }
                 let span = rawIndexFromEnd(vn - 1) + 1 - rawIndexFromEnd(r)
-                let mask = prefix.count >= MaskPatterns.minimumLength || span >= MaskPatterns.minimumLength
+                let mask = Self.mattersEnough(characters: prefix.count, span: span)
                 if mask { ranges.append((r, vn)) }
                 if !candidates.isEmpty {
-                    armed = Continuation(candidates: candidates, offset: prefix.count, confirmed: mask, clear: mask ? 0 : span)
+                    armed = Continuation(candidates: candidates, characters: prefix.count, confirmed: mask, clear: mask ? 0 : span)
                 }
                 holdV = vn
             }
@@ -411,11 +491,8 @@ public final class StreamMasker {
         var out: [UInt8] = []
         out.reserveCapacity(n + 16)
         var rawHold = n
-        MaskTable.kept.withUnsafeBufferPointer { keep in
-            if holdV < vn {
-                var count = 0
-                while count < vn - holdV { rawHold -= 1; count += Int(keep[Int(raw[rawHold])]) }
-            }
+        do {
+            if holdV < vn { rawHold = rawIndexFromEnd(holdV) }
             // Ranges are few: find the block by binary search, then walk within it.
             let blocks = (n + blockSize - 1) / blockSize
             func rawIndex(_ target: Int) -> Int {
@@ -426,7 +503,7 @@ public final class StreamMasker {
                 }
                 var rk = lo * blockSize, vk = starts[lo]
                 while true {
-                    if keep[Int(raw[rk])] == 1 { if vk == target { return rk }; vk += 1 }
+                    if kept(rk) { if vk == target { return rk }; vk += 1 }
                     rk += 1
                 }
             }
@@ -441,6 +518,13 @@ public final class StreamMasker {
             out.append(contentsOf: UnsafeBufferPointer(rebasing: raw[emitFrom..<rawHold]))
         }
         return (out, rawHold)
+    }
+
+    /// Whether a piece of a secret released at a pause goes out as `[MASKED]`: 8 characters, or 6
+    /// that whitespace spreads over 8 bytes (a typed secret's "pass phr"). Two characters spread by
+    /// spaces are ordinary text far more often than a secret.
+    private static func mattersEnough(characters: Int, span: Int) -> Bool {
+        characters >= MaskPatterns.minimumLength || (characters >= 6 && span >= MaskPatterns.minimumLength)
     }
 
     /// `[MASKED]` for raw[from..<to], once per line it spans: the log keeps its line count.

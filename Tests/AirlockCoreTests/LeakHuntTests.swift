@@ -44,13 +44,33 @@ struct LeakHuntTests {
         emit "URL-encoded (python3 quote, safe='')" python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$s"
         emit "HTML numeric references (python3)" python3 -c 'import sys; print("".join(c if c.isalnum() else "&#%d;" % ord(c) for c in sys.argv[1]))' "$s"
         emit "printf %q" bash -c 'printf "%q\n" "$1"' - "$s"
+        emit "sed -n 'l 20' (wrapped with a backslash)" sh -c 'printf "%s\n" "$1" | sed -n "l 20"' - "$s"
+        emit "bash set -x trace" bash -c 'exec 2>&1; set -x; : "$1"' - "$s"
+        emit "declare -p" bash -c 'S=$1; declare -p S' - "$s"
+        emit "jq @uri" jq -rn --arg s "$s" '$s|@uri'
+        emit "jq @sh" jq -rn --arg s "$s" '$s|@sh'
+        emit "python3 repr" python3 -c 'import sys; print(repr(sys.argv[1]))' "$s"
+        emit "python3 repr of the bytes" python3 -c 'import sys; print(repr(sys.argv[1].encode()))' "$s"
+        emit "python3 json.dumps (ensure_ascii)" python3 -c 'import sys, json; print(json.dumps(sys.argv[1]))' "$s"
+        emit "python3 shlex.quote" python3 -c 'import sys, shlex; print(shlex.quote(sys.argv[1]))' "$s"
+        emit "XML text (saxutils.escape)" python3 -c 'import sys; from xml.sax.saxutils import escape; print(escape(sys.argv[1]))' "$s"
+        emit "Go encoding/json (as python3 writes it)" python3 -c 'import sys, json; print(json.dumps(sys.argv[1], ensure_ascii=False).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))' "$s"
+        emit "HTML xmlcharrefreplace" python3 -c 'import sys, html; print(html.escape(sys.argv[1], quote=False).encode("ascii", "xmlcharrefreplace").decode())' "$s"
+        emit "CSV (python3 csv)" python3 -c 'import sys, csv; csv.writer(sys.stdout, quoting=csv.QUOTE_ALL).writerow([sys.argv[1]])' "$s"
+        emit "xxd -i" sh -c 'printf %s "$1" | xxd -i' - "$s"
+        emit "bytes.hex(\":\")" python3 -c 'import sys; print(sys.argv[1].encode().hex(":"))' "$s"
         """#
         let r = TestWorld.launch("/bin/bash", ["-c", sh, "-", s], environment: MaskerTests.helperEnvironment).stdout
         let parts = r.split(separator: "\0", omittingEmptySubsequences: false).map(String.init)
         return stride(from: 0, to: parts.count - 1, by: 2).map { Printed(secretName: name, secret: s, tool: parts[$0], text: parts[$0 + 1]) }
     }
 
+    /// What the red team printed in clear before these forms: a single quote, '$', '!', '*', '()',
+    /// '~', '&', '<', '"', '>', a backslash and non-ASCII letters.
+    static let quirky = #"it's Pä$$wört!*(x)~&<"q">\z"#
+
     static let all = printed("64-character base64-alphabet secret", secret) + printed("typed secret", MaskerTests.typed)
+        + printed("quirky secret", quirky)
 
     /// How the output reaches the masker: reads of a fixed size, or reads with the stream going idle
     /// (a flush, as the pump does after 200 ms) after every `pause` bytes.
@@ -83,7 +103,7 @@ struct LeakHuntTests {
     }
 
     @Test func everyToolPrintedSomething() {
-        #expect(Self.all.count == 40)
+        #expect(Self.all.count == 3 * 35)
         #expect(Self.all.allSatisfy { !$0.text.isEmpty })
     }
 
@@ -93,7 +113,7 @@ struct LeakHuntTests {
         // The hunter finds the secret in what the tool printed (names of decodings only: no value).
         let unmasked = LeakHunter.recoverable(p.secret, in: text)
         #expect(!unmasked.isEmpty)
-        let log = Self.mask(text, delivery, secrets: [Self.secret, MaskerTests.typed])
+        let log = Self.mask(text, delivery, secrets: [Self.secret, MaskerTests.typed, Self.quirky])
         let found = LeakHunter.recoverable(p.secret, in: log)
         #expect(found.isEmpty, "recoverable from the masked log by: \(found.joined(separator: ", "))")
         let marked = log.contains("[MASKED]")

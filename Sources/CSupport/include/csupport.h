@@ -25,7 +25,11 @@ pid_t airlock_spawn_tenant(unsigned int uid, const char *path, char *const argv[
 #include <stddef.h>
 #include <stdint.h>
 
-/// Copies `in` (n bytes) to `out` without its whitespace (space, tab, CR, LF) and returns how many
+/// Whether the masker skips in[k] (of n): whitespace, or a backslash followed by CR or LF.
+int airlock_skipped(const uint8_t *in, size_t n, size_t k);
+
+/// Copies `in` (n bytes) to `out` without what `airlock_skipped` says (whitespace, line-continuing
+/// backslashes) and returns how many
 /// bytes it wrote; `out` needs n + 16 bytes. For each block of `block_size` input bytes (a multiple
 /// of 8), `block_starts[i]` receives how many bytes were written before block i. The job-log
 /// masker's hot loop: 8 bytes at a time with SSSE3 where the CPU has it, byte by byte otherwise.
