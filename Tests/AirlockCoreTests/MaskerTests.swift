@@ -191,6 +191,17 @@ struct MaskerTests {
         #expect(text.hasPrefix("[MASKED]   ") && text.hasSuffix(" [MASKED] end\n"))
     }
 
+    /// A pause after two characters spread out by spaces ("77     4a" starts the hex form of the
+    /// secret) releases them as they are: 6 characters at least, or 8, before [MASKED] (red team).
+    @Test func twoCharactersSpreadBySpacesAreNotMaskedAtAPause() {
+        let m = StreamMasker(MaskPatterns(secrets: [Self.secret]))
+        let out = m.feed(Array("ids: 77     4a".utf8)) + m.flush()
+        #expect(String(decoding: out, as: UTF8.self) == "ids: 77     4a")
+        let m2 = StreamMasker(MaskPatterns(secrets: [Self.secret]))
+        let out2 = m2.feed(Array("ids: 77 4a 61 6c".utf8)) + m2.flush()
+        #expect(String(decoding: out2, as: UTF8.self) == "ids: [MASKED]")
+    }
+
     /// Values under `MaskPatterns.minimumLength` (8 bytes) are not masked, and nothing says so
     /// (issue 13 will refuse them at issue time): they would mask ordinary words. They do not stop
     /// the other secrets from being masked.
