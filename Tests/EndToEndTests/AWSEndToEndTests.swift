@@ -216,12 +216,7 @@ struct AWSEndToEndTests {
         let r = world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         let envFile = try String(contentsOfFile: "\(try #require(world.hostBuildsDir()))/platform/job-env.txt", encoding: .utf8)
-        var secrets: [String: String] = [:]
-        for line in envFile.split(separator: "\n") {
-            for k in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] where line.hasPrefix(k + "=") {
-                secrets[k] = String(line.dropFirst(k.count + 1))
-            }
-        }
+        let secrets = Self.values(envFile, ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"], separator: "=")
         #expect(secrets.count == 2)
         for (name, value) in secrets {
             let b64 = Data(value.utf8).base64EncodedString()
@@ -271,12 +266,7 @@ struct AWSEndToEndTests {
         let r = world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         let creds = try String(contentsOfFile: "\(try #require(world.hostBuildsDir()))/platform/creds.txt", encoding: .utf8)
-        var secrets: [String: String] = [:]
-        for line in creds.split(separator: "\n") {
-            for k in ["aws_secret_access_key", "aws_session_token"] where line.hasPrefix(k + " = ") {
-                secrets[k] = String(line.dropFirst(k.count + 3))
-            }
-        }
+        let secrets = Self.values(creds, ["aws_secret_access_key", "aws_session_token"], separator: " = ")
         #expect(secrets.count == 2)
         #expect(r.output.contains("lengths=\(secrets["aws_secret_access_key"]?.count ?? -1)/\(secrets["aws_session_token"]?.count ?? -1)\n"))
         for (name, value) in secrets {
@@ -288,6 +278,15 @@ struct AWSEndToEndTests {
         }
         let paused = r.output.contains("paused=[MASKED][MASKED]\n"), split = r.output.contains("split=[MASKED][MASKED]\n")
         #expect(paused && split, "\(TestWorld.redacted(r.output))")
+    }
+
+    /// The values of `keys` in `text`'s "key<separator>value" lines (an env dump, a credentials file).
+    static func values(_ text: String, _ keys: [String], separator: String) -> [String: String] {
+        var out: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            for k in keys where line.hasPrefix(k + separator) { out[k] = String(line.dropFirst(k.count + separator.count)) }
+        }
+        return out
     }
 
     @Test func secondProviderDownRevokesTheFirstAndIsASystemFailure() throws {
