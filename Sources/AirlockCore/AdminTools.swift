@@ -215,7 +215,9 @@ extension AdminTools {
                 lines.append("job \(id): still within its timeout + grace (until \(ISO8601DateFormatter().string(from: due))), left alone")
                 continue
             }
-            let failed = await Revoker.settleJob(config: config, job: record.job, paths: record.paths, state: dir, reason: "sweep", transport: transport)
+            // Revoked with the providers the job was prepared with (one since removed is still there).
+            let jobConfig = ((try? AirlockConfig.snapshot(state: dir, path: config.path)) ?? nil) ?? config
+            let failed = await Revoker.settleJob(config: jobConfig, job: record.job, paths: record.paths, state: dir, reason: "sweep", transport: transport)
             var f = Audit.identity(record.job)
             f["outcome"] = .string(failed == 0 ? "settled" : "revoke_failed")
             try? AuditLog(path: config.runner.auditLog).append(event: "swept", f)

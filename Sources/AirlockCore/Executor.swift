@@ -51,20 +51,28 @@ public enum Executor {
         // the run stage forwards signals to the job instead (StageWatcher).
         if kind == .prepare || kind == .cleanup { Termination.install() }
         let code: Int32
+        let configPath = (try? ExecutorArguments(Array(CommandLine.arguments.dropFirst())))?.configPath ?? AirlockConfig.defaultPath
         do {
             let args = try ExecutorArguments(Array(CommandLine.arguments.dropFirst()))
             code = try await run(kind, args: args, env: env, transport: transport ?? HTTP.none)
         } catch let e as any BlamedError {
-            code = report(kind, e, env: env)
+            code = report(kind, e, env: env, configPath: configPath)
         } catch {
-            code = report(kind, AirlockFailure(.system, "unexpected error: \(error)"), env: env)
+            code = report(kind, AirlockFailure(.system, "unexpected error: \(error)"), env: env, configPath: configPath)
         }
         exit(code)
     }
 
-    static func report(_ kind: Kind, _ e: any BlamedError, env: RunnerEnvironment) -> Int32 {
+    /// Prints the error and returns the runner's exit code for it. What config, prepare and run print
+    /// goes into the job log: there the configuration is named by its file name, not its host path
+    /// (cleanup's output goes to the runner's own log, which keeps it).
+    static func report(_ kind: Kind, _ e: any BlamedError, env: RunnerEnvironment, configPath: String) -> Int32 {
         let who = e.fault == .job ? "job error" : "system error"
-        FileHandle.standardError.write(Data("airlock-\(kind.rawValue): \(who): \(e.description)\n".utf8))
+        var message = e.description
+        if kind != .cleanup && e is ConfigError {
+            message = message.replacingOccurrences(of: configPath, with: (configPath as NSString).lastPathComponent)
+        }
+        FileHandle.standardError.write(Data("airlock-\(kind.rawValue): \(who): \(message)\n".utf8))
         return env.exitCode(for: e.fault)
     }
 
@@ -81,7 +89,24 @@ public enum Executor {
     /// Runs one stage; returns the exit code for success or a script failure.
     /// - Throws: `BlamedError` for Airlock's own failures.
     public static func run(_ kind: Kind, args: ExecutorArguments, env: RunnerEnvironment, transport makeTransport: TransportFactory) async throws -> Int32 {
-        let config = try AirlockConfig.load(path: args.configPath)
+        // The stages after prepare run with the configuration their job was prepared with.
+        let config: AirlockConfig
+        if kind == .run || kind == .cleanup {
+            let jobID = try JobContext(env).jobID
+            let loaded: Result<AirlockConfig, ConfigError>
+            do { loaded = .success(try AirlockConfig.forJob(path: args.configPath, jobID: jobID)) } catch { loaded = .failure(error) }
+            switch loaded {
+            case .success(let c): config = c
+            case .failure(let error):
+                // A cleanup with no job state left (a repeated one, or after a prepare that failed
+                // early) has nothing to do, whatever the file says now.
+                guard kind == .cleanup, !AirlockConfig.jobStateExists(path: args.configPath, jobID: jobID) else { throw error }
+                print("airlock-cleanup: job \(jobID): nothing left to clean up (the configuration does not load now: \(error))")
+                return 0
+            }
+        } else {
+            config = try AirlockConfig.load(path: args.configPath)
+        }
         if kind != .config { try useHostFingerprintKey(config) }
         let transport = makeTransport()
         switch kind {

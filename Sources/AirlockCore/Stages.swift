@@ -53,6 +53,7 @@ public enum Stages {
         }
         let store = JobStateStore(root: r.stateDir)
         try store.create(jobID: job.jobID)
+        try config.saveSnapshot(state: store.directory(jobID: job.jobID))
         let auth = try await Authorizer.authorize(
             config: config, env: env, job: job, now: Date(), transport: transport,
             warn: { FileHandle.standardError.write(Data("airlock-prepare: warning: \($0)\n".utf8)) })

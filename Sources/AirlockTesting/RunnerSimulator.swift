@@ -264,7 +264,9 @@ public final class RunnerSimulator: @unchecked Sendable {
 
     // MARK: processes
 
-    enum Capture { case jobLog, runnerLog, none }
+    /// Where a driver's output goes; `.configJSON`: stdout is read as JSON, stderr goes to the job log
+    /// (custom-executor.md: config_exec's stderr reaches the job log).
+    enum Capture { case jobLog, runnerLog, configJSON }
 
     private func exec(_ argv: [String], env: [String: String], cwd: String, captureTo: Capture,
                       signalAfter: Double? = nil) -> (code: Int32, out: Data, signaled: Bool) {
@@ -292,7 +294,7 @@ public final class RunnerSimulator: @unchecked Sendable {
         let masks = captureTo == .runnerLog || !options.runnerMasking ? MaskPatterns(exact: []) : runnerMasks
         let table = MaskTable(masks.patterns)
         child.pump(stdout: StreamMasker(table), stderr: StreamMasker(table), sink: { fd, bytes in
-            out.append(contentsOf: bytes)
+            if captureTo != .configJSON || fd == 1 { out.append(contentsOf: bytes) }
             let text = String(decoding: bytes, as: UTF8.self)
             switch captureTo {
             case .jobLog:
@@ -303,7 +305,8 @@ public final class RunnerSimulator: @unchecked Sendable {
                 let lines = text.split(separator: "\n").map { "[runner \(level)] \($0)\n" }.joined()
                 result.runnerLog += lines
                 if options.echo { ChildProcess.writeAll(2, Array(lines.utf8)) }
-            case .none: break
+            case .configJSON:
+                if fd == 2 { result.log += text }
             }
         })
         let code = child.wait()
@@ -409,7 +412,7 @@ public final class RunnerSimulator: @unchecked Sendable {
 
     private func runConfig(env: [String: String]) throws -> ConfigJSON {
         guard let c = driver.configExec else { return ConfigJSON() }
-        let r = exec(c, env: env, cwd: env["TMPDIR"] ?? "/tmp", captureTo: .none)
+        let r = exec(c, env: env, cwd: env["TMPDIR"] ?? "/tmp", captureTo: .configJSON)
         guard r.code == 0 else { throw SimulatorError("config_exec exited with \(r.code)") }
         if r.out.isEmpty { return ConfigJSON() }
         do {

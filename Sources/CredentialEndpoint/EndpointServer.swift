@@ -232,7 +232,8 @@ public enum EndpointMain {
             return 2
         }
         do {
-            let config = try AirlockConfig.load(path: configPath)
+            // The job's own configuration, as it was when prepare started this server's job.
+            let config = try AirlockConfig.snapshot(state: state, path: configPath) ?? AirlockConfig.load(path: configPath)
             try Executor.useHostFingerprintKey(config)
             guard let session = EndpointSession.load(state: state) else { throw AirlockFailure(.system, "no endpoint session in \(state)") }
             let job = try Stages.jobContext(state: state)

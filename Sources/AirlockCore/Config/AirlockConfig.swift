@@ -1,5 +1,6 @@
 import Foundation
 import Identity
+import Ledger
 import Policy
 import RunnerContract
 
@@ -85,6 +86,9 @@ public struct AirlockConfig: Sendable {
     public var policy: Policy
     /// Findings that are not errors (for `airlock check`).
     public var warnings: [String]
+    /// The text it was parsed from: prepare keeps it in the job's state (`config.toml`), and the
+    /// job's later stages, its endpoint, cleanup and sweep use that, not the file as it is then.
+    public var source: String = ""
 
     /// Where the runner's `*_args` point by default.
     public static let defaultPath = "/etc/airlock/airlock.toml"
@@ -189,7 +193,7 @@ public struct AirlockConfig: Sendable {
                 endpointMinValidity: minValidity, endpointRequestsPerSecond: rps, jobUIDs: jobUIDs,
                 blockMetadata: blockMetadata, nft: nft, hiddenPaths: hidden),
             gitlab: gitlab, providers: providers, profiles: profiles,
-            policy: Policy(rules: rules), warnings: warnings)
+            policy: Policy(rules: rules), warnings: warnings, source: text)
     }
 
     /// Every file the configuration names that a job must never read: the config itself, keys,
@@ -209,5 +213,66 @@ public struct AirlockConfig: Sendable {
             return String(cString: strerror(Int32(u.code)))
         }
         return ns.localizedDescription
+    }
+}
+
+/// Issue 14: a job keeps the configuration it was prepared with. An edit (or a typo) while it runs
+/// affects only jobs prepared after it; the job's remaining stages and its cleanup carry on.
+extension AirlockConfig {
+    /// The snapshot's name in the job's state directory (0600, hidden from jobs with the rest of it).
+    public static let snapshotFile = "config.toml"
+
+    /// Keeps this configuration in the job's state directory.
+    /// - Throws: `AirlockFailure` (system) when it cannot be written.
+    public func saveSnapshot(state: String) throws(AirlockFailure) {
+        try Files.writeAtomically(Data(source.utf8), to: "\(state)/\(Self.snapshotFile)")
+    }
+
+    /// The configuration the job with state directory `state` was prepared with, parsed as if it
+    /// were still at `path`; nil when prepare kept none (an Airlock before this one prepared it).
+    /// - Throws: `ConfigError` when the snapshot does not parse (it did when prepare saved it).
+    public static func snapshot(state: String, path: String) throws(ConfigError) -> AirlockConfig? {
+        guard let data = FileManager.default.contents(atPath: "\(state)/\(snapshotFile)") else { return nil }
+        return try parse(String(decoding: data, as: UTF8.self), path: path)
+    }
+
+    /// What a stage after prepare runs with: the job's snapshot when there is one, else the file at
+    /// `path`. The snapshot is found through the file's `[runner] state_dir`; when the file no longer
+    /// parses, through a line-by-line reading of that one key (or its default).
+    /// - Throws: `ConfigError` when there is no snapshot and the file does not load.
+    public static func forJob(path: String, jobID: String) throws(ConfigError) -> AirlockConfig {
+        let current: Result<AirlockConfig, ConfigError>
+        do { current = .success(try load(path: path)) } catch { current = .failure(error) }
+        let stateDir: String
+        switch current {
+        case .success(let c): stateDir = c.runner.stateDir
+        case .failure: stateDir = lenientStateDir(path: path) ?? RunnerSettings.defaultStateDir
+        }
+        if let kept = try snapshot(state: "\(stateDir)/jobs/\(jobID)", path: path) { return kept }
+        return try current.get()
+    }
+
+    /// Whether the job still has a state directory, found as `forJob` finds it.
+    public static func jobStateExists(path: String, jobID: String) -> Bool {
+        let stateDir = (try? load(path: path))?.runner.stateDir ?? lenientStateDir(path: path) ?? RunnerSettings.defaultStateDir
+        return FileManager.default.fileExists(atPath: "\(stateDir)/jobs/\(jobID)")
+    }
+
+    /// `[runner] state_dir` read line by line, for a file that no longer parses as a whole.
+    static func lenientStateDir(path: String) -> String? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        var inRunner = false
+        for raw in text.split(separator: "\n") {
+            let line = raw.trimmingCharacters(in: .whitespaces)
+            if line.hasPrefix("[") { inRunner = line.hasPrefix("[runner]"); continue }
+            guard inRunner, line.hasPrefix("state_dir") else { continue }
+            let parts = line.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) == "state_dir" else { continue }
+            var v = parts[1].trimmingCharacters(in: .whitespaces)
+            guard v.hasPrefix("\""), let end = v.dropFirst().firstIndex(of: "\"") else { return nil }
+            v = String(v[v.index(after: v.startIndex)..<end])
+            return v.hasPrefix("/") && !v.split(separator: "/").contains("..") ? (v.count > 1 && v.hasSuffix("/") ? String(v.dropLast()) : v) : nil
+        }
+        return nil
     }
 }
