@@ -15,7 +15,10 @@ public struct ExplainReport: Sendable, Codable {
     }
     /// "verified", "claims given (not verified)", or the rejection.
     public var verification: String
+    /// True only for a token verified against GitLab's keys (never for `--claims`).
     public var verified: Bool
+    /// Whether the rules were evaluated (a verified token, or claims given); false for a rejection.
+    public var evaluated: Bool
     public var rules: [RuleLine]
     public var profiles: [String]
 
@@ -32,6 +35,22 @@ public struct ExplainReport: Sendable, Codable {
     }
 }
 
+/// A claim in an `explain --claims` file, as GitLab's token carries it: booleans and numbers become
+/// GitLab's strings ("true", "42"), not Foundation's ("1").
+enum ClaimValue: Decodable {
+    case text(String)
+    case list([String])
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let s = try? c.decode(String.self) { self = .text(s) }
+        else if let b = try? c.decode(Bool.self) { self = .text(b ? "true" : "false") }
+        else if let i = try? c.decode(Int.self) { self = .text(String(i)) }
+        else if let l = try? c.decode([String].self) { self = .list(l) }
+        else { throw DecodingError.dataCorruptedError(in: c, debugDescription: "a claim must be a string, number, boolean or list of strings") }
+    }
+}
+
 /// The admin tools' logic; the `airlock` CLI only parses arguments and prints.
 public enum AdminTools {
     /// Explains what the policy decides for a token (verified against the live JWKS) or a claims file.
@@ -40,13 +59,16 @@ public enum AdminTools {
         var verification: String
         var job: VerifiedJob?
         if let claimsJSON {
-            guard let obj = try JSONSerialization.jsonObject(with: claimsJSON) as? [String: Any] else {
-                throw AirlockFailure(.system, "the claims file must hold a JSON object of claims")
+            guard let obj = try? JSONDecoder().decode([String: ClaimValue].self, from: claimsJSON) else {
+                throw AirlockFailure(.system, "the claims file must hold a JSON object of claims (strings, numbers, booleans or lists of strings)")
             }
             var strings: [String: String] = [:]
             var lists: [String: [String]] = [:]
             for (k, v) in obj {
-                if let s = v as? String { strings[k] = s } else if let l = v as? [String] { lists[k] = l } else { strings[k] = "\(v)" }
+                switch v {
+                case .text(let s): strings[k] = s
+                case .list(let l): lists[k] = l
+                }
             }
             job = VerifiedJob(claims: strings, listClaims: lists)
             verification = "claims given (not verified)"
@@ -60,12 +82,12 @@ public enum AdminTools {
                 verification = "REJECTED: \(error)"
             }
         } else {
-            throw AirlockFailure(.system, "give --token JWT or --claims FILE.json")
+            throw AirlockFailure(.system, "give --token-file FILE (or - for stdin) or --claims FILE.json")
         }
-        guard let job else { return ExplainReport(verification: verification, verified: false, rules: [], profiles: []) }
+        guard let job else { return ExplainReport(verification: verification, verified: false, evaluated: false, rules: [], profiles: []) }
         let d = config.policy.evaluate(job)
         return ExplainReport(
-            verification: verification, verified: true,
+            verification: verification, verified: claimsJSON == nil, evaluated: true,
             rules: d.evaluations.map { .init(rule: $0.rule, matched: $0.matched, firstFailure: $0.failure, grants: $0.grants) },
             profiles: d.grants.map(\.profile))
     }

@@ -127,8 +127,8 @@ struct Explain: AsyncParsableCommand {
     @Option(help: "The Airlock configuration.")
     var config: String = AirlockConfig.defaultPath
 
-    @Option(help: "An ID token to verify against GitLab's keys (it is never printed).")
-    var token: String?
+    @Option(help: "A file holding an ID token to verify against GitLab's keys, or - for stdin (never on the command line, where ps shows it; it is never printed).")
+    var tokenFile: String?
 
     @Option(help: "A JSON file of claims to evaluate without verification.")
     var claims: String?
@@ -142,6 +142,13 @@ struct Explain: AsyncParsableCommand {
             guard let d = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read \(path)") }
             return d
         }
+        let token = try tokenFile.map { path -> String in
+            let d = path == "-" ? FileHandle.standardInput.readDataToEndOfFile() : FileManager.default.contents(atPath: path)
+            guard let d, let t = String(data: d, encoding: .utf8)?.trimmingCharacters(in: .whitespacesAndNewlines), !t.isEmpty else {
+                throw ValidationError("cannot read a token from \(path == "-" ? "stdin" : path)")
+            }
+            return t
+        }
         let report = try await AdminTools.explain(config: cfg, token: token, claimsJSON: data, transport: URLSessionTransport())
         if json {
             let enc = JSONEncoder()
@@ -150,7 +157,8 @@ struct Explain: AsyncParsableCommand {
         } else {
             say(report.text)
         }
-        if !report.verified { throw ExitCode(1) }
+        // 1 for a token that failed verification; claims are evaluated but never verified.
+        if !report.evaluated { throw ExitCode(1) }
     }
 }
 

@@ -2,6 +2,7 @@ import AirlockCore
 import AirlockTesting
 import Foundation
 import HTTPClient
+import RunnerContract
 import Testing
 
 /// `airlock explain`: a dry run that verifies, shows each rule's first failing condition or
@@ -74,9 +75,26 @@ struct ExplainTests {
         let report = try await AdminTools.explain(config: f.config, token: nil, claimsJSON: claims, transport: URLSessionTransport())
         let o = try Self.json(report)
         #expect(o["verification"] as? String == "claims given (not verified)")
+        #expect(o["verified"] as? Bool == false && o["evaluated"] as? Bool == true)
         #expect(o["profiles"] as? [String] == ["deploy-prod"])
         let rules = try #require(o["rules"] as? [[String: Any]])
         #expect(rules[1]["firstFailure"] as? String == "namespace_id is \"8\", rule wants \"7\"")
         #expect(f.issuer.jwksFetchCount == 0)
+    }
+
+    /// JSON booleans and numbers are GitLab's strings: `true` is "true" (Foundation made it "1", so
+    /// `ref_protected = true` never matched a claims file), 7 is "7".
+    @Test func claimsKeepGitLabsBooleansAndNumbers() async throws {
+        let f = try IdentityFixture(rules: Self.rules)
+        let claims = Data(#"{"project_path": "platform/api", "ref": "main", "ref_protected": true, "namespace_id": 7}"#.utf8)
+        let report = try await AdminTools.explain(config: f.config, token: nil, claimsJSON: claims, transport: URLSessionTransport())
+        #expect(report.profiles == ["deploy-prod", "read-only"])
+        #expect(!report.verified && report.evaluated)
+        let notProtected = Data(#"{"project_path": "platform/api", "ref": "main", "ref_protected": false}"#.utf8)
+        let r2 = try await AdminTools.explain(config: f.config, token: nil, claimsJSON: notProtected, transport: URLSessionTransport())
+        #expect(r2.rules.first?.firstFailure == "ref_protected is \"false\", rule wants \"true\"", "\(r2.rules)")
+        await #expect(throws: AirlockFailure.self) {
+            _ = try await AdminTools.explain(config: f.config, token: nil, claimsJSON: Data(#"{"ref": {"nested": 1}}"#.utf8), transport: URLSessionTransport())
+        }
     }
 }

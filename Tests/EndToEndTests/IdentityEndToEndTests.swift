@@ -116,7 +116,9 @@ struct IdentityEndToEndTests {
         var job = SimulatedJob(script: [])
         job.jobID = 5
         let token = issuer.mint(issuer.claims(for: job, audience: Self.audience))
-        let v = world.run(["explain", "--config", world.configPath, "--token", token])
+        let tokenFile = "\(world.root)/token.jwt"
+        FileManager.default.createFile(atPath: tokenFile, contents: Data(token.utf8), attributes: [.posixPermissions: 0o600])
+        let v = world.run(["explain", "--config", world.configPath, "--token-file", tokenFile])
         #expect(v.stdout.contains("verification: verified"), "\(v.stdout)\(v.stderr)")
         #expect(v.stdout.contains("rule \"protected main\": matched → read-only"))
         #expect(!v.stdout.contains(token))
@@ -142,7 +144,10 @@ struct IdentityEndToEndTests {
         var job = SimulatedJob(script: [])
         job.jobID = 6
         let token = issuer.mint(issuer.claims(for: job, audience: Self.audience))
-        let r = world.run(["explain", "--config", world.configPath, "--token", token, "--json"])
+        // The token comes from stdin (or a file): never from the command line, where ps shows it.
+        let tokenFile = "\(world.root)/token.jwt"
+        FileManager.default.createFile(atPath: tokenFile, contents: Data(token.utf8), attributes: [.posixPermissions: 0o600])
+        let r = TestWorld.launch("/bin/sh", ["-c", "exec \"$0\" explain --config \"$1\" --token-file - --json < \"$2\"", "\(world.binDir)/airlock", world.configPath, tokenFile], environment: nil)
         #expect(r.code == 0, "\(r.stdout)\(r.stderr)")
         #expect(!r.stdout.contains(token) && !r.stderr.contains(token))
         let report = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], "\(r.stdout)")
@@ -155,11 +160,23 @@ struct IdentityEndToEndTests {
         #expect(other["matched"] as? Bool == false && (other["firstFailure"] as? String)?.contains("project_id") == true, "\(other)")
         // A token for another audience: not verified, exit 1, still JSON.
         let foreign = issuer.mint(issuer.claims(for: job, audience: "https://elsewhere.example"))
-        let bad = world.run(["explain", "--config", world.configPath, "--token", foreign, "--json"])
+        FileManager.default.createFile(atPath: tokenFile, contents: Data(foreign.utf8), attributes: [.posixPermissions: 0o600])
+        let bad = world.run(["explain", "--config", world.configPath, "--token-file", tokenFile, "--json"])
         #expect(bad.code == 1, "\(bad.stdout)\(bad.stderr)")
         let badReport = try #require(try JSONSerialization.jsonObject(with: Data(bad.stdout.utf8)) as? [String: Any], "\(bad.stdout)")
         #expect(badReport["verified"] as? Bool == false && (badReport["verification"] as? String)?.contains("aud") == true, "\(badReport)")
         #expect(!bad.stdout.contains(foreign))
+        // A token on the command line is refused before anything is read.
+        let argv = world.run(["explain", "--config", world.configPath, "--token", foreign])
+        #expect(argv.code != 0 && argv.stderr.contains("--token"), "\(argv.stderr)")
+        // Claims: evaluated (exit 0) but not verified, in JSON too; a JSON true is GitLab's "true".
+        let claimsFile = "\(world.root)/claims.json"
+        try Data(#"{"project_id": 42, "ref": "main", "ref_protected": true}"#.utf8).write(to: URL(fileURLWithPath: claimsFile))
+        let c = world.run(["explain", "--config", world.configPath, "--claims", claimsFile, "--json"])
+        #expect(c.code == 0, "\(c.stdout)\(c.stderr)")
+        let claimsReport = try #require(try JSONSerialization.jsonObject(with: Data(c.stdout.utf8)) as? [String: Any], "\(c.stdout)")
+        #expect(claimsReport["verified"] as? Bool == false && claimsReport["evaluated"] as? Bool == true, "\(claimsReport)")
+        #expect(claimsReport["profiles"] as? [String] == ["read-only"], "\(claimsReport)")
     }
 
     @Test func checkReportsKeyAndLineAndFetchesKeys() throws {
