@@ -262,6 +262,16 @@ extension AirlockConfig {
         return out
     }
 
+    /// An IAM role ARN, each part possibly a {claim} template.
+    static let roleARN = #"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::([0-9]{12}|\{[a-z_]+\}):role/([A-Za-z0-9+=,.@_/-]|\{[a-z_]+\})+$"#
+    static let policyARN = #"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::([0-9]{12}|aws):policy/[A-Za-z0-9+=,.@_/-]+$"#
+    static let guid = #"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"#
+    static let domain = #"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"#
+
+    static func matches(_ v: String, _ pattern: String) -> Bool {
+        v.range(of: pattern, options: .regularExpression) != nil
+    }
+
     static func checkWorkloadIdentityProvider(_ v: String, _ c: TOMLCursor, key: String) throws(ConfigError) {
         guard v.range(of: "^//iam\\.googleapis\\.com/projects/[0-9]+/locations/global/workloadIdentityPools/[a-z0-9-]+/providers/[a-z0-9-]+$", options: .regularExpression) != nil else {
             throw c.error(key, "must be the provider's full resource name, \"//iam.googleapis.com/projects/<NUMBER>/locations/global/workloadIdentityPools/<POOL>/providers/<PROVIDER>\" (project number, not ID), got \(v.quoted)")
@@ -323,6 +333,12 @@ extension AirlockConfig {
                     throw c.error("tenant_id", "is required (here or on [providers.\(provider)]): the Entra tenant's GUID or domain")
                 }
                 let client = try templated("client_id", try c.requiredString("client_id", hint: "the application (client) ID of the app registration or user-assigned managed identity that holds the federated credential"))!
+                guard Self.matches(client, Self.guid) || client.contains("{") else {
+                    throw c.error("client_id", "\(client.quoted) is not an application (client) ID: a GUID like 0a1b2c3d-0000-4000-8000-00000000abcd")
+                }
+                guard Self.matches(tenant, Self.guid) || Self.matches(tenant, Self.domain) || tenant.contains("{") else {
+                    throw c.error(try c.string("tenant_id") == nil ? "provider" : "tenant_id", "\(tenant.quoted) is not an Entra tenant: its GUID or a domain like contoso.onmicrosoft.com")
+                }
                 let vaultURL = try c.string("key_vault")
                 let secrets = try c.stringMap("secrets") ?? [:]
                 for v in secrets.keys { _ = try Self.variableName(v, c, key: "secrets") }
@@ -408,7 +424,9 @@ extension AirlockConfig {
                 profile.vault = VaultProfile(role: role, secret: secret, kv: kv, env: env, token: token)
             case .aws:
                 let role = try c.requiredString("role_arn", hint: "e.g. \"arn:aws:iam::123456789012:role/gitlab-{project_id}\"")
-                guard role.hasPrefix("arn:") else { throw c.error("role_arn", "must be an IAM role ARN, got \(role.quoted)") }
+                guard Self.matches(role, Self.roleARN) else {
+                    throw c.error("role_arn", "must be an IAM role ARN, arn:aws:iam::<12-digit account>:role/<name> ({claim} templates allowed), got \(role.quoted)")
+                }
                 let session = try c.string("session_name") ?? "gitlab-{project_id}-{job_id}"
                 let maxDuration = try c.duration("max_duration") ?? AWSProfileSpec.defaultMaxDuration
                 guard maxDuration >= AWSProfileSpec.minimumDuration, maxDuration <= 43_200 else {
@@ -423,6 +441,9 @@ extension AirlockConfig {
                 }
                 let arns = try c.stringArray("policy_arns") ?? []
                 guard arns.count <= 10 else { throw c.error("policy_arns", "STS takes at most 10 managed policy ARNs") }
+                for arn in arns where !Self.matches(arn, Self.policyARN) {
+                    throw c.error("policy_arns", "\(arn.quoted) is not a managed policy ARN (arn:aws:iam::<12-digit account or aws>:policy/<name>)")
+                }
                 let region = try c.string("region")
                 for t in [role, session] {
                     for ph in Template.placeholders(in: t) where !knownGitLabClaims.contains(ph) {
