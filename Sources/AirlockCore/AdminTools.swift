@@ -94,15 +94,19 @@ public enum AdminTools {
 
     /// `airlock check`: every problem a platform engineer should fix before rollout.
     /// Returns (problems, notes); a non-empty problems list means exit non-zero.
-    public static func check(configPath: String, transport makeTransport: TransportFactory, now: Date = Date()) async -> (problems: [String], notes: [String]) {
+    public static func check(configPath: String, binDir: String? = nil, transport makeTransport: TransportFactory, now: Date = Date()) async -> (problems: [String], notes: [String]) {
         let config: AirlockConfig
         do {
             config = try AirlockConfig.load(path: configPath)
         } catch {
             return (["\(error)"], [])
         }
-        var problems: [String] = []
-        var notes: [String] = config.warnings.map { "warning: \($0)" }
+        var early: [String] = []
+        var notes0: [String] = []
+        early += directoryProblems(config.runner, notes: &notes0)
+        early += executableProblems(config, binDir: binDir ?? Self.ownDirectory)
+        var problems: [String] = early
+        var notes: [String] = config.warnings.map { "warning: \($0)" } + notes0
         if config.runner.isolation == .bubblewrap {
             do { try Sandboxing.requireBubblewrap(config.runner) } catch { problems.append(error.message) }
             problems += tenantProblems(config.runner, notes: &notes)
@@ -132,6 +136,61 @@ public enum AdminTools {
 }
 
 extension AdminTools {
+    /// The directory this executable is in: where the executor's other executables must be too.
+    static var ownDirectory: String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return (exe as NSString).deletingLastPathComponent
+    }
+
+    /// Issue 14: the directories Airlock keeps state, secrets, jobs' files and the audit in. One that
+    /// exists must belong to this user and let no one else write (state_dir and secrets_root: no one
+    /// else read either); one that does not is made by the first job, if its parent allows.
+    static func directoryProblems(_ r: RunnerSettings, notes: inout [String]) -> [String] {
+        var problems: [String] = []
+        let me = geteuid()
+        let dirs: [(key: String, path: String, secret: Bool)] = [
+            ("state_dir", r.stateDir, true), ("secrets_root", r.secretsRoot, false), ("builds_root", r.buildsRoot, false),
+            ("cache_root", r.cacheRoot, false), ("homes_root", r.homesRoot, false),
+            ("audit_log's directory", (r.auditLog as NSString).deletingLastPathComponent, false),
+        ]
+        var missing: [String] = []
+        for d in dirs {
+            var st = stat()
+            guard lstat(d.path, &st) == 0 else { missing.append(d.key); continue }
+            let mode = st.st_mode & 0o7777
+            if st.st_mode & S_IFMT != S_IFDIR {
+                problems.append("[runner] \(d.key) \(d.path) is not a directory (a symlink or a file): remove it, and Airlock makes the directory")
+                continue
+            }
+            if st.st_uid != me {
+                problems.append("[runner] \(d.key) \(d.path) belongs to uid \(st.st_uid), not to Airlock's user (\(me)): chown \(me):\(getegid()) \(d.path)")
+            }
+            if d.secret && mode & 0o077 != 0 {
+                problems.append("[runner] \(d.key) \(d.path) is open to group or others (mode \(String(mode, radix: 8))): jobs' ledgers and credentials are there; chmod 700 \(d.path)")
+            } else if mode & 0o022 != 0 {
+                problems.append("[runner] \(d.key) \(d.path) is writable by group or others (mode \(String(mode, radix: 8))): chmod go-w \(d.path)")
+            }
+        }
+        if !missing.isEmpty { notes.append("not there yet, made by the first job: \(missing.joined(separator: ", "))") }
+        var audit = stat()
+        if lstat(r.auditLog, &audit) == 0, audit.st_mode & 0o022 != 0 {
+            problems.append("[runner] audit_log \(r.auditLog) is writable by group or others (mode \(String(audit.st_mode & 0o777, radix: 8))): chmod 600 \(r.auditLog)")
+        }
+        return problems
+    }
+
+    /// The executables the runner's config.toml names, and airlock-endpoint when a profile delivers
+    /// through it: each must be installed beside this one (prepare starts the endpoint from there).
+    static func executableProblems(_ config: AirlockConfig, binDir: String) -> [String] {
+        var needed = ["airlock-config", "airlock-prepare", "airlock-run", "airlock-cleanup"]
+        let endpointProfiles = config.profiles.values.filter { $0.deliver == .endpoint }.map(\.name).sorted()
+        if !endpointProfiles.isEmpty { needed.append("airlock-endpoint") }
+        return needed.filter { !FileManager.default.isExecutableFile(atPath: "\(binDir)/\($0)") }.map { name in
+            let why = name == "airlock-endpoint" ? "profiles \(endpointProfiles.joined(separator: ", ")) deliver through it" : "the runner's config.toml runs it"
+            return "\(name) is not installed in \(binDir) (\(why)): install it beside airlock, e.g. install -m 0755 \(name) \(binDir)/"
+        }
+    }
+
     /// What makes a job a tenant (issue 11): root to hand out uids, a uid range nobody else
     /// uses, and the nftables rules (installed here as prepare would, then verified).
     static func tenantProblems(_ r: RunnerSettings, notes: inout [String]) -> [String] {

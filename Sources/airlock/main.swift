@@ -106,13 +106,21 @@ struct Demo: AsyncParsableCommand {
 
 struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Validate the configuration (key and line in every error), check the sandbox and fetch GitLab's keys; non-zero on any problem.")
+        abstract: "Predict what would fail a job: the configuration (file, line and key), its files, directories and executables, the sandbox, GitLab's keys.",
+        discussion: "Exit codes: 0 no problem, 1 problems (each printed with what to do), 2 could not check (the configuration cannot be read).")
 
     @Option(help: "The Airlock configuration.")
     var config: String = AirlockConfig.defaultPath
 
+    @Option(help: "Where the executor's executables are installed (default: beside this one).")
+    var binDir: String?
+
     func run() async throws {
-        let (problems, notes) = await AdminTools.check(configPath: config, transport: { URLSessionTransport() })
+        guard FileManager.default.isReadableFile(atPath: config) else {
+            say("cannot check: \(config) cannot be read (missing, or not readable by this user); pass --config FILE or create it from runner-config/airlock.toml.example")
+            throw ExitCode(2)
+        }
+        let (problems, notes) = await AdminTools.check(configPath: config, binDir: binDir, transport: { URLSessionTransport() })
         for n in notes { say(n) }
         for p in problems { say("problem: \(p)") }
         say(problems.isEmpty ? "ok: \(config)" : "\(problems.count) problem(s) in \(config)")

@@ -76,4 +76,77 @@ struct CheckTests {
         let r = world.run(["check", "--config", world.configPath])
         #expect(r.stdout.contains("warning: [runner] isolation = \"none\" is UNSAFE"), "\(r.stdout)")
     }
+
+    /// Issue 14: directories that exist with the wrong mode or owner, a path that is a file.
+    @Test(arguments: ["state_dir open to others", "builds_root writable by others", "cache_root not root's", "homes_root a file", "audit log writable by others"])
+    func aDirectoryWithTheWrongModeOrOwnerIsAProblem(_ kind: String) throws {
+        let world = try TestWorld()
+        let fm = FileManager.default
+        var expected = ""
+        switch kind {
+        case "state_dir open to others":
+            try fm.createDirectory(atPath: world.stateDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            expected = "[runner] state_dir \(world.stateDir) is open to group or others (mode 755): jobs' ledgers and credentials are there; chmod 700 \(world.stateDir)"
+        case "builds_root writable by others":
+            try fm.createDirectory(atPath: "\(world.root)/builds", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o777])
+            chmod("\(world.root)/builds", 0o777)
+            expected = "[runner] builds_root \(world.root)/builds is writable by group or others (mode 777): chmod go-w \(world.root)/builds"
+        case "cache_root not root's":
+            try fm.createDirectory(atPath: "\(world.root)/cache", withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+            chown("\(world.root)/cache", 65534, 65534)
+            expected = "[runner] cache_root \(world.root)/cache belongs to uid 65534, not to Airlock's user (0): chown 0:0 \(world.root)/cache"
+        case "homes_root a file":
+            fm.createFile(atPath: "\(world.root)/homes", contents: Data())
+            expected = "[runner] homes_root \(world.root)/homes is not a directory"
+        default:
+            fm.createFile(atPath: world.auditLog, contents: Data(), attributes: [.posixPermissions: 0o666])
+            chmod(world.auditLog, 0o666)
+            expected = "[runner] audit_log \(world.auditLog) is writable by group or others (mode 666): chmod 600 \(world.auditLog)"
+        }
+        let r = world.run(["check", "--config", world.configPath])
+        #expect(r.code == 1, "\(r.stdout)")
+        #expect(r.stdout.contains("problem: \(expected)"), "\(r.stdout)")
+    }
+
+    /// A fresh host: the directories are not there yet, which is no problem (the first job makes
+    /// them), and check says so.
+    @Test func directoriesNotYetMadeAreANote() throws {
+        let world = try TestWorld()
+        let r = world.run(["check", "--config", world.configPath])
+        #expect(r.code == 0, "\(r.stdout)")
+        #expect(r.stdout.contains("not there yet, made by the first job: state_dir"), "\(r.stdout)")
+    }
+
+    /// An endpoint profile needs airlock-endpoint beside the others; each executor is needed anyway.
+    @Test func aMissingExecutableIsAProblem() throws {
+        let world = try TestWorld(extra: """
+        [providers.aws-main]
+        type = "aws"
+        sts_endpoint = "http://127.0.0.1:9"
+        [profiles.deploy]
+        provider = "aws-main"
+        role_arn = "arn:aws:iam::123456789012:role/x"
+        deliver = "endpoint"
+        """)
+        let bin = "\(world.root)/bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        for exe in ["airlock-config", "airlock-prepare", "airlock-cleanup"] {
+            try FileManager.default.createSymbolicLink(atPath: "\(bin)/\(exe)", withDestinationPath: "\(world.binDir)/\(exe)")
+        }
+        let r = world.run(["check", "--config", world.configPath, "--bin-dir", bin])
+        #expect(r.code == 1, "\(r.stdout)")
+        #expect(r.stdout.contains("problem: airlock-run is not installed in \(bin) (the runner's config.toml runs it)"), "\(r.stdout)")
+        #expect(r.stdout.contains("problem: airlock-endpoint is not installed in \(bin) (profiles deploy deliver through it)"), "\(r.stdout)")
+        // Beside the real build, nothing is missing.
+        let ok = world.run(["check", "--config", world.configPath])
+        #expect(!ok.stdout.contains("is not installed"), "\(ok.stdout)")
+    }
+
+    /// Exit code 2 when there is nothing to check: the configuration cannot be read.
+    @Test func anUnreadableConfigurationCannotBeChecked() throws {
+        let world = try TestWorld()
+        let r = world.run(["check", "--config", "\(world.root)/nowhere.toml"])
+        #expect(r.code == 2, "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("cannot check: \(world.root)/nowhere.toml cannot be read"), "\(r.stdout)")
+    }
 }
