@@ -192,6 +192,8 @@ public actor CredentialBroker {
             var f = identity
             f["profile"] = .string(profile)
             f["reason"] = .string("refresh")
+            f["provider"] = .string(spec.provider)
+            if let fe = error as? FederationError { f["code"] = .string(fe.code) }
             f["detail"] = .string("\(error)")
             try? audit.append(event: "federation_failed", f)
             throw error
@@ -206,6 +208,7 @@ public actor CredentialBroker {
         var f = identity
         f.merge(Federator.issuedFields(c)) { $1 }
         f["reason"] = .string("refresh")
+        f["duration_ms"] = .string(String(Int((Date().timeIntervalSince(now) * 1000).rounded())))
         try? audit.append(event: "issued", f)
         if let old {
             _ = await Revoker.revoke(old, provider: provider, ledger: ledger, audit: audit, identity: identity, reason: "refreshed", now: Date())

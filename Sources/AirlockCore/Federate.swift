@@ -59,8 +59,9 @@ enum Federator {
         let identity = Authorizer.identity(verified, job: job)
         let deadline = now.addingTimeInterval(config.runner.federationTimeout)
         var issued: [IssuedCredential] = []
+        var durations: [String: Double] = [:]  // credential id → seconds its federation took
         var failure: (any Error)?
-        await withTaskGroup(of: Result<IssuedCredential, any Error>.self) { group in
+        await withTaskGroup(of: Result<(IssuedCredential, Double), any Error>.self) { group in
             for grant in auth.grants {
                 guard let profile = config.profiles[grant.profile], let provider = providers[profile.provider] else {
                     failure = failure ?? AirlockFailure(.system, "profile \(grant.profile) has no provider")
@@ -72,14 +73,16 @@ enum Federator {
                                            jobTimeoutSeconds: job.jobTimeoutSeconds, now: now, deadline: deadline)
                 group.addTask {
                     do {
+                        let started = Date()
                         let c = try await provider.issue(request)
+                        let took = Date().timeIntervalSince(started)
                         do {
                             try ledger.record(c, at: Date())
                         } catch {
                             _ = try? await provider.revoke(c, now: Date())
                             return .failure(error)
                         }
-                        return .success(c)
+                        return .success((c, took))
                     } catch {
                         return .failure(error)
                     }
@@ -87,7 +90,9 @@ enum Federator {
             }
             for await r in group {
                 switch r {
-                case .success(let c): issued.append(c)
+                case .success(let (c, took)):
+                    issued.append(c)
+                    durations[c.id] = took
                 case .failure(let e):
                     // No cancellation of the others: an exchange cancelled in flight may have issued a
                     // credential Airlock would never learn of, so could not revoke. They finish within
@@ -105,6 +110,7 @@ enum Federator {
         for c in issued {
             var f = identity
             f.merge(issuedFields(c)) { $1 }
+            if let took = durations[c.id] { f["duration_ms"] = .string(String(Int((took * 1000).rounded()))) }
             try audit.append(event: "issued", f)
         }
         if let failure {

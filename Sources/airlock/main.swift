@@ -11,7 +11,7 @@ struct Airlock: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Airlock: scoped, short-lived cloud credentials for GitLab CI jobs (a custom executor).",
         version: airlockVersion,
-        subcommands: [Check.self, Explain.self, Sweep.self, Simulate.self, Demo.self, Mask.self, BenchConcurrent.self, BenchEndpoint.self])
+        subcommands: [Check.self, Explain.self, Sweep.self, MetricsCommand.self, Simulate.self, Demo.self, Mask.self, BenchConcurrent.self, BenchEndpoint.self])
 }
 
 /// Writes to stdout unbuffered, so that it interleaves correctly with the job log the simulator streams.
@@ -186,6 +186,27 @@ struct Sweep: AsyncParsableCommand {
         let lines = await AdminTools.sweep(config: cfg, transport: URLSessionTransport(), force: force)
         for l in lines { say(l) }
         say("sweep: \(lines.count) job(s) looked at")
+    }
+}
+
+struct MetricsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "metrics",
+        abstract: "Derive counters and histograms from the audit log in the Prometheus text format (node_exporter's textfile collector).")
+
+    @Option(help: "The Airlock configuration (for [runner] audit_log).")
+    var config: String = AirlockConfig.defaultPath
+
+    @Option(help: "Write DIR/airlock.prom atomically (node_exporter --collector.textfile.directory); without it, print.")
+    var textfile: String?
+
+    func run() throws {
+        let cfg = try AirlockConfig.load(path: config)
+        if let textfile {
+            try Metrics.writeTextfile(auditLog: cfg.runner.auditLog, directory: textfile)
+        } else {
+            say(Metrics.render(auditLog: cfg.runner.auditLog), terminator: "")
+        }
     }
 }
 
