@@ -307,3 +307,72 @@ extension AdminTools {
         return lines
     }
 }
+
+/// Issue 14: `airlock explain --replay AUDIT_LOG`: the policy of a (new) configuration applied to the
+/// jobs the audit log recorded a decision for, before it goes live: which would gain or lose what.
+public struct ReplayLine: Sendable, Encodable {
+    public var jobID: String
+    public var project: String
+    public var ref: String
+    /// The profiles the job got when it ran, and what this configuration would give it.
+    public var before: [String]
+    public var after: [String]
+    public var gained: [String] { after.filter { !before.contains($0) } }
+    public var lost: [String] { before.filter { !after.contains($0) } }
+
+    enum CodingKeys: String, CodingKey { case jobID = "job_id", project, ref, before, after, gained, lost }
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(jobID, forKey: .jobID)
+        try c.encode(project, forKey: .project)
+        try c.encode(ref, forKey: .ref)
+        try c.encode(before, forKey: .before)
+        try c.encode(after, forKey: .after)
+        try c.encode(gained, forKey: .gained)
+        try c.encode(lost, forKey: .lost)
+    }
+}
+
+extension AdminTools {
+    /// The claims a decision record carries (Authorizer.identity); `token_jti` is the token's `jti`.
+    static let recordedClaims: Set<String> = ["job_id", "pipeline_id", "project_id", "project_path", "namespace_id", "ref", "ref_type",
+                                              "ref_protected", "environment", "environment_protected", "pipeline_source", "user_login",
+                                              "sha", "runner_id", "jti", "sub"]
+
+    /// Claims the policy's rules test that decision records do not carry: a replay cannot tell for those.
+    public static func unreplayableClaims(_ config: AirlockConfig) -> [String] {
+        Array(Set(config.policy.rules.flatMap { $0.conditions.map(\.claim) }).subtracting(recordedClaims)).sorted()
+    }
+
+    /// Each job with a policy decision in `auditLog` (its last one, for a retried prepare), with the
+    /// profiles it got and the ones `config` would give it (narrowed to AIRLOCK_PROFILES as it was).
+    public static func replay(config: AirlockConfig, auditLog: String) -> [ReplayLine] {
+        let text = (try? String(contentsOfFile: auditLog, encoding: .utf8)) ?? ""
+        var last: [String: [String: Any]] = [:]
+        var order: [String] = []
+        for line in text.split(separator: "\n") {
+            guard let r = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  r["event"] as? String == "decision", let job = r["job_id"] as? String else { continue }
+            // Only decisions the policy made (a verified token): not rejected tokens, no token, errors.
+            let decision = r["decision"] as? String ?? ""
+            guard decision == "granted" || decision == "no_grant" || r["reason"] as? String == "profile_not_granted" else { continue }
+            if last[job] == nil { order.append(job) }
+            last[job] = r
+        }
+        return order.compactMap { id -> ReplayLine? in
+            guard let r = last[id] else { return nil }
+            var claims: [String: String] = [:]
+            for (k, v) in r {
+                let claim = k == "token_jti" ? "jti" : k
+                if recordedClaims.contains(claim), let s = v as? String { claims[claim] = s }
+            }
+            let d = config.policy.evaluate(VerifiedJob(claims: claims))
+            var after = d.grants.map(\.profile)
+            if let requested = r["requested_profiles"] as? [String], !requested.isEmpty {
+                after = ((try? config.policy.narrow(d, to: requested)) ?? []).map(\.profile)
+            }
+            return ReplayLine(jobID: id, project: claims["project_path"] ?? "?", ref: claims["ref"] ?? "?",
+                              before: (r["profiles"] as? [String] ?? []).sorted(), after: after.sorted())
+        }
+    }
+}

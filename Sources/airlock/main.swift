@@ -141,11 +141,33 @@ struct Explain: AsyncParsableCommand {
     @Option(help: "A JSON file of claims to evaluate without verification.")
     var claims: String?
 
+    @Option(help: "An audit log: apply this configuration's policy to every job it recorded a decision for, and show which would gain or lose profiles (before a policy change goes live).")
+    var replay: String?
+
     @Flag(help: "Print JSON.")
     var json = false
 
     func run() async throws {
         let cfg = try AirlockConfig.load(path: config)
+        if let replay {
+            let lines = AdminTools.replay(config: cfg, auditLog: replay)
+            let unknown = AdminTools.unreplayableClaims(cfg)
+            if json {
+                let enc = JSONEncoder()
+                enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+                say(String(decoding: try enc.encode(lines), as: UTF8.self))
+            } else {
+                for l in lines {
+                    let change = l.gained.isEmpty && l.lost.isEmpty ? "unchanged (\(l.after.isEmpty ? "none" : l.after.joined(separator: ", ")))"
+                        : [l.gained.isEmpty ? nil : "gains \(l.gained.joined(separator: ", "))", l.lost.isEmpty ? nil : "loses \(l.lost.joined(separator: ", "))"].compactMap { $0 }.joined(separator: "; ")
+                    say("job \(l.jobID) \(l.project) ref \(l.ref): \(change)")
+                }
+                let gain = lines.filter { !$0.gained.isEmpty }.count, lose = lines.filter { !$0.lost.isEmpty }.count
+                say("replayed \(lines.count) job(s): \(gain) would gain, \(lose) would lose, \(lines.count - lines.filter { !$0.gained.isEmpty || !$0.lost.isEmpty }.count) unchanged")
+                if !unknown.isEmpty { say("note: rules test \(unknown.joined(separator: ", ")), which decision records do not carry: those conditions fail in the replay") }
+            }
+            return
+        }
         let data = try claims.map { path -> Data in
             guard let d = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read \(path)") }
             return d

@@ -97,4 +97,30 @@ struct ExplainTests {
             _ = try await AdminTools.explain(config: f.config, token: nil, claimsJSON: Data(#"{"ref": {"nested": 1}}"#.utf8), transport: URLSessionTransport())
         }
     }
+
+    /// Issue 14: `explain --replay AUDIT_LOG` applies a new policy to the jobs the audit recorded a
+    /// policy decision for: the "readers" rule moves from namespace 7 to 8.
+    @Test func aReplayShowsWhichPastJobsWouldGainOrLose() throws {
+        let moved = Self.rules.replacingOccurrences(of: "namespace_id = 7", with: "namespace_id = 8")
+        let f = try IdentityFixture(rules: moved)
+        let log = NSTemporaryDirectory() + "replay-\(UUID().uuidString).jsonl"
+        defer { try? FileManager.default.removeItem(atPath: log) }
+        let records = [
+            // Job 1, decided twice (the runner retried prepare): counted once.
+            #"{"event":"decision","decision":"granted","job_id":"1","project_path":"platform/api","ref":"main","ref_protected":"true","namespace_id":"7","profiles":["deploy-prod","read-only"]}"#,
+            #"{"event":"decision","decision":"granted","job_id":"1","project_path":"platform/api","ref":"main","ref_protected":"true","namespace_id":"7","profiles":["deploy-prod","read-only"]}"#,
+            #"{"event":"decision","decision":"no_grant","job_id":"2","project_path":"other/x","ref":"main","ref_protected":"false","namespace_id":"8","profiles":[]}"#,
+            // A rejected token proves nothing about claims: not replayed.
+            #"{"event":"decision","decision":"denied","reason":"token_audience","job_id":"3"}"#,
+            // Asked for read-only alone (AIRLOCK_PROFILES): the new policy no longer grants it.
+            #"{"event":"decision","decision":"granted","job_id":"4","project_path":"tools/y","ref":"dev","ref_protected":"false","namespace_id":"7","requested_profiles":["read-only"],"profiles":["read-only"]}"#,
+        ]
+        try (records.joined(separator: "\n") + "\n").write(toFile: log, atomically: true, encoding: .utf8)
+        let lines = AdminTools.replay(config: f.config, auditLog: log)
+        #expect(lines.map(\.jobID) == ["1", "2", "4"])
+        #expect(lines[0].lost == ["read-only"] && lines[0].gained.isEmpty && lines[0].after == ["deploy-prod"])
+        #expect(lines[1].gained == ["read-only"] && lines[1].lost.isEmpty)
+        #expect(lines[2].lost == ["read-only"] && lines[2].after.isEmpty)
+        #expect(AdminTools.unreplayableClaims(f.config).isEmpty)
+    }
 }

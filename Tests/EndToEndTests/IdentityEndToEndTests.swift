@@ -177,6 +177,12 @@ struct IdentityEndToEndTests {
         let claimsReport = try #require(try JSONSerialization.jsonObject(with: Data(c.stdout.utf8)) as? [String: Any], "\(c.stdout)")
         #expect(claimsReport["verified"] as? Bool == false && claimsReport["evaluated"] as? Bool == true, "\(claimsReport)")
         #expect(claimsReport["profiles"] as? [String] == ["read-only"], "\(claimsReport)")
+        // A replay of an audit log through the CLI: text and JSON.
+        let audit = "\(world.root)/past.jsonl"
+        try Data((#"{"event":"decision","decision":"granted","job_id":"77","project_id":"42","project_path":"platform/api","ref":"main","ref_protected":"true","profiles":["read-only"]}"# + "\n").utf8)
+            .write(to: URL(fileURLWithPath: audit))
+        let rp = world.run(["explain", "--config", world.configPath, "--replay", audit])
+        #expect(rp.code == 0 && rp.stdout.contains("job 77 platform/api ref main: unchanged (read-only)") && rp.stdout.contains("replayed 1 job(s): 0 would gain, 0 would lose, 1 unchanged"), "\(rp.stdout)\(rp.stderr)")
     }
 
     @Test func checkReportsKeyAndLineAndFetchesKeys() throws {
