@@ -107,7 +107,14 @@ public enum Executor {
         } else {
             config = try AirlockConfig.load(path: args.configPath)
         }
-        if kind != .config { try useHostFingerprintKey(config) }
+        if kind != .config {
+            do {
+                try useHostFingerprintKey(config)
+            } catch {
+                if kind == .prepare, let job = try? JobContext(env) { Stages.auditPrepareFailure(job, error, config: config) }
+                throw error
+            }
+        }
         let transport = makeTransport()
         switch kind {
         case .config:

@@ -35,25 +35,38 @@ public enum Stages {
         return (try? enc.encode(out)) ?? Data()
     }
 
+    /// A prepare that failed before the policy decided: without this line the audit would not show
+    /// the job at all (the decision, federation and rollback write their own).
+    static func auditPrepareFailure(_ job: JobContext, _ error: any Error, config: AirlockConfig) {
+        var f = Audit.identity(job)
+        f["detail"] = .string("\(error)")
+        try? AuditLog(path: config.runner.auditLog).append(event: "prepare_failed", f)
+    }
+
     /// prepare_exec: the job's directories and state; identity and federation plug in here.
     /// - Throws: `BlamedError`; the job's fault for a bad token or a denial, the system's otherwise.
     public static func prepare(config: AirlockConfig, env: RunnerEnvironment, transport: any HTTPTransport) async throws {
         let job = try JobContext(env)
         let r = config.runner
-        if r.isolation == .bubblewrap {
-            try Sandboxing.requireRoot(r)
-            try Sandboxing.requireBubblewrap(r)
-            if r.blockMetadata {
-                do {
-                    try NetworkGuard.install(r)
-                } catch {
-                    throw AirlockFailure(.system, "cannot block the host's cloud metadata service for jobs: \(error.message). Install nftables (`apt-get install nftables`) and run Airlock as root, or set [runner] block_metadata = false (weaker: jobs then reach the host's own cloud identity)")
+        let store = JobStateStore(root: r.stateDir)
+        do {
+            if r.isolation == .bubblewrap {
+                try Sandboxing.requireRoot(r)
+                try Sandboxing.requireBubblewrap(r)
+                if r.blockMetadata {
+                    do {
+                        try NetworkGuard.install(r)
+                    } catch {
+                        throw AirlockFailure(.system, "cannot block the host's cloud metadata service for jobs: \(error.message). Install nftables (`apt-get install nftables`) and run Airlock as root, or set [runner] block_metadata = false (weaker: jobs then reach the host's own cloud identity)")
+                    }
                 }
             }
+            try store.create(jobID: job.jobID)
+            try config.saveSnapshot(state: store.directory(jobID: job.jobID))
+        } catch {
+            auditPrepareFailure(job, error, config: config)
+            throw error
         }
-        let store = JobStateStore(root: r.stateDir)
-        try store.create(jobID: job.jobID)
-        try config.saveSnapshot(state: store.directory(jobID: job.jobID))
         let auth = try await Authorizer.authorize(
             config: config, env: env, job: job, now: Date(), transport: transport,
             warn: { FileHandle.standardError.write(Data("airlock-prepare: warning: \($0)\n".utf8)) })

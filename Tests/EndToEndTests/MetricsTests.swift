@@ -84,4 +84,19 @@ struct MetricsTests {
         #expect(s["airlock_audit_unparsable_lines_total{}"] == 1, "\(s)")
         #expect(s["airlock_audit_last_record_timestamp_seconds{}"] == 1_796_025_607, "\(s)")
     }
+
+    /// A prepare that fails before the policy decides (here: state_dir is a file) leaves an audit
+    /// line naming the job and why; before, the audit did not show the job at all.
+    @Test func aPrepareThatFailsBeforeTheDecisionIsAudited() throws {
+        let world = try TestWorld()
+        FileManager.default.createFile(atPath: world.stateDir, contents: Data("not a directory".utf8))
+        let job = SimulatedJob(script: [#"echo "ran-$((6*7))""#])
+        let r = world.simulate(job)
+        #expect(r.failureReason == "system_failure", "\(r.log)")
+        let failed = world.auditRecords().filter { $0["event"] as? String == "prepare_failed" && $0["job_id"] as? String == String(job.jobID) }
+        #expect(!failed.isEmpty, "\(world.auditText)")
+        #expect((failed.first?["detail"] as? String)?.contains(world.stateDir) == true, "\(failed)")
+        let s = try Self.parse(Metrics.render(auditLog: world.auditLog))
+        #expect(s["airlock_audit_records_total{event=prepare_failed}"] == Double(failed.count), "\(s)")
+    }
 }
