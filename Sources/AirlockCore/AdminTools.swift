@@ -99,7 +99,10 @@ public enum AdminTools {
         do {
             config = try AirlockConfig.load(path: configPath)
         } catch {
-            return (["\(error)"], [])
+            // Every problem the parser can find, not only the first.
+            guard let text = try? String(contentsOfFile: configPath, encoding: .utf8) else { return (["\(error)"], []) }
+            let all = AirlockConfig.allProblems(text, path: configPath)
+            return (all.isEmpty ? ["\(error)"] : all, [])
         }
         var early: [String] = []
         var notes0: [String] = []

@@ -73,6 +73,46 @@ struct ConfigTests {
         .init("GCP profile without provider name", runner + "[providers.g]\ntype = \"gcp\"\n[profiles.p]\nprovider = \"g\"\n", "airlock.toml:8: [profiles.p] workload_identity_provider: is required (here or on [providers.g])"),
     ]
 
+    /// Issue 14: check reports every problem at once, each with its line; a table with an error is
+    /// set aside and what only follows from that (its profile "not defined") is not reported twice.
+    @Test func everyProblemAtOnce() {
+        let text = Self.runner + """
+        [gitlab]
+        issuer = "https://g"
+        audience = "a"
+        [providers.a]
+        type = "aws"
+        colour = "red"
+        [providers.b]
+        type = "aws"
+        [profiles.p]
+        provider = "a"
+        role_arn = "arn:aws:iam::123456789012:role/x"
+        [profiles.q]
+        provider = "b"
+        role_arn = "arn:aws:iam::12345:rol/x"
+        [[rules]]
+        name = "r"
+        project_id = 42
+        grant = ["q"]
+        [[rules]]
+        name = "s"
+        ref = "main"
+        grant = ["nope"]
+
+        """
+        let problems = AirlockConfig.allProblems(text, path: "airlock.toml")
+        #expect(problems.count == 3, "\(problems)")
+        #expect(problems.first?.hasPrefix("airlock.toml:11: [providers.a] colour: unknown key") == true, "\(problems)")
+        #expect(problems.contains { $0.hasPrefix("airlock.toml:19: [profiles.q] role_arn: must be an IAM role ARN") }, "\(problems)")
+        #expect(problems.contains { $0.hasPrefix("airlock.toml:27: [rules #2] grant: profile \"nope\" is not defined") }, "\(problems)")
+        // Profile p's provider and rule r's profile were set aside: no "not defined" for them.
+        #expect(!problems.contains { $0.contains("\"a\" is not defined") || $0.contains("\"q\" is not defined") }, "\(problems)")
+        // A good file has none; a syntax error is the only one found.
+        #expect(AirlockConfig.allProblems(Self.runner, path: "airlock.toml").isEmpty)
+        #expect(AirlockConfig.allProblems(Self.runner + "[profiles.x\n", path: "airlock.toml").count == 1)
+    }
+
     @Test(arguments: errors)
     func errorsNameFileLineAndKey(_ c: ErrorCase) {
         let e = #expect(throws: ConfigError.self) { _ = try AirlockConfig.parse(c.text, path: "airlock.toml") }

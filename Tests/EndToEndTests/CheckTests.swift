@@ -149,4 +149,25 @@ struct CheckTests {
         #expect(r.code == 2, "\(r.stdout)\(r.stderr)")
         #expect(r.stdout.contains("cannot check: \(world.root)/nowhere.toml cannot be read"), "\(r.stdout)")
     }
+
+    /// Every problem of the file at once, each with file, line and key (issue 14: only the first was).
+    @Test func everyConfigProblemIsReportedAtOnce() throws {
+        let world = try TestWorld(extra: """
+        [providers.aws-main]
+        type = "aws"
+        [profiles.one]
+        provider = "aws-main"
+        role_arn = "arn:aws:iam::12345:rol/x"
+        [profiles.two]
+        provider = "aws-main"
+        role_arn = "arn:aws:iam::123456789012:role/x"
+        max_duration = "20h"
+        """)
+        let r = world.run(["check", "--config", world.configPath])
+        #expect(r.code == 1, "\(r.stdout)")
+        let problems = r.stdout.split(separator: "\n").filter { $0.hasPrefix("problem: \(world.configPath):") }
+        #expect(problems.count == 2, "\(r.stdout)")
+        #expect(r.stdout.contains("[profiles.one] role_arn: must be an IAM role ARN") && r.stdout.contains("[profiles.two] max_duration: must be between 15m and 12h"), "\(r.stdout)")
+        #expect(r.stdout.contains("2 problem(s) in \(world.configPath)"), "\(r.stdout)")
+    }
 }

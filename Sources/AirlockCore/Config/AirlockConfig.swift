@@ -108,6 +108,45 @@ public struct AirlockConfig: Sendable {
         return try parse(text, path: path)
     }
 
+    /// Every problem in `text` that parsing can find, not only the first (for `airlock check`): after
+    /// an error in a `[providers.*]`, `[profiles.*]` or `[[rules]]` table, that table is blanked out
+    /// (lines keep their numbers) and the text parsed again; errors that only follow from a blanked
+    /// table ("not defined") are left out. An error in `[runner]` or `[gitlab]`, at the top level or
+    /// in the TOML syntax ends the search.
+    public static func allProblems(_ text: String, path: String) -> [String] {
+        let original = text.components(separatedBy: "\n")
+        var lines = original
+        var problems: [String] = []
+        var removed: [String] = []
+        for _ in 0..<100 {
+            do {
+                _ = try parse(lines.joined(separator: "\n"), path: path)
+                return problems
+            } catch {
+                var message = error.message
+                // With rules set aside, "[rules #N]" counts what is left: count the file's own.
+                if let number = Int(message.dropFirst(path.count + 1).prefix { $0.isNumber }), number <= original.count,
+                   let r = message.range(of: #"\[rules #[0-9]+\]"#, options: .regularExpression) {
+                    let n = original[..<number].filter { $0.trimmingCharacters(in: .whitespaces).hasPrefix("[[rules]]") }.count
+                    message.replaceSubrange(r, with: "[rules #\(n)]")
+                }
+                if !removed.contains(where: { message.contains("\($0.quoted) is not defined") }) { problems.append(message) }
+                // The table the error is in: from the last header at or above its line to the next.
+                guard !message.contains("TOML syntax error"),
+                      let number = Int(message.dropFirst(path.count + 1).prefix { $0.isNumber }), number >= 1, number <= lines.count,
+                      let start = (0..<number).reversed().first(where: { lines[$0].trimmingCharacters(in: .whitespaces).hasPrefix("[") }) else { return problems }
+                let header = lines[start].trimmingCharacters(in: .whitespaces)
+                guard header.hasPrefix("[providers.") || header.hasPrefix("[profiles.") || header.hasPrefix("[[rules]]") else { return problems }
+                if let close = header.firstIndex(of: "]"), !header.hasPrefix("[[") {
+                    removed.append(String(header[header.index(header.startIndex, offsetBy: header.hasPrefix("[providers.") ? 11 : 10)..<close]))
+                }
+                var i = start
+                repeat { lines[i] = ""; i += 1 } while i < lines.count && !lines[i].trimmingCharacters(in: .whitespaces).hasPrefix("[")
+            }
+        }
+        return problems
+    }
+
     /// Parses configuration text.
     /// - Throws: `ConfigError` naming the line and key.
     public static func parse(_ text: String, path: String = "airlock.toml") throws(ConfigError) -> AirlockConfig {
