@@ -55,4 +55,27 @@ struct ConfigSnapshotTests {
         // Its cleanup (the runner calls it after a failed prepare) has nothing to clean and says so.
         #expect(!r2.runnerLog.contains("system error"), "\(r2.runnerLog)")
     }
+
+    /// A job prepared by an Airlock without the copy (its state has no config.toml) runs and is
+    /// cleaned up with the file as it is: state from the version before stays readable.
+    @Test func aJobWithoutACopyUsesTheFileAsItIs() async throws {
+        let moto = try MotoServer()
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: AWSEndToEndTests.config(issuer, sts: moto.url))
+        let release = world.signalPath("release")
+        let job = AWSEndToEndTests.job(issuer, [TestWorld.waitFor(release), #"echo "script-key=${#AWS_SECRET_ACCESS_KEY}""#], moto: moto.url)
+        let box = Box()
+        Thread.detachNewThread { box.result = world.simulate(job); box.done.signal() }
+        defer { world.signal(release) }
+        let state = "\(world.stateDir)/jobs/\(job.jobID)"
+        for _ in 0..<1200 where !FileManager.default.fileExists(atPath: "\(state)/ledger.json") {
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+        try FileManager.default.removeItem(atPath: "\(state)/config.toml")
+        world.signal(release)
+        box.done.wait()
+        let r = try #require(box.result)
+        #expect(r.status == "success" && r.output.contains("script-key=40\n"), "\(TestWorld.redacted(r.log))")
+        #expect(!FileManager.default.fileExists(atPath: state))
+    }
 }
