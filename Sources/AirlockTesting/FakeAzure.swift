@@ -4,9 +4,13 @@ import Identity
 /// Microsoft Entra ID's token endpoint, a Cosmos DB account's data plane and a Key Vault, on three
 /// loopback servers, following federation.md A2 (Entra's v2.0 client-credentials flow with a
 /// federated client assertion; Cosmos DB's AAD Authorization header; Key Vault's get-secret) and,
-/// for error text, what Entra returns as seen in public issue threads (AADSTS70021's "Assertion
-/// Issuer/Subject/Audience" sentence, the JSON fields error/error_description/error_codes/
-/// timestamp/trace_id/correlation_id/error_uri). AADSTS501661's exact sentence is UNCONFIRMED.
+/// for error text, what Entra returns as seen in public issue threads: today's codes for a
+/// federated assertion no credential matches, each invalid_client with HTTP 401 (AADSTS700211 for
+/// the issuer, Azure/azure-workload-identity#1200; AADSTS700213 for the subject, Azure/login#482 and
+/// dotnet/maui#31978; AADSTS7002138 for a subject that matches only ignoring case, Azure/login#515),
+/// the legacy AADSTS70021 "Assertion Issuer/Subject/Audience" sentence (`legacyCodes`), and the JSON
+/// fields error/error_description/error_codes/timestamp/trace_id/correlation_id/error_uri.
+/// AADSTS501661's exact sentence is UNCONFIRMED.
 ///
 /// The Entra fake checks a federated assertion as Entra does: the app must exist in the tenant; a
 /// federated identity credential must match the assertion's iss and sub exactly (case-sensitive),
@@ -47,6 +51,9 @@ public final class FakeAzure: @unchecked Sendable {
     public var cosmosAccountScopeKnown = true
     /// Whether Entra can fetch the issuer's discovery document (false: GitLab behind a firewall).
     public var issuerReachable = true
+    /// Answer a credential mismatch with the legacy AADSTS70021 (400, invalid_request), as Entra did
+    /// before 2024, instead of today's 700211/700213/7002138.
+    public var legacyCodes = false
     /// Entra's clock relative to the runner's.
     public var clockOffset: TimeInterval = 0
     public var tokenLifetime = 3599
@@ -119,7 +126,17 @@ public final class FakeAzure: @unchecked Sendable {
         let auds = (claims["aud"] as? String).map { [$0] } ?? (claims["aud"] as? [String]) ?? []
         let matched = fics.filter { $0.issuer == iss && ($0.subject.map { $0 == sub } ?? $0.subjectPattern.map { Self.glob($0, sub) } ?? false) }
         guard !matched.isEmpty else {
-            return aadError(70021, "invalid_request", "No matching federated identity record found for presented assertion. Assertion Issuer: '\(iss)'. Assertion Subject: '\(sub)'. Assertion Audience: '\(auds.joined(separator: ","))'. https://learn.microsoft.com/entra/workload-id/workload-identity-federation")
+            if legacyCodes {
+                return aadError(70021, "invalid_request", "No matching federated identity record found for presented assertion. Assertion Issuer: '\(iss)'. Assertion Subject: '\(sub)'. Assertion Audience: '\(auds.joined(separator: ","))'. https://learn.microsoft.com/entra/workload-id/workload-identity-federation")
+            }
+            let sameIssuer = fics.filter { $0.issuer == iss }
+            guard !sameIssuer.isEmpty else {
+                return aadError(700211, "invalid_client", "No matching federated identity record found for presented assertion issuer '\(iss)'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation", status: 401)
+            }
+            if sameIssuer.contains(where: { $0.subject?.lowercased() == sub.lowercased() }) {
+                return aadError(7002138, "invalid_client", "No matching federated identity record found for presented assertion subject '\(sub)'. The subject matches with case-insensitive comparison, but not with case-sensitive comparison. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. See documentation at: https://learn.microsoft.com/entra/workload-id/workload-identity-federation.", status: 401)
+            }
+            return aadError(700213, "invalid_client", "No matching federated identity record found for presented assertion subject '\(sub)'. Check your federated identity credential Subject, Audience and Issuer against the presented assertion. https://learn.microsoft.com/entra/workload-id/workload-identity-federation", status: 401)
         }
         guard matched.contains(where: { fic in auds.contains { fic.audiences.contains($0) } }) else {
             return aadError(700212, "invalid_request", "No matching federated identity record found for presented assertion audience '\(auds.joined(separator: ","))'. Please check your federated identity credential Subject, Audience and Issuer against the presented assertion.")

@@ -189,8 +189,10 @@ struct AzureGCPEndToEndTests {
         var testDescription: String { "\(code) (\(kind))" }
     }
     static let entraFailures: [EntraFailure] = [
-        .init(code: "AADSTS70021", kind: "subject"), .init(code: "AADSTS700212", kind: "audience"),
-        .init(code: "AADSTS700024", kind: "time"), .init(code: "AADSTS501661", kind: "discovery"),
+        .init(code: "AADSTS700211", kind: "issuer"), .init(code: "AADSTS700213", kind: "subject"),
+        .init(code: "AADSTS7002138", kind: "subject case"), .init(code: "AADSTS70021", kind: "legacy subject"),
+        .init(code: "AADSTS700212", kind: "audience"), .init(code: "AADSTS700024", kind: "time"),
+        .init(code: "AADSTS501661", kind: "discovery"),
     ]
 
     @Test(arguments: entraFailures)
@@ -198,8 +200,13 @@ struct AzureGCPEndToEndTests {
         let (code, kind) = (failure.code, failure.kind)
         let p = try Peers()
         switch kind {
-        case "subject":
+        case "issuer":
+            p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer + "/", subject: p.subject)])
+        case "subject", "legacy subject":
+            p.azure.legacyCodes = kind == "legacy subject"
             p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: "project_path:platform/api:ref_type:branch:ref:release")])
+        case "subject case":
+            p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: p.subject.replacingOccurrences(of: "platform/api", with: "Platform/API"))])
         case "audience":
             p.azure.addApp(Self.client, [.init(issuer: p.issuer.issuer, subject: p.subject, audiences: ["https://gitlab.example.com"])])
         case "time":
@@ -217,7 +224,11 @@ struct AzureGCPEndToEndTests {
         let present6 = r.output.contains("ran-42")
         #expect(!present6, "the job ran")
         switch kind {
-        case "subject":
+        case "issuer":
+            #expect(r.log.contains("has no federated identity credential for the issuer \"\(p.issuer.issuer)\"") && r.log.contains("no trailing slash"), "\(TestWorld.redacted(r.log))")
+        case "subject case":
+            #expect(r.log.contains("differs from this job's only in letter case") && r.log.contains("must be exactly \"\(p.subject)\""), "\(TestWorld.redacted(r.log))")
+        case "subject", "legacy subject":
             #expect(r.log.contains("subject \"\(p.subject)\""), "\(TestWorld.redacted(r.log))")
             #expect(r.log.contains("The federated credential must hold exactly (case-sensitive): issuer \"\(p.issuer.issuer)\", subject \"\(p.subject)\", audiences [\"api://AzureADTokenExchange\"]"))
         case "audience":

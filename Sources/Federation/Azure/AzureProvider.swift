@@ -177,8 +177,9 @@ public struct AzureProvider: CredentialProvider {
     }
 
     /// `Assertion Issuer: 'x'.` and friends, as Entra reports what it saw.
+    /// The value Entra quotes after `field`, as `field: 'v'` (AADSTS70021) or `field 'v'` (today's codes).
     static func quoted(_ field: String, in d: String) -> String? {
-        guard let r = d.range(of: "\(field): '") else { return nil }
+        guard let r = d.range(of: "\(field): '") ?? d.range(of: "\(field) '") else { return nil }
         guard let end = d[r.upperBound...].firstIndex(of: "'") else { return nil }
         return String(d[r.upperBound..<end])
     }
@@ -188,7 +189,7 @@ public struct AzureProvider: CredentialProvider {
     func translate(_ o: [String: Any], codes: [Int], status: Int, client: String, tenant: String, scope: String, _ r: IssueRequest) -> FederationError {
         let said = Self.description(o)
         let claims = PeekClaims.of(r.idToken)
-        let iss = Self.quoted("Assertion Issuer", in: said) ?? (claims["iss"] as? String) ?? "?"
+        let iss = Self.quoted("Assertion Issuer", in: said) ?? Self.quoted("assertion issuer", in: said) ?? (claims["iss"] as? String) ?? "?"
         let sub = Self.quoted("Assertion Subject", in: said) ?? Self.quoted("assertion subject", in: said) ?? (claims["sub"] as? String) ?? "?"
         let aud = Self.quoted("Assertion Audience", in: said) ?? PeekClaims.audience(claims)
         let app = "application \(client) in tenant \(tenant)"
@@ -196,7 +197,20 @@ public struct AzureProvider: CredentialProvider {
             FederationError(fault: fault, profile: r.profile, provider: name, code: code.map { "AADSTS\($0)" } ?? ((o["error"] as? String) ?? "HTTP \(status)"),
                             message: message + (said.isEmpty ? "" : "\n  Entra said: \(said)"))
         }
-        if let c = codes.first(where: { [70021, 700213, 7002138].contains($0) }) {
+        if let c = codes.first(where: { $0 == 700211 }) {
+            return fail(.job, c, """
+            \(app) has no federated identity credential for the issuer "\(iss)".
+              A credential's issuer must be this GitLab's URL exactly as tokens carry it (scheme and host, no trailing slash): "\(iss)".
+              Add one with that issuer, subject "\(sub)" and audiences ["\(aud)"]; see README "Azure".
+            """)
+        }
+        if let c = codes.first(where: { $0 == 7002138 }) {
+            return fail(.job, c, """
+            \(app) has a federated identity credential for issuer "\(iss)" whose subject differs from this job's only in letter case.
+              Entra compares subjects case-sensitively: the credential's subject must be exactly "\(sub)" (GitLab writes project paths as they are named, with their capitals).
+            """)
+        }
+        if let c = codes.first(where: { [70021, 700213].contains($0) }) {
             return fail(.job, c, """
             no federated identity credential of \(app) matches this job's ID token.
               Entra saw: issuer "\(iss)", subject "\(sub)", audience "\(aud)".
@@ -218,7 +232,7 @@ public struct AzureProvider: CredentialProvider {
               GitLab ID tokens live for the job's timeout: a job retried long after it started, or a clock off on the runner host or GitLab, causes this. Check NTP on both; retry the job.
             """)
         }
-        if let c = codes.first(where: { $0 == 501661 }) {
+        if let c = codes.first(where: { $0 == 501661 || $0 == 90061 }) {
             return fail(.job, c, """
             Entra could not fetch the issuer's OpenID Connect discovery for "\(iss)" (\(iss)/.well-known/openid-configuration and its jwks_uri).
               Entra fetches them from the internet: the GitLab instance must serve both publicly (no VPN, IP allow-list or login in front of them).
