@@ -80,6 +80,9 @@ public struct InjectionPlan: Sendable {
                     plan.files[EndpointAccess.tokenFileName] = endpoint.secret
                     try set("AWS_CONTAINER_CREDENTIALS_FULL_URI", "\(base)/aws/\(c.profile)", c.profile)
                     try set("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "\(secretsDir)/\(EndpointAccess.tokenFileName)", c.profile)
+                    // botocore before 1.32 (Debian bookworm's python3-botocore is 1.29) reads only the
+                    // variable; newer ones prefer the file. The job's own endpoint secret, masked.
+                    try set("AWS_CONTAINER_AUTHORIZATION_TOKEN", endpoint.secret, c.profile)
                     try set("AWS_REGION", c.details["region"] ?? "us-east-1", c.profile)
                     try set("AWS_DEFAULT_REGION", c.details["region"] ?? "us-east-1", c.profile)
                 case "azure":
@@ -90,6 +93,9 @@ public struct InjectionPlan: Sendable {
                     // google-auth builds http://<GCE_METADATA_HOST>/computeMetadata/v1/...: the secret rides in the path.
                     try set("GCE_METADATA_HOST", "127.0.0.1:\(endpoint.port)/\(endpoint.secret)", c.profile)
                     try set("GCE_METADATA_IP", "127.0.0.1:\(endpoint.port)/\(endpoint.secret)", c.profile)
+                    // gcloud and google-auth before 1.x's GCE_METADATA_HOST read GCE_METADATA_ROOT
+                    // (http://<it>/computeMetadata/v1/): the same host and secret prefix.
+                    try set("GCE_METADATA_ROOT", "127.0.0.1:\(endpoint.port)/\(endpoint.secret)", c.profile)
                     if let project = c.details["project_id"] {
                         try set("GOOGLE_CLOUD_PROJECT", project, c.profile)
                         try set("CLOUDSDK_CORE_PROJECT", project, c.profile)

@@ -187,6 +187,31 @@ struct EndpointEndToEndTests {
         #expect(p.audit().contains { $0["event"] as? String == "endpoint_refused" && $0["reason"] as? String == "resource_not_granted" })
     }
 
+    /// Issue 15: the clients many runners still have, Debian bookworm's python3-botocore (1.29: it
+    /// reads AWS_CONTAINER_AUTHORIZATION_TOKEN, not the _FILE variable) and python3-google-auth
+    /// (1.5: it reads GCE_METADATA_ROOT), run with Debian's own /usr/bin/python3.
+    @Test func debiansOlderSDKsGetCredentialsFromTheEndpoint() throws {
+        let p = try Peers()
+        let aws = p.job([
+            #"/usr/bin/python3 -c 'import botocore, botocore.session as s; c = s.get_session().get_credentials().get_frozen_credentials(); print("old-botocore", botocore.__version__.split(".")[0] + "." + botocore.__version__.split(".")[1], "key", c.access_key)'"#,
+        ], profiles: "deploy")
+        let r = p.world.simulate(aws) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+        let masked = r.output.contains("old-botocore 1.29 key [MASKED]\n")
+        #expect(masked, "\(TestWorld.redacted(r.output))")
+        let py = """
+        import google.auth, google.auth.transport.requests as tr
+        creds, project = google.auth.default()
+        creds.refresh(tr.Request())
+        print('old-google-auth', type(creds).__module__, 'valid', creds.valid, 'token', creds.token)
+        """
+        let gcp = p.job(["cat > /tmp/g.py <<'PY'\n\(py)\nPY", "/usr/bin/python3 /tmp/g.py"], profiles: "gcs")
+        let g = p.world.simulate(gcp) { $0.runnerMasking = false }
+        #expect(g.status == "success", "\(TestWorld.redacted(g.log))")
+        let maskedToken = g.output.contains("old-google-auth google.auth.compute_engine.credentials valid True token [MASKED]\n")
+        #expect(maskedToken, "\(TestWorld.redacted(g.output))")
+    }
+
     @Test func googleAuthDefaultAndRefreshGetAToken() throws {
         let p = try Peers()
         let py = """
