@@ -150,7 +150,10 @@ extension AdminTools {
     /// else read either); one that does not is made by the first job, if its parent allows.
     static func directoryProblems(_ r: RunnerSettings, notes: inout [String]) -> [String] {
         var problems: [String] = []
-        let me = geteuid()
+        // With bubblewrap Airlock runs as root (prepare refuses otherwise): expect root's, even when an
+        // admin runs check without sudo (advising a chown to their own uid would open the ledgers).
+        let me: uid_t = r.isolation == .bubblewrap ? 0 : geteuid()
+        let group: gid_t = r.isolation == .bubblewrap ? 0 : getegid()
         let dirs: [(key: String, path: String, secret: Bool)] = [
             ("state_dir", r.stateDir, true), ("secrets_root", r.secretsRoot, false), ("builds_root", r.buildsRoot, false),
             ("cache_root", r.cacheRoot, false), ("homes_root", r.homesRoot, false),
@@ -166,11 +169,13 @@ extension AdminTools {
                 continue
             }
             if st.st_uid != me {
-                problems.append("[runner] \(d.key) \(d.path) belongs to uid \(st.st_uid), not to Airlock's user (\(me)): chown \(me):\(getegid()) \(d.path)")
+                problems.append("[runner] \(d.key) \(d.path) belongs to uid \(st.st_uid), not to Airlock's user (\(me)): chown \(me):\(group) \(d.path)")
             }
             if d.secret && mode & 0o077 != 0 {
                 problems.append("[runner] \(d.key) \(d.path) is open to group or others (mode \(String(mode, radix: 8))): jobs' ledgers and credentials are there; chmod 700 \(d.path)")
-            } else if mode & 0o022 != 0 {
+            } else if mode & 0o002 != 0 || (mode & 0o020 != 0 && d.key != "audit_log's directory") {
+                // (The audit log's directory may be a shared one like Debian's /var/log, root:syslog
+                // 0775; only others' write access matters there, its file is checked below.)
                 problems.append("[runner] \(d.key) \(d.path) is writable by group or others (mode \(String(mode, radix: 8))): chmod go-w \(d.path)")
             }
         }

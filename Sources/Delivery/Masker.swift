@@ -22,13 +22,17 @@ public struct MaskPatterns: Sendable {
         for secret in secrets {
             let whole = secret.trimmingCharacters(in: .whitespacesAndNewlines)
             var values = [whole]
-            if whole.contains(where: { $0 == "\n" || $0 == "\r" }) {
-                values += whole.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).map { $0.trimmingCharacters(in: .whitespaces) }
+            // isNewline: "\r\n" is one Character, neither "\n" nor "\r" (a CRLF PEM got no lines).
+            if whole.contains(where: \.isNewline) {
+                values += whole.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
             }
             for v in values where Self.isMaskable(v) {
                 for form in Self.forms(of: v) {
                     let skeleton = Self.withoutWhitespace(form)
                     if skeleton.count >= Self.minimumLength { set.insert(skeleton) }
+                    // A value ending in a backslash printed before a newline: the masker skips that
+                    // backslash as a line continuation (sed -n l), so match without it too.
+                    if skeleton.last == 0x5c, skeleton.count - 1 >= Self.minimumLength { set.insert(Array(skeleton.dropLast())) }
                 }
             }
         }
@@ -48,8 +52,16 @@ public struct MaskPatterns: Sendable {
         withoutWhitespace(Array(value.utf8)).count >= minimumLength
     }
 
+    /// What the masker compares of `bytes`: no whitespace, and no backslash that ends a line (as
+    /// airlock_skipped treats output), so a multi-line value with such a line still matches whole.
     static func withoutWhitespace(_ bytes: [UInt8]) -> [UInt8] {
-        bytes.filter { MaskTable.kept[Int($0)] == 1 }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        for (i, b) in bytes.enumerated() where MaskTable.kept[Int(b)] == 1 {
+            if b == 0x5c, i + 1 < bytes.count, bytes[i + 1] == 0x0a || bytes[i + 1] == 0x0d { continue }
+            out.append(b)
+        }
+        return out
     }
 
     static func forms(of value: String) -> [[UInt8]] {

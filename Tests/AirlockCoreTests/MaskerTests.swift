@@ -202,6 +202,25 @@ struct MaskerTests {
         #expect(String(decoding: out2, as: UTF8.self) == "ids: [MASKED]")
     }
 
+    /// Review findings: a value ending in a backslash printed before a newline (the masker skips a
+    /// line-ending backslash as sed's continuation) was printed in clear; so was a multi-line value
+    /// with such a line; a CRLF value was never split into its lines.
+    @Test func backslashesAtLineEndsAndCRLFValuesAreMasked() {
+        let trailing = #"kv-secret-value"#
+        for chunk in [3, 4096] {
+            let out1 = Self.run(Array("\(trailing)\nnext\n".utf8), chunk: chunk, secrets: [trailing])
+            let leaked1 = !LeakHunter.recoverable(trailing, in: out1).isEmpty
+            #expect(!leaked1 && out1.hasSuffix("next\n"), "reads of \(chunk)")
+        }
+        let multi = "first-line-of-it\\\nsecond-line-here"
+        let out2 = Self.run(Array("x \(multi)\n".utf8), chunk: 5, secrets: [multi])
+        let leaked2 = !LeakHunter.recoverable(multi, in: out2).isEmpty
+        #expect(!leaked2, "\(out2.count) bytes")
+        let pem = "-----BEGIN KEY-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\r\n-----END KEY-----"
+        let out3 = Self.run(Array("line: MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n".utf8), chunk: 4, secrets: [pem])
+        #expect(out3 == "line: [MASKED]\n")
+    }
+
     /// Values under `MaskPatterns.minimumLength` (8 bytes) are not masked, and nothing says so
     /// (issue 13 will refuse them at issue time): they would mask ordinary words. They do not stop
     /// the other secrets from being masked.

@@ -287,7 +287,8 @@ extension AirlockConfig {
         case .success(let c): stateDir = c.runner.stateDir
         case .failure: stateDir = lenientStateDir(path: path) ?? RunnerSettings.defaultStateDir
         }
-        if let kept = try snapshot(state: "\(stateDir)/jobs/\(jobID)", path: path) { return kept }
+        // A copy that no longer parses (a later Airlock checks more) falls back to the file as it is.
+        if let kept = (try? snapshot(state: "\(stateDir)/jobs/\(jobID)", path: path)) ?? nil { return kept }
         return try current.get()
     }
 
@@ -301,14 +302,15 @@ extension AirlockConfig {
     static func lenientStateDir(path: String) -> String? {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
         var inRunner = false
-        for raw in text.split(separator: "\n") {
+        for raw in text.split(whereSeparator: \.isNewline) {
             let line = raw.trimmingCharacters(in: .whitespaces)
             if line.hasPrefix("[") { inRunner = line.hasPrefix("[runner]"); continue }
             guard inRunner, line.hasPrefix("state_dir") else { continue }
             let parts = line.split(separator: "=", maxSplits: 1)
             guard parts.count == 2, parts[0].trimmingCharacters(in: .whitespaces) == "state_dir" else { continue }
             var v = parts[1].trimmingCharacters(in: .whitespaces)
-            guard v.hasPrefix("\""), let end = v.dropFirst().firstIndex(of: "\"") else { return nil }
+            // A basic ("...") or literal ('...') TOML string.
+            guard let quote = v.first, quote == "\"" || quote == "'", let end = v.dropFirst().firstIndex(of: quote) else { return nil }
             v = String(v[v.index(after: v.startIndex)..<end])
             return v.hasPrefix("/") && !v.split(separator: "/").contains("..") ? (v.count > 1 && v.hasSuffix("/") ? String(v.dropLast()) : v) : nil
         }
