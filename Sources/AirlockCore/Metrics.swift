@@ -41,10 +41,19 @@ public enum Metrics {
         var swept: [String: Int] = [:]
         var refusals: [String: Int] = [:]
         var lastEvent: Double = 0
+        /// Made once per rendering, not twice per record.
+        let withFraction: ISO8601DateFormatter = {
+            let f = ISO8601DateFormatter()
+            f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            return f
+        }()
+        let plain = ISO8601DateFormatter()
 
         mutating func add(_ event: String, _ r: [String: Any]) {
             records[event, default: 0] += 1
-            if let t = (r["time"] as? String).flatMap(Metrics.parseTime) { lastEvent = max(lastEvent, t) }
+            if let s = r["time"] as? String, let t = (withFraction.date(from: s) ?? plain.date(from: s))?.timeIntervalSince1970 {
+                lastEvent = max(lastEvent, t)
+            }
             let provider = r["provider"] as? String ?? "", profile = r["profile"] as? String ?? ""
             switch event {
             case "decision":
@@ -120,11 +129,5 @@ public enum Metrics {
 
     static func number(_ d: Double) -> String {
         d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : String(d)
-    }
-
-    static func parseTime(_ s: String) -> Double? {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return (f.date(from: s) ?? ISO8601DateFormatter().date(from: s))?.timeIntervalSince1970
     }
 }
