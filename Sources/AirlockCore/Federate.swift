@@ -215,6 +215,11 @@ enum Revoker {
             f["outcome"] = .string(outcome.auditName)
             if case .notRevocable(let at) = outcome { f["expires_at"] = .string(ISO8601.format(at)) }
             if case .expired(let at) = outcome { f["expires_at"] = .string(ISO8601.format(at)) }
+            if case .partlyRevoked(let revoked, let remains, let at) = outcome {
+                f["revoked_part"] = .string(revoked)
+                f["remains"] = .string(remains)
+                f["expires_at"] = .string(ISO8601.format(at))
+            }
             try? audit.append(event: "revoked", f)
             try? ledger.settle(c.id, state: .settled, outcome: outcome.auditName)
             let what: String
@@ -224,6 +229,7 @@ enum Revoker {
             case .notRevocable(let at): what = "\(c.providerType) cannot revoke it; expires \(ISO8601.format(at))"
             case .expired(let at): what = "expired at \(ISO8601.format(at))"
             case .copiesDeleted: what = "long-lived secret, not Airlock's to revoke; the job's copies are deleted"
+            case .partlyRevoked(let revoked, let remains, let at): what = "\(revoked) revoked; \(remains) until it expires \(ISO8601.format(at))"
             }
             return (true, "\(c.profile) (\(c.fingerprint)): \(what)")
         } catch {

@@ -87,7 +87,7 @@ public enum Metrics {
             var byDecision: [String: Int] = [:]
             for d in decisions.values { byDecision[d, default: 0] += 1 }
             for (d, n) in byDecision.sorted(by: { $0.key < $1.key }) { sample("airlock_jobs_total", [("decision", d)], "\(n)") }
-            family("airlock_credentials_total", "counter", "Credentials issued, revoked (outcome: revoked, already_revoked, expires_at, expired, copies_deleted) and revoke_failed, by provider and profile.")
+            family("airlock_credentials_total", "counter", "Credentials issued, revoked (outcome: revoked, already_revoked, expires_at, expired, copies_deleted, partly_revoked) and revoke_failed, by provider and profile.")
             for (k, n) in credentials.sorted(by: { $0.key.lexicographicallyPrecedes($1.key) }) {
                 var labels = [("event", k[0])]
                 if !k[1].isEmpty { labels.append(("outcome", k[1])) }

@@ -3,6 +3,11 @@ import Crypto
 import Foundation
 import Identity
 
+/// Kept for what a real server will not do on demand (5xx, garbage, slowness); everything else is
+/// tested against OpenBao (`OpenBaoServer`). Where it stays it is as strict as OpenBao 2.7:
+/// a role must be `role_type = "jwt"`, and a token may create children only when its role's
+/// policies allow `auth/token/create` (the default policy does not).
+///
 /// A HashiCorp Vault fake that follows federation.md A4 (and Vault's api-docs for auth/jwt,
 /// auth/token, secret/kv/kv-v2 and the database engine's creds endpoint):
 /// - `POST /v1/auth/<mount>/login {"role","jwt"}`: verifies the JWT's RS256 signature against the
@@ -18,12 +23,20 @@ public final class FakeVault: @unchecked Sendable {
     public struct Role: Sendable {
         public var boundAudience: String
         public var boundClaims: [String: String]
-        public init(boundAudience: String, boundClaims: [String: String] = [:]) {
+        /// `role_type`; OpenBao refuses a JWT login on anything but "jwt".
+        public var roleType: String
+        /// Whether the role's policies allow `auth/token/create`.
+        public var mayCreateTokens: Bool
+        public init(boundAudience: String, boundClaims: [String: String] = [:], roleType: String = "jwt", mayCreateTokens: Bool = false) {
             self.boundAudience = boundAudience
             self.boundClaims = boundClaims
+            self.roleType = roleType
+            self.mayCreateTokens = mayCreateTokens
         }
     }
-    struct Token { var accessor: String; var parent: String?; var revoked: Bool; var leases: [String]; var expires: Date }
+    /// A fault to answer every request with.
+    public enum Fault: Sendable { case none, status(Int), garbage }
+    struct Token { var accessor: String; var parent: String?; var revoked: Bool; var leases: [String]; var expires: Date; var mayCreate: Bool }
 
     public private(set) var server: LoopbackHTTPServer!
     private let lock = NSLock()
@@ -35,6 +48,12 @@ public final class FakeVault: @unchecked Sendable {
     private var leases: [String: (token: String, revoked: Bool)] = [:]
     /// Seconds to wait before answering a login (to show concurrency).
     public var loginDelay: Double = 0
+    /// Answer everything with this fault.
+    public var fault: Fault {
+        get { lock.withLock { _fault } }
+        set { lock.withLock { _fault = newValue } }
+    }
+    private var _fault: Fault = .none
 
     public var address: String { server.baseURL }
 
@@ -60,6 +79,11 @@ public final class FakeVault: @unchecked Sendable {
     private func error(_ status: Int, _ msg: String) -> FakeResponse { .json(["errors": [msg]], status: status) }
 
     private func handle(_ r: FakeRequest) -> FakeResponse {
+        switch fault {
+        case .none: break
+        case .status(let code): return error(code, "internal error")
+        case .garbage: return FakeResponse(status: 200, body: Data("<html>captive portal</html>".utf8))
+        }
         if let ns = namespace, r.headers["x-vault-namespace"]?.trimmingCharacters(in: CharacterSet(charactersIn: "/")) != ns {
             return error(403, "permission denied (namespace)")
         }
@@ -85,7 +109,8 @@ public final class FakeVault: @unchecked Sendable {
             if path == "/v1/auth/token/create" {
                 let body = (try? JSONSerialization.jsonObject(with: r.body) as? [String: Any]) ?? [:]
                 let ttl = Int(String(describing: body["ttl"] ?? "3600").replacingOccurrences(of: "s", with: "")) ?? 3600
-                let (child, accessor) = newToken(parent: token, ttl: ttl)
+                guard t.mayCreate else { return error(403, "1 error occurred:\n\t* permission denied\n\n") }
+                let (child, accessor) = newToken(parent: token, ttl: ttl, mayCreate: true)
                 return .json(["auth": ["client_token": child, "accessor": accessor, "lease_duration": ttl, "renewable": true, "policies": ["default"]]])
             }
             if path.contains("/creds/") {
@@ -106,10 +131,10 @@ public final class FakeVault: @unchecked Sendable {
         }
     }
 
-    private func newToken(parent: String?, ttl: Int) -> (String, String) {
+    private func newToken(parent: String?, ttl: Int, mayCreate: Bool) -> (String, String) {
         let token = "hvs." + UUID().uuidString.replacingOccurrences(of: "-", with: "") + UUID().uuidString.prefix(8)
         let accessor = UUID().uuidString.lowercased().replacingOccurrences(of: "-", with: "").prefix(24)
-        tokens[token] = Token(accessor: String(accessor), parent: parent, revoked: false, leases: [], expires: Date().addingTimeInterval(Double(ttl)))
+        tokens[token] = Token(accessor: String(accessor), parent: parent, revoked: false, leases: [], expires: Date().addingTimeInterval(Double(ttl)), mayCreate: mayCreate)
         return (token, String(accessor))
     }
 
@@ -127,6 +152,7 @@ public final class FakeVault: @unchecked Sendable {
             return error(400, "missing role or jwt")
         }
         guard let role = lock.withLock({ roles[roleName] }) else { return error(400, "role \"\(roleName)\" could not be found") }
+        guard role.roleType == "jwt" else { return error(400, "role with oidc role_type is not allowed") }
         guard let claims = issuer.verifiedClaims(jwt) else {
             return error(400, "error validating token: failed to verify id token signature")
         }
@@ -136,7 +162,8 @@ public final class FakeVault: @unchecked Sendable {
         for (k, v) in role.boundClaims where (claims[k] as? String) != v {
             return error(400, "error validating claims: claim \"\(k)\" does not match any associated bound claim values")
         }
-        let (token, accessor) = lock.withLock { newToken(parent: nil, ttl: 3600) }
-        return .json(["auth": ["client_token": token, "accessor": accessor, "policies": ["default", "ci"], "lease_duration": 3600, "renewable": true]])
+        let (token, accessor) = lock.withLock { newToken(parent: nil, ttl: 3600, mayCreate: role.mayCreateTokens) }
+        return .json(["auth": ["client_token": token, "accessor": accessor, "policies": ["default", "ci"], "lease_duration": 3600,
+                               "renewable": true, "token_type": "service", "orphan": true]])
     }
 }

@@ -68,6 +68,10 @@ public enum RevokeOutcome: Sendable, Equatable {
     /// A long-lived value Airlock only copied (a Key Vault secret): the job's copies are deleted,
     /// the value itself is not Airlock's to revoke.
     case copiesDeleted
+    /// Part of it is revoked (`revoked`: what) and part lives on until `expiresAt` (`remains`:
+    /// what, and why): a Vault batch login whose leases are revoked, an OAuth grant whose refresh
+    /// token is revoked while its JWT access token runs out.
+    case partlyRevoked(revoked: String, remains: String, expiresAt: Date)
 
     public var auditName: String {
         switch self {
@@ -76,6 +80,7 @@ public enum RevokeOutcome: Sendable, Equatable {
         case .notRevocable: "expires_at"
         case .expired: "expired"
         case .copiesDeleted: "copies_deleted"
+        case .partlyRevoked: "partly_revoked"
         }
     }
 }

@@ -21,7 +21,7 @@ struct MultiProviderEndToEndTests {
             issuer = try TestIssuer()
             moto = try MotoServer()
             vault = try FakeVault(issuer: issuer)
-            vault.addRole("ci-42", .init(boundAudience: MultiProviderEndToEndTests.audience))
+            vault.addRole("ci-42", .init(boundAudience: MultiProviderEndToEndTests.audience, mayCreateTokens: true))
             auth0 = try FakeOAuthServer(issuer: issuer, subjectAudience: MultiProviderEndToEndTests.audience)
             auth0.subjectTokenType = "https://airlock.example.com/gitlab-id-token"
             plain = try FakeOAuthServer(issuer: issuer, subjectAudience: MultiProviderEndToEndTests.audience)

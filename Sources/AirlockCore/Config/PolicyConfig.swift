@@ -406,6 +406,10 @@ extension AirlockConfig {
             case .vault:
                 let role = try c.requiredString("role", hint: "the Vault JWT role, e.g. \"ci-{project_id}\"")
                 let secret = try c.string("secret")
+                let secretParams = try c.stringMap("secret_params") ?? [:]
+                if !secretParams.isEmpty && secret == nil {
+                    throw c.error("secret_params", "is sent with secret: name the path it goes to, e.g. secret = \"pki/issue/ci\"")
+                }
                 let kv = try c.string("kv")
                 let env = try c.stringMap("env") ?? [:]
                 let token = try c.bool("token") ?? false
@@ -421,7 +425,10 @@ extension AirlockConfig {
                 for ph in Template.placeholders(in: role) + Template.placeholders(in: kv ?? "") where !knownGitLabClaims.contains(ph) {
                     throw c.error("role", "{\(ph)} is not a GitLab ID token claim")
                 }
-                profile.vault = VaultProfile(role: role, secret: secret, kv: kv, env: env, token: token)
+                for ph in secretParams.values.flatMap({ Template.placeholders(in: $0) }) where !knownGitLabClaims.contains(ph) {
+                    throw c.error("secret_params", "{\(ph)} is not a GitLab ID token claim")
+                }
+                profile.vault = VaultProfile(role: role, secret: secret, secretParams: secretParams, kv: kv, env: env, token: token)
             case .aws:
                 let role = try c.requiredString("role_arn", hint: "e.g. \"arn:aws:iam::123456789012:role/gitlab-{project_id}\"")
                 guard Self.matches(role, Self.roleARN) else {

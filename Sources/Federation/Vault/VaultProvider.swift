@@ -9,6 +9,9 @@ public struct VaultProfile: Sendable {
     public var role: String
     /// A dynamic secret path such as `database/creds/readonly` (leased; revoked with the token).
     public var secret: String?
+    /// Sent as the body of a write to `secret` (`pki/issue/<role>` wants `common_name`); values
+    /// templated from claims. Empty: `secret` is read.
+    public var secretParams: [String: String]
     /// A KV v2 secret as `<mount>/<path>`, read at `<mount>/data/<path>`; templated.
     public var kv: String?
     /// Job variable → field of the secret(s).
@@ -16,9 +19,10 @@ public struct VaultProfile: Sendable {
     /// Deliver a child token (VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE) with a TTL bounded by the job timeout.
     public var token: Bool
 
-    public init(role: String, secret: String?, kv: String?, env: [String: String], token: Bool) {
+    public init(role: String, secret: String?, secretParams: [String: String] = [:], kv: String?, env: [String: String], token: Bool) {
         self.role = role
         self.secret = secret
+        self.secretParams = secretParams
         self.kv = kv
         self.env = env
         self.token = token
@@ -78,10 +82,45 @@ public struct VaultProvider: CredentialProvider {
         }
         if resp.status == 204 { return [:] }
         guard resp.status == 200 else {
-            throw FederationError(fault: .job, profile: profile, provider: name, code: "HTTP \(resp.status)",
+            // What Vault refuses after a login is how the platform team set it up (the role's
+            // policies, the paths the profile names), never something the job can change.
+            throw FederationError(fault: .system, profile: profile, provider: name, code: "HTTP \(resp.status)",
                                   message: "\(method) \(path): \(Self.errors(resp.body))")
         }
-        return (try? JSONSerialization.jsonObject(with: resp.body) as? [String: Any]) ?? [:]
+        guard let json = try? JSONSerialization.jsonObject(with: resp.body) as? [String: Any] else {
+            throw FederationError(fault: .system, profile: profile, provider: name, code: "MalformedResponse",
+                                  message: "\(method) \(path) answered 200 with a body that is not a JSON object")
+        }
+        return json
+    }
+
+    /// The policy line a role's token needs for `path`, for messages.
+    static func policyLine(_ path: String, _ capability: String) -> String {
+        "path \"\(path)\" { capabilities = [\"\(capability)\"] }"
+    }
+
+    /// A login refusal, said so that whoever must act knows what to change. Vault and OpenBao
+    /// answer 400 with these sentences (builtin/credential/jwt: path_login.go, claims.go).
+    func loginError(_ e: FederationError, role: String) -> FederationError {
+        var e = e
+        let m = e.message
+        let fix: String
+        if m.contains("could not be found") {
+            fix = "Vault has no JWT role \(role) at auth/\(authMount): create it (README: Vault) or change the profile's role"
+        } else if m.contains("oidc role_type") {
+            fix = "role \(role) is an OIDC (browser) role: set role_type=jwt (bao write auth/\(authMount)/role/\(role) role_type=jwt ...)"
+        } else if m.contains("audience") {
+            fix = "role \(role)'s bound_audiences does not include the ID token's audience ([gitlab].audience): add it to the role"
+        } else if m.contains("bound claim") || m.contains("bound_claims") {
+            e.fault = .job
+            fix = "this job's claims do not satisfy role \(role)'s bound_claims; Vault's rule and Airlock's policy disagree about this job"
+        } else if m.contains("signature") || m.contains("issuer") || m.contains("keyset") || m.contains("jwks") {
+            fix = "Vault cannot verify GitLab's ID token: check auth/\(authMount)/config (oidc_discovery_url or jwks_url, bound_issuer = [gitlab].issuer)"
+        } else {
+            fix = "check the JWT role \(role) in Vault: role_type=jwt, bound_audiences, bound_claims and the auth mount's config"
+        }
+        e.message = "\(m) (\(fix))"
+        return e
     }
 
     static func errors(_ body: Data) -> String {
@@ -95,32 +134,48 @@ public struct VaultProvider: CredentialProvider {
         }
         let role: String
         var kvPath: String?
+        var params: [String: Any] = [:]
         do {
             role = try Template.render(p.role, claims: r.job, escaping: .awsName)
             kvPath = try p.kv.map { try Template.render($0, claims: r.job, escaping: .urlPathSegment) }
+            for (k, v) in p.secretParams { params[k] = try Template.render(v, claims: r.job, escaping: .none) }
         } catch {
             throw FederationError(fault: .job, profile: r.profile, provider: name, code: "TemplateClaimMissing", message: "\(error)")
         }
-        var login: [String: Any]
+        let login: [String: Any]
         do {
             login = try await call("POST", "auth/\(authMount)/login", token: nil, body: ["role": role, "jwt": r.idToken], profile: r.profile, deadline: r.deadline)
-        } catch var e as FederationError where e.code.hasPrefix("HTTP 4") {
-            e.message += " (check the JWT role \(role) in Vault: bound_audiences, bound_claims and the auth mount's jwks or oidc_discovery_url)"
-            throw e
+        } catch let e as FederationError where e.code.hasPrefix("HTTP 4") {
+            throw loginError(e, role: role)
         }
-        guard let auth = login["auth"] as? [String: Any], let loginToken = auth["client_token"] as? String,
-              let accessor = auth["accessor"] as? String else {
+        guard let auth = login["auth"] as? [String: Any], let loginToken = auth["client_token"] as? String, !loginToken.isEmpty else {
             throw FederationError(fault: .system, profile: r.profile, provider: name, code: "MalformedResponse", message: "login answered without auth.client_token")
         }
+        // A batch token (the role's token_type) has no accessor and cannot be revoked; what it
+        // leased is revoked lease by lease at cleanup (Vault: "batch tokens cannot be revoked").
+        let batch = (auth["token_type"] as? String) == "batch" || (auth["accessor"] as? String ?? "").isEmpty
+        let accessor = auth["accessor"] as? String ?? ""
         var secrets = [Self.loginTokenKey: loginToken]
-        var details = ["accessor": accessor, "role": role, "address": address.absoluteString, "auth_mount": authMount]
+        var details = ["role": role, "address": address.absoluteString, "auth_mount": authMount, "token_type": batch ? "batch" : "service"]
+        if !accessor.isEmpty { details["accessor"] = accessor }
         if let namespace { details["namespace"] = namespace }
         var ttl = Double(auth["lease_duration"] as? Int ?? r.jobTimeoutSeconds)
+        let loginExpires = r.now.addingTimeInterval(ttl)
+        details["login_expires_at"] = ISO8601DateFormatter().string(from: loginExpires)
+        var leases: [String] = []
         do {
             if let path = p.secret {
-                let s = try await call("GET", path, token: loginToken, body: nil, profile: r.profile, deadline: r.deadline)
-                for (k, v) in s["data"] as? [String: Any] ?? [:] { secrets[k] = "\(v)" }
-                if let lease = s["lease_id"] as? String { details["lease_id"] = lease }
+                let s: [String: Any]
+                do {
+                    s = params.isEmpty
+                        ? try await call("GET", path, token: loginToken, body: nil, profile: r.profile, deadline: r.deadline)
+                        : try await call("POST", path, token: loginToken, body: params, profile: r.profile, deadline: r.deadline)
+                } catch var e as FederationError where e.code == "HTTP 403" {
+                    e.message += " (role \(role)'s token may not \(params.isEmpty ? "read" : "write") \(path): add \(Self.policyLine(path, params.isEmpty ? "read" : "update")) to a policy in the role's token_policies)"
+                    throw e
+                }
+                for (k, v) in s["data"] as? [String: Any] ?? [:] { secrets[k] = (v as? String) ?? Self.text(v) }
+                if let lease = s["lease_id"] as? String, !lease.isEmpty { leases.append(lease) }
                 if let d = s["lease_duration"] as? Int, d > 0 { ttl = min(ttl, Double(d)) }
                 details["secret"] = path
             }
@@ -129,10 +184,21 @@ public struct VaultProvider: CredentialProvider {
                 guard parts.count == 2 else {
                     throw FederationError(fault: .system, profile: r.profile, provider: name, code: "BadKVPath", message: "kv must be <mount>/<path>, got \(kvPath)")
                 }
-                let s = try await call("GET", "\(parts[0])/data/\(parts[1])", token: loginToken, body: nil, profile: r.profile, deadline: r.deadline)
-                for (k, v) in (s["data"] as? [String: Any])?["data"] as? [String: Any] ?? [:] { secrets[k] = "\(v)" }
+                let dataPath = "\(parts[0])/data/\(parts[1])"
+                let s: [String: Any]
+                do {
+                    s = try await call("GET", dataPath, token: loginToken, body: nil, profile: r.profile, deadline: r.deadline)
+                } catch var e as FederationError where e.code == "HTTP 403" {
+                    e.message += " (role \(role)'s token may not read \(dataPath): add \(Self.policyLine(dataPath, "read")) to a policy in the role's token_policies)"
+                    throw e
+                } catch var e as FederationError where e.code == "HTTP 404" {
+                    e.message += " (no KV v2 secret at \(kvPath): create it with bao kv put -mount=\(parts[0]) \(parts[1]) ..., or fix the profile's kv)"
+                    throw e
+                }
+                for (k, v) in (s["data"] as? [String: Any])?["data"] as? [String: Any] ?? [:] { secrets[k] = (v as? String) ?? Self.text(v) }
                 details["kv"] = kvPath
             }
+            if !leases.isEmpty { details["lease_id"] = leases.joined(separator: ",") }
             for (variable, field) in p.env {
                 guard secrets[field] != nil, field != Self.loginTokenKey else {
                     throw FederationError(fault: .system, profile: r.profile, provider: name, code: "FieldMissing",
@@ -141,8 +207,18 @@ public struct VaultProvider: CredentialProvider {
                 details["env.\(variable)"] = field
             }
             if p.token {
+                guard !batch else {
+                    throw FederationError(fault: .system, profile: r.profile, provider: name, code: "BatchToken",
+                                          message: "role \(role) issues batch tokens, which cannot create the child token token = true hands the job: set token_type=service on the role (bao write auth/\(authMount)/role/\(role) token_type=service ...) or drop token = true from the profile")
+                }
                 let ttlSeconds = max(60, min(Int(ttl), r.jobTimeoutSeconds))
-                let c = try await call("POST", "auth/token/create", token: loginToken, body: ["ttl": "\(ttlSeconds)s"], profile: r.profile, deadline: r.deadline)
+                let c: [String: Any]
+                do {
+                    c = try await call("POST", "auth/token/create", token: loginToken, body: ["ttl": "\(ttlSeconds)s"], profile: r.profile, deadline: r.deadline)
+                } catch var e as FederationError where e.code == "HTTP 403" {
+                    e.message = "Vault refused auth/token/create to role \(role)'s token, so there is no child token for the job (token = true): add \(Self.policyLine("auth/token/create", "update")) to a policy in the role's token_policies, or drop token = true"
+                    throw e
+                }
                 guard let child = (c["auth"] as? [String: Any])?["client_token"] as? String else {
                     throw FederationError(fault: .system, profile: r.profile, provider: name, code: "MalformedResponse", message: "token/create answered without a token")
                 }
@@ -153,19 +229,52 @@ public struct VaultProvider: CredentialProvider {
             }
         } catch {
             // Nothing of a half-issued login may outlive this call.
-            _ = try? await call("POST", "auth/token/revoke-self", token: loginToken, body: nil, profile: r.profile, deadline: Date().addingTimeInterval(5))
+            _ = try? await settle(loginToken: loginToken, batch: batch, leases: leases, loginExpires: loginExpires,
+                                  profile: r.profile, now: Date())
             throw error
         }
         return IssuedCredential(profile: r.profile, provider: name, providerType: "vault", secrets: secrets, details: details,
-                                expiresAt: r.now.addingTimeInterval(ttl), revocationHandle: "accessor:\(accessor)")
+                                expiresAt: r.now.addingTimeInterval(ttl), revocationHandle: batch ? "leases" : "accessor:\(accessor)")
+    }
+
+    /// A field value that is not a string (a PKI `ca_chain` array, a number), as JSON.
+    static func text(_ v: Any) -> String {
+        guard JSONSerialization.isValidJSONObject([v]), let d = try? JSONSerialization.data(withJSONObject: [v], options: [.sortedKeys, .withoutEscapingSlashes]) else { return "\(v)" }
+        let s = String(decoding: d, as: UTF8.self)
+        return String(s.dropFirst().dropLast())
+    }
+
+    /// Ends a login: a service token revokes itself, and with it its children and every lease it
+    /// made; a batch token cannot be revoked, so each of its leases is revoked on its own
+    /// (`sys/leases/revoke`, which the role's policies must allow) and the token runs out.
+    func settle(loginToken: String, batch: Bool, leases: [String], loginExpires: Date, profile: String, now: Date) async throws -> RevokeOutcome {
+        guard batch else {
+            _ = try await call("POST", "auth/token/revoke-self", token: loginToken, body: nil, profile: profile, deadline: now.addingTimeInterval(10))
+            return .revoked
+        }
+        let remains = "the batch login token (Airlock's own, never given to the job; batch tokens cannot be revoked)"
+        guard !leases.isEmpty else { return .notRevocable(expiresAt: loginExpires) }
+        for lease in leases {
+            do {
+                _ = try await call("PUT", "sys/leases/revoke", token: loginToken, body: ["lease_id": lease], profile: profile, deadline: now.addingTimeInterval(10))
+            } catch var e as FederationError where e.code == "HTTP 403" {
+                e.message = "Vault refused sys/leases/revoke to the batch login token, so lease \(lease) lives until it expires: add \(Self.policyLine("sys/leases/revoke", "update")) to a policy in the role's token_policies, or set token_type=service on the role"
+                throw e
+            }
+        }
+        return .partlyRevoked(revoked: leases.count == 1 ? "its lease" : "its \(leases.count) leases", remains: remains, expiresAt: loginExpires)
     }
 
     public func revoke(_ c: IssuedCredential, now: Date) async throws -> RevokeOutcome {
         guard let token = c.secrets[Self.loginTokenKey] else { return .alreadyGone }
+        let batch = c.details["token_type"] == "batch"
+        let loginExpires = c.details["login_expires_at"].flatMap { ISO8601DateFormatter().date(from: $0) } ?? c.expiresAt
+        // An expired login took everything it made with it (a batch token's leases too).
+        if loginExpires <= now || (batch && c.expiresAt <= now) { return .expired(at: min(loginExpires, c.expiresAt)) }
         do {
-            _ = try await call("POST", "auth/token/revoke-self", token: token, body: nil, profile: c.profile, deadline: now.addingTimeInterval(10))
-            return .revoked
-        } catch let e as FederationError where e.code == "HTTP 403" {
+            return try await settle(loginToken: token, batch: batch, leases: (c.details["lease_id"] ?? "").split(separator: ",").map(String.init),
+                                    loginExpires: loginExpires, profile: c.profile, now: now)
+        } catch let e as FederationError where e.code == "HTTP 403" && !batch {
             // The token is gone already (revoked, or expired with everything it made).
             return c.expiresAt <= now ? .expired(at: c.expiresAt) : .alreadyGone
         }
