@@ -189,9 +189,25 @@ public final class OpenBaoServer: @unchecked Sendable {
         return all.filter { $0 != root }
     }
 
-    /// Lease ids under a prefix that are still live (`sys/leases/lookup/PREFIX`, LIST).
-    public func liveLeases(prefix: String, namespace: String? = nil) throws -> [String] {
-        let r = try request("GET", "sys/leases/lookup/\(prefix)?list=true", namespace: namespace)
-        return r.data["keys"] as? [String] ?? []
+    /// Lease ids under a prefix that are still live (`sys/leases/lookup/PREFIX`, LIST), waiting up
+    /// to `within` seconds for none to be left (leases of a revoked token go in the background).
+    public func liveLeases(prefix: String, namespace: String? = nil, within: Double = 0) throws -> [String] {
+        let until = Date().addingTimeInterval(within)
+        while true {
+            let r = try request("GET", "sys/leases/lookup/\(prefix)?list=true", namespace: namespace)
+            let keys = r.data["keys"] as? [String] ?? []
+            if keys.isEmpty || Date() >= until { return keys }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
     }
+
+    /// The policy the README gives a CI role: issue certificates from the leased PKI role, read
+    /// the CI KV secrets, create the child token `token = true` hands a job, and revoke leases
+    /// (which only a batch login needs).
+    public static let readmePolicy = """
+    path "pki/issue/ci" { capabilities = ["update"] }
+    path "secret/data/ci/*" { capabilities = ["read"] }
+    path "auth/token/create" { capabilities = ["update"] }
+    path "sys/leases/revoke" { capabilities = ["update"] }
+    """
 }

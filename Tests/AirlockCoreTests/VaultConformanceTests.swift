@@ -13,14 +13,7 @@ import Testing
 struct VaultConformanceTests {
     static let audience = "https://airlock.test"
 
-    /// The policy the README gives the role: the PKI role, the KV path, child tokens, and
-    /// `sys/leases/revoke` (only batch tokens need it).
-    static let ciPolicy = """
-    path "pki/issue/ci" { capabilities = ["update"] }
-    path "secret/data/ci/*" { capabilities = ["read"] }
-    path "auth/token/create" { capabilities = ["update"] }
-    path "sys/leases/revoke" { capabilities = ["update"] }
-    """
+    static let ciPolicy = OpenBaoServer.readmePolicy
 
     final class World: @unchecked Sendable {
         let issuer: TestIssuer
