@@ -40,7 +40,7 @@ enum Federator {
             case .gcp(let g):
                 let profiles = config.profiles.filter { $0.value.provider == name }.compactMapValues(\.gcp)
                 out[name] = GCPProvider(name: name, stsEndpoint: URL(string: g.stsEndpoint)!, iamCredentialsEndpoint: URL(string: g.iamCredentialsEndpoint)!,
-                                        revokeEndpoint: g.revokeEndpoint.flatMap(URL.init(string:)), profiles: profiles, transport: transport)
+                                        profiles: profiles, transport: transport)
             }
         }
         return out

@@ -12,8 +12,9 @@ import Identity
 /// it must not be expired; the attribute condition must hold (else `invalid_grant` with Google's
 /// sentences). generateAccessToken requires the federated token as Bearer, a known service account
 /// whose workloadIdentityUser binding admits the token's subject, and a lifetime of at most 3600 s.
-/// Revocation: impersonated tokens are revocable; federated STS tokens answer 400 `invalid_token`
-/// (whether Google revokes them is UNCONFIRMED; this fake takes the conservative side).
+/// Revocation: neither kind is revocable; `/revoke` answers 400 `invalid_request` "Token is not
+/// revocable." as Google does for service-account tokens (google-github-actions/auth#165, Google's
+/// own maintainer), and counts the calls so tests can show Airlock makes none.
 public final class FakeGoogle: @unchecked Sendable {
     public struct PoolProvider: Sendable {
         public var issuer: String
@@ -34,6 +35,9 @@ public final class FakeGoogle: @unchecked Sendable {
     /// Service account email → subjects allowed to impersonate it.
     private var serviceAccounts: [String: Set<String>] = [:]
     private var tokens: [String: Token] = [:]
+    private var revokeCalls = 0
+    /// How many requests reached `/revoke`.
+    public var revokeRequests: Int { lock.withLock { revokeCalls } }
 
     public var baseURL: String { server.baseURL }
     public var stsEndpoint: String { "\(server.baseURL)/v1/token" }
@@ -67,14 +71,10 @@ public final class FakeGoogle: @unchecked Sendable {
         if r.method == "POST" && r.path == "/v1/token" { return sts(r) }
         if r.method == "POST" && r.path.hasPrefix("/v1/projects/-/serviceAccounts/") && r.path.hasSuffix(":generateAccessToken") { return generate(r) }
         if r.method == "POST" && r.path == "/revoke" {
-            let t = r.form["token"] ?? ""
-            return lock.withLock { () -> FakeResponse in
-                guard let tok = tokens[t], !tok.revoked, tok.expires > Date(), tok.kind == "impersonated" else {
-                    return oauthError("invalid_token", "Token is not revocable, expired or already revoked.")
-                }
-                tokens[t]?.revoked = true
-                return FakeResponse(status: 200, body: Data())
-            }
+            // Service-account and federated access tokens are not revocable: Google answers 400
+            // invalid_request "Token is not revocable." (google-github-actions/auth#165).
+            lock.withLock { revokeCalls += 1 }
+            return oauthError("invalid_request", "Token is not revocable.")
         }
         if r.path == "/tokeninfo" {
             let t = r.query["access_token"] ?? r.form["access_token"] ?? ""

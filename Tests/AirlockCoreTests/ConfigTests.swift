@@ -127,6 +127,15 @@ struct ConfigTests {
         #expect(config.gitlab?.clockSkew == c.1)
     }
 
+    /// Issue 15: a GCP `revoke_endpoint` from an older config still loads (an upgrade must not stop
+    /// the runner) and is named as ignored, with why.
+    @Test func aGCPRevokeEndpointIsIgnoredWithAWarning() throws {
+        let with = try AirlockConfig.parse(Self.runner + "[providers.g]\ntype = \"gcp\"\nrevoke_endpoint = \"https://oauth2.googleapis.com/revoke\"\n", path: "airlock.toml")
+        #expect(with.warnings.contains { $0.contains("[providers.g] revoke_endpoint is ignored: Google does not revoke") }, "\(with.warnings)")
+        let without = try AirlockConfig.parse(Self.runner + "[providers.g]\ntype = \"gcp\"\n", path: "airlock.toml")
+        #expect(!without.warnings.contains { $0.contains("revoke_endpoint") })
+    }
+
     /// `required_claims` adds to GitLab's standard set; it never replaces it.
     @Test func requiredClaimsExtendTheStandardSet() throws {
         let config = try AirlockConfig.parse(Self.runner + "[gitlab]\nissuer = \"https://g\"\naudience = \"a\"\nrequired_claims = [\"environment\"]\n", path: "airlock.toml")

@@ -219,6 +219,11 @@ public struct AirlockConfig: Sendable {
         let providers = try top.table("providers").map { c throws(ConfigError) in try parseProviders(c) } ?? [:]
         let profiles = try top.table("profiles").map { c throws(ConfigError) in try parseProfiles(c, providers: providers) } ?? [:]
         let rules = try parseRules(try top.tableArray("rules"), profiles: profiles, warnings: &warnings)
+        for (name, spec) in providers.sorted(by: { $0.key < $1.key }) {
+            if case .gcp(let g) = spec, g.revokeEndpoint != nil {
+                warnings.append("[providers.\(name)] revoke_endpoint is ignored: Google does not revoke service-account or federated access tokens (\"Token is not revocable.\"), so cleanup records when each expires; remove the line")
+            }
+        }
         if !rules.isEmpty && gitlab == nil {
             throw top.error("rules", "rules need a [gitlab] section (issuer, audience) to verify the tokens they match")
         }

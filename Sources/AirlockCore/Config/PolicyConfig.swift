@@ -56,10 +56,10 @@ public struct AzureProviderSpec: Sendable {
 public struct GCPProviderSpec: Sendable {
     public static let defaultSTS = "https://sts.googleapis.com/v1/token"
     public static let defaultIAMCredentials = "https://iamcredentials.googleapis.com"
-    public static let defaultRevoke = "https://oauth2.googleapis.com/revoke"
     public var name: String
     public var stsEndpoint: String
     public var iamCredentialsEndpoint: String
+    /// `revoke_endpoint`, no longer used (Google does not revoke these tokens): set means a warning.
     public var revokeEndpoint: String?
     public var workloadIdentityProvider: String?
     /// nil: the job's main ID token is sent (the pool provider's allowed audiences hold Airlock's audience).
@@ -252,7 +252,7 @@ extension AirlockConfig {
                 out[name] = .gcp(GCPProviderSpec(
                     name: name, stsEndpoint: try endpoint("sts_endpoint", default: GCPProviderSpec.defaultSTS)!,
                     iamCredentialsEndpoint: try endpoint("iam_credentials_endpoint", default: GCPProviderSpec.defaultIAMCredentials)!,
-                    revokeEndpoint: try endpoint("revoke_endpoint", default: GCPProviderSpec.defaultRevoke),
+                    revokeEndpoint: try c.string("revoke_endpoint"),
                     workloadIdentityProvider: wip, token: try audienceToken(defaultVariable: nil, defaultAudience: nil)))
             default:
                 throw c.error("type", "unknown provider type \(type.quoted); this build supports: " + ProviderSpec.typeNames.map(\.quoted).joined(separator: ", "))

@@ -37,22 +37,21 @@ public struct GCPProfile: Sendable {
 
 /// Google Cloud workload identity federation (federation.md A3): STS token exchange with the job's
 /// ID token, then `generateAccessToken` for the profile's service account with a lifetime bounded by
-/// the job timeout. Cleanup posts the token to the revoke endpoint and reports Google's answer: a
-/// 200 is "revoked"; anything else means the token runs to its expiry, which is what it says.
+/// the job timeout. Neither token can be revoked: Google's revoke endpoint answers service-account
+/// and federated access tokens 400 `invalid_request` "Token is not revocable." (Google's own word in
+/// google-github-actions/auth#165), so cleanup records when the token expires and calls nothing.
 public struct GCPProvider: CredentialProvider {
     public let name: String
     public let stsEndpoint: URL
     public let iamCredentialsEndpoint: URL
-    public let revokeEndpoint: URL?
     public let profiles: [String: GCPProfile]
     let exchange: Exchange
 
-    public init(name: String, stsEndpoint: URL, iamCredentialsEndpoint: URL, revokeEndpoint: URL?,
+    public init(name: String, stsEndpoint: URL, iamCredentialsEndpoint: URL,
                 profiles: [String: GCPProfile], transport: any HTTPTransport) {
         self.name = name
         self.stsEndpoint = stsEndpoint
         self.iamCredentialsEndpoint = iamCredentialsEndpoint
-        self.revokeEndpoint = revokeEndpoint
         self.profiles = profiles
         exchange = Exchange(provider: name, transport: transport)
     }
@@ -111,7 +110,7 @@ public struct GCPProvider: CredentialProvider {
         guard let serviceAccount else {
             details["token"] = "federated"
             return IssuedCredential(profile: profile, provider: name, providerType: "gcp", secrets: ["access_token": federated],
-                                    details: details, expiresAt: federatedExpiry, revocationHandle: revokeEndpoint?.absoluteString)
+                                    details: details, expiresAt: federatedExpiry, revocationHandle: nil)
         }
         // 2. Impersonation: a service account token that lives no longer than the job.
         let lifetime = Self.lifetime(jobTimeout: r.jobTimeoutSeconds, max: p.maxLifetime)
@@ -147,19 +146,12 @@ public struct GCPProvider: CredentialProvider {
         // The federated token never leaves Airlock; it is not delivered and simply expires.
         details["federated_token_expires_at"] = ISO8601.format(federatedExpiry)
         return IssuedCredential(profile: profile, provider: name, providerType: "gcp", secrets: ["access_token": access],
-                                details: details, expiresAt: expiry, revocationHandle: revokeEndpoint?.absoluteString)
+                                details: details, expiresAt: expiry, revocationHandle: nil)
     }
 
+    /// Google access tokens for service accounts and federated identities are not revocable: the
+    /// honest outcome is when it stops working, with no call that can only fail.
     public func revoke(_ c: IssuedCredential, now: Date) async throws -> RevokeOutcome {
-        if c.expiresAt <= now { return .expired(at: c.expiresAt) }
-        guard let endpoint = revokeEndpoint, let token = c.secrets["access_token"] else { return .notRevocable(expiresAt: c.expiresAt) }
-        let resp = try await exchange.send("POST", endpoint, form: [("token", token)], profile: c.profile, deadline: now.addingTimeInterval(10))
-        if resp.status == 200 { return .revoked }
-        if Exchange.transient(resp.status) {
-            throw FederationError(fault: .system, profile: c.profile, provider: name, code: "HTTP \(resp.status)", message: "the revoke endpoint answered HTTP \(resp.status)", transient: true)
-        }
-        // 400 (invalid_token): Google does not revoke this kind of token, or no longer knows it. Either
-        // way it runs to its expiry (federation.md A3: revocability UNCONFIRMED, plan on expiry).
-        return .notRevocable(expiresAt: c.expiresAt)
+        c.expiresAt <= now ? .expired(at: c.expiresAt) : .notRevocable(expiresAt: c.expiresAt)
     }
 }
