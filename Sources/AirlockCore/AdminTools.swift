@@ -272,9 +272,13 @@ extension AdminTools {
             if key.hasSuffix("private_key_file") {
                 if exposed { problems.append("\(key) \(path) is readable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it") }
                 do {
-                    let (_, alg) = try await ClientKey(path: path, keyID: nil).load(profile: "-", provider: key)
+                    let es256 = config.providers.values.contains { spec in
+                        if case .oauth2(let o) = spec { return o.privateKeyFile == path && o.assertionAlgorithm == "ES256" }
+                        return false
+                    }
+                    let (_, alg) = try await ClientKey(path: path, keyID: nil, es256: es256).load(profile: "-", provider: key)
                     notes.append("\(key): \(alg) key")
-                } catch let e as FederationError where e.code == "ClientKeyInvalid" || e.code == "ClientKeyUnreadable" {
+                } catch let e as FederationError where e.code == "ClientKeyInvalid" || e.code == "ClientKeyUnreadable" || e.code == "ClientKeyAlgorithm" {
                     problems.append("\(key) \(path) is not a usable key: \(e.message)")
                 } catch {}
             }

@@ -32,7 +32,7 @@ enum Federator {
                 out[name] = OAuthProvider(name: name, tokenEndpoint: URL(string: o.tokenEndpoint)!,
                                           revocationEndpoint: o.revocationEndpoint.flatMap(URL.init(string:)),
                                           introspectionEndpoint: o.introspectionEndpoint.flatMap(URL.init(string:)),
-                                          clientID: o.clientID, clientKey: o.privateKeyFile.map { ClientKey(path: $0, keyID: o.keyID) },
+                                          clientID: o.clientID, clientKey: o.privateKeyFile.map { ClientKey(path: $0, keyID: o.keyID, es256: o.assertionAlgorithm == "ES256") },
                                           assertionAudience: o.assertionAudience, profiles: profiles, transport: transport)
             case .azure(let a):
                 let profiles = config.profiles.filter { $0.value.provider == name }.compactMapValues(\.azure)

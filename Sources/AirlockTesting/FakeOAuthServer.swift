@@ -12,6 +12,11 @@ import Identity
 /// - subject tokens (token exchange) are verified against the test GitLab issuer's JWKS, their aud
 ///   and exp, and the subject_token_type must be the configured one;
 /// - issued access and refresh tokens are kept with their state; revocation and introspection use it.
+///
+/// As Auth0 does: private_key_jwt assertions signed RS256 only here (Auth0 takes RS256, RS384 and
+/// PS256; ES256 is refused unless `acceptsES256`); access tokens are JWTs (Auth0's for an API
+/// audience; `jwtAccessTokens = false` for a server with opaque tokens); a refresh token comes back
+/// only when the scope asks for `offline_access` (Auth0: "Get Refresh Tokens").
 public final class FakeOAuthServer: @unchecked Sendable {
     public struct Client: Sendable {
         public var rsaKey: _RSA.Signing.PublicKey?
@@ -41,6 +46,10 @@ public final class FakeOAuthServer: @unchecked Sendable {
     public var refreshTokensOnlyRevocation = true
     /// Access tokens are issued already inactive (introspection answers `active: false`).
     public var issuedTokensInactive = false
+    /// Whether ES256 client assertions are accepted (Auth0: no).
+    public var acceptsES256 = false
+    /// Access tokens are JWTs (Auth0) rather than opaque strings.
+    public var jwtAccessTokens = true
 
     public var baseURL: String { server.baseURL }
     public var tokenEndpoint: String { baseURL + "/oauth/token" }
@@ -111,6 +120,7 @@ public final class FakeOAuthServer: @unchecked Sendable {
         let ok: Bool
         switch header["alg"] as? String {
         case "RS256": ok = client.rsaKey.map { $0.isValidSignature(_RSA.Signing.RSASignature(rawRepresentation: sig), for: input, padding: .insecurePKCS1v1_5) } ?? false
+        case "ES256" where !acceptsES256: return (nil, "Client assertion signing algorithm ES256 is not supported; use RS256, RS384 or PS256")
         case "ES256": ok = (try? P256.Signing.ECDSASignature(rawRepresentation: sig)).map { s in client.ecKey?.isValidSignature(s, for: input) ?? false } ?? false
         default: ok = false
         }
@@ -139,7 +149,8 @@ public final class FakeOAuthServer: @unchecked Sendable {
                 return err("invalid_request", "subject_token_type must be \(subjectTokenType)")
             }
             guard let st = f["subject_token"], verifySubject(st) else { return err("invalid_grant", "subject token is invalid") }
-            return issue(client: client, refresh: true, scope: f["scope"], audience: f["audience"])
+            let offline = (f["scope"] ?? "").split(separator: " ").contains("offline_access")
+            return issue(client: client, refresh: offline, scope: f["scope"], audience: f["audience"])
         default:
             return err("unsupported_grant_type", "grant_type \(f["grant_type"] ?? "") is not supported")
         }
@@ -154,7 +165,17 @@ public final class FakeOAuthServer: @unchecked Sendable {
 
     private func issue(client: String, refresh: Bool, scope: String?, audience: String?) -> FakeResponse {
         func random() -> String { (0..<3).map { _ in UUID().uuidString.replacingOccurrences(of: "-", with: "") }.joined() }
-        let access = "at_" + random()
+        let access: String
+        if jwtAccessTokens {
+            let now = Int(Date().timeIntervalSince1970)
+            var claims: [String: Any] = ["iss": baseURL + "/", "sub": client + "@clients", "iat": now, "exp": now + 3600, "jti": random()]
+            if let audience { claims["aud"] = audience }
+            if let scope { claims["scope"] = scope }
+            let sig = Data((0..<256).map { _ in UInt8.random(in: 0...255) })
+            access = TestIssuer.segment(["alg": "RS256", "typ": "at+jwt", "kid": "fake-auth0"]) + "." + TestIssuer.segment(claims) + "." + Base64URL.encode(sig)
+        } else {
+            access = "at_" + random()
+        }
         var body: [String: Any] = ["access_token": access, "token_type": "Bearer", "expires_in": 3600,
                                    "issued_token_type": "urn:ietf:params:oauth:token-type:access_token"]
         // `issuedTokensInactive`: an access token already revoked when handed out (an administrator

@@ -40,14 +40,16 @@ struct OAuthConformanceTests {
                                    jobTimeoutSeconds: 1800, now: Date(), deadline: Date().addingTimeInterval(60))
         }
 
-        func provider(client: String = "ci-rsa", keyFile: String? = nil, revocation: Bool = true,
+        func provider(client: String = "ci-rsa", keyFile: String? = nil, revocation: Bool = true, es256: Bool = false,
                       tokenEndpoint: String? = nil, transport: any HTTPTransport = URLSessionTransport()) -> OAuthProvider {
             OAuthProvider(name: "auth0", tokenEndpoint: URL(string: tokenEndpoint ?? server.tokenEndpoint)!,
                           revocationEndpoint: revocation ? URL(string: server.baseURL + "/oauth/revoke") : nil,
                           introspectionEndpoint: URL(string: server.baseURL + "/oauth/introspect"),
-                          clientID: client, clientKey: ClientKey(path: keyFile ?? rsaKeyFile, keyID: "k1"), assertionAudience: nil, profiles: [
+                          clientID: client, clientKey: ClientKey(path: keyFile ?? rsaKeyFile, keyID: "k1", es256: es256), assertionAudience: nil, profiles: [
                 "exchange": OAuthProfile(grant: .tokenExchange, audience: "https://api.example.com/{project_id}", scope: "deploy",
                                          subjectTokenType: "urn:ietf:params:oauth:token-type:jwt", variable: "API_TOKEN", introspect: true),
+                "offline": OAuthProfile(grant: .tokenExchange, audience: "https://api.example.com/{project_id}", scope: "deploy offline_access",
+                                        subjectTokenType: "urn:ietf:params:oauth:token-type:jwt", variable: "API_TOKEN", introspect: false),
                 "m2m": OAuthProfile(grant: .clientCredentials, audience: "https://api.example.com", scope: nil,
                                     subjectTokenType: "", variable: "M2M_TOKEN", introspect: false),
             ], transport: transport)
@@ -57,24 +59,70 @@ struct OAuthConformanceTests {
         deinit { try? FileManager.default.removeItem(atPath: dir) }
     }
 
-    @Test func tokenExchangeLifecycleRevokesTheRefreshToken() async throws {
+    /// Auth0 returns a refresh token only for `offline_access`; its access tokens are JWTs, which
+    /// revocation does not end. Without a refresh token nothing is revoked and the audit says when the
+    /// access token expires; with one, the refresh token is revoked and the outcome says the access
+    /// token remains (partly_revoked), never "revoked".
+    @Test func tokenExchangeRecordsWhatRevocationReallyEnded() async throws {
         let s = try Setup()
         try await ProviderConformance.lifecycle(s.provider(), profile: "exchange", request: s.req("exchange"))
-        let c = try await s.provider().issue(s.req("exchange"))
+        let plain = try await s.provider().issue(s.req("exchange"))
+        #expect(plain.details["audience"] == "https://api.example.com/42")
+        #expect(plain.secrets["refresh_token"] == nil)
+        let before = s.server.revoked.count
+        #expect(try await s.provider().revoke(plain, now: Date()) == .notRevocable(expiresAt: plain.expiresAt))
+        #expect(s.server.revoked.count == before, "a JWT access token was sent to revocation")
+        let c = try await s.provider().issue(s.req("offline"))
         let rt = try #require(c.secrets["refresh_token"])
-        #expect(c.details["audience"] == "https://api.example.com/42")
-        #expect(try await s.provider().revoke(c, now: Date()) == .notRevocable(expiresAt: c.expiresAt))  // Auth0: access tokens just expire
+        let outcome = try await s.provider().revoke(c, now: Date())
+        #expect(outcome == .partlyRevoked(revoked: "its refresh token", remains: "the access token (a JWT, which revocation does not end)", expiresAt: c.expiresAt))
         #expect(s.server.revoked.contains { $0.token == rt && $0.hint == "refresh_token" })
+        #expect(!s.server.revoked.contains { $0.hint == "access_token" })
         #expect(!s.server.isActive(rt))
     }
 
-    @Test(arguments: ["rsa", "ec"])
-    func privateKeyJWTClientCredentials(_ kind: String) async throws {
+    /// A server with opaque access tokens that revokes them: that is `revoked`.
+    @Test func anOpaqueAccessTokenTheServerRevokesIsRevoked() async throws {
         let s = try Setup()
-        let p = kind == "rsa" ? s.provider() : s.provider(client: "ci-ec", keyFile: s.ecKeyFile)
-        let c = try await p.issue(s.req("m2m"))
+        s.server.jwtAccessTokens = false
+        s.server.refreshTokensOnlyRevocation = false
+        let c = try await s.provider().issue(s.req("m2m"))
+        #expect(try await s.provider().revoke(c, now: Date()) == .revoked)
+        #expect(!s.server.isActive(c.secrets["access_token"] ?? ""))
+    }
+
+    @Test func privateKeyJWTClientCredentialsWithAnRSAKey() async throws {
+        let s = try Setup()
+        let c = try await s.provider().issue(s.req("m2m"))
         #expect(s.server.isActive(c.secrets["access_token"] ?? ""))
         #expect(c.secrets["refresh_token"] == nil)
+    }
+
+    /// Auth0 takes RS256, RS384 and PS256 assertions only: a P-256 key is refused before anything is
+    /// sent unless the operator says the server takes ES256 (assertion_algorithm = "ES256"); then
+    /// a server that does works, and Auth0 itself refuses the assertion.
+    @Test func anES256KeyOnlyWhereTheOperatorSaysTheServerTakesIt() async throws {
+        let s = try Setup()
+        let requests = s.server.server.requestSpans.count
+        do {
+            _ = try await s.provider(client: "ci-ec", keyFile: s.ecKeyFile).issue(s.req("m2m"))
+            Issue.record("issued with an ES256 key")
+        } catch let e as FederationError {
+            #expect(e.fault == .system && e.code == "ClientKeyAlgorithm")
+            #expect(e.message.contains("RS256, RS384 or PS256 only") && e.message.contains("assertion_algorithm = \"ES256\""), "\(e.message)")
+        }
+        #expect(s.server.server.requestSpans.count == requests, "the assertion was sent")
+        do {
+            _ = try await s.provider(client: "ci-ec", keyFile: s.ecKeyFile, es256: true).issue(s.req("m2m"))
+            Issue.record("Auth0 took an ES256 assertion")
+        } catch let e as FederationError {
+            #expect(e.code == "invalid_client", "\(e)")
+        }
+        s.server.acceptsES256 = true
+        let c = try await s.provider(client: "ci-ec", keyFile: s.ecKeyFile, es256: true).issue(s.req("m2m"))
+        #expect(s.server.isActive(c.secrets["access_token"] ?? ""))
+        // And an RSA key with assertion_algorithm = "ES256" is a configuration mistake, named.
+        await #expect(throws: FederationError.self) { _ = try await s.provider(es256: true).issue(s.req("m2m")) }
     }
 
     /// Auth0 refuses a replayed `jti`, and README promises a fresh assertion that lives 60 s: every

@@ -62,6 +62,27 @@ struct CheckTests {
         #expect(r.stdout.contains("problem: [providers.auth0] \(expected)"), "\(r.stdout)")
     }
 
+    /// Issue 15: a P-256 key is a problem for an oauth2 provider unless it says the server takes
+    /// ES256 (Auth0 does not); with `assertion_algorithm = "ES256"` it is a note.
+    @Test(arguments: [false, true])
+    func aP256KeyNeedsTheOperatorsWord(_ optIn: Bool) throws {
+        let world = try TestWorld()
+        let key = "\(world.root)/keys/client.pem"
+        try FileManager.default.createDirectory(atPath: "\(world.root)/keys", withIntermediateDirectories: true)
+        let gen = TestWorld.launch("/usr/bin/openssl", ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key], environment: nil)
+        #expect(gen.code == 0, "\(gen.stderr)")
+        chmod(key, 0o600)
+        try world.writeConfig(extra: Self.oauth(key) + (optIn ? "\nassertion_algorithm = \"ES256\"\n" : "\n"))
+        let r = world.run(["check", "--config", world.configPath])
+        if optIn {
+            #expect(r.code == 0, "\(r.stdout)\(r.stderr)")
+            #expect(r.stdout.contains("[providers.auth0] private_key_file: ES256 key"), "\(r.stdout)")
+        } else {
+            #expect(r.code == 1, "\(r.stdout)\(r.stderr)")
+            #expect(r.stdout.contains("problem: [providers.auth0] private_key_file \(key) is not a usable key") && r.stdout.contains("RS256, RS384 or PS256 only"), "\(r.stdout)")
+        }
+    }
+
     @Test func aUIDRangeThatHoldsARealUserIsAProblem() throws {
         // Debian's `nobody` is 65534: a job uid equal to it would share its files and processes.
         let world = try TestWorld(runnerExtra: "job_uids = \"65530-65540\"")

@@ -26,6 +26,7 @@ struct MultiProviderEndToEndTests {
             auth0.subjectTokenType = "https://airlock.example.com/gitlab-id-token"
             plain = try FakeOAuthServer(issuer: issuer, subjectAudience: MultiProviderEndToEndTests.audience)
             plain.revocationEnabled = false
+            plain.jwtAccessTokens = false  // a server with opaque tokens
             let key = try _RSA.Signing.PrivateKey(keySize: .bits2048)
             auth0.register(clientID: "ci-rsa", .init(rsaKey: key.publicKey))
             plain.register(clientID: "public-client", .init())
@@ -72,6 +73,7 @@ struct MultiProviderEndToEndTests {
             grant = "token_exchange"
             subject_token_type = "https://airlock.example.com/gitlab-id-token"
             audience = "https://api.example.com"
+            scope = "deploy offline_access"
             variable = "API_TOKEN"
 
             [profiles.m2m]
@@ -116,19 +118,27 @@ struct MultiProviderEndToEndTests {
                         profiles: "api,m2m,plain")
         let r = p.world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
-        // Each variable holds a token (the fake's are "at_" + 96 characters)...
-        #expect(r.output.contains("lengths=99:99:99\n"), "\(TestWorld.redacted(r.output))")
+        // Each variable holds a token (Auth0's are JWTs; the plain server's "at_" + 96 characters)...
+        let lengths = try #require(r.output.firstMatch(of: /lengths=(\d+):(\d+):99\n/), "\(TestWorld.redacted(r.output))")
+        #expect((Int(lengths.1) ?? 0) > 400 && (Int(lengths.2) ?? 0) > 400)
         // ...and each printed token is masked where it stood.
         // Computed first: a failing expectation would print the log, and with it the secret.
         let masked1 = r.output.contains("api=[[MASKED]] m2m=[[MASKED]] plain=[[MASKED]]\n")
         #expect(masked1, "\(TestWorld.redacted(r.output))")
-        let present1 = r.log.contains("at_")
+        let present1 = r.log.contains("at_") || r.log.contains("eyJ")
         #expect(!present1)
+        // Only the exchange that asked for offline_access got a refresh token (Auth0), and only it
+        // was revoked: Auth0's JWT access tokens are never sent to revocation, never called revoked.
+        #expect(p.auth0.refreshTokens.count == 1)
         #expect(p.auth0.revoked.count == 1 && p.auth0.revoked[0].hint == "refresh_token")
         #expect(p.auth0.refreshTokens.allSatisfy { !p.auth0.isActive($0) })
         let revoked = p.audit().filter { $0["event"] as? String == "revoked" }
         #expect(revoked.first { $0["profile"] as? String == "plain" }?["outcome"] as? String == "expires_at")
-        #expect(revoked.first { $0["profile"] as? String == "api" }?["outcome"] as? String == "expires_at")  // refresh revoked, access runs out
+        #expect(revoked.first { $0["profile"] as? String == "m2m" }?["outcome"] as? String == "expires_at")
+        let api = revoked.first { $0["profile"] as? String == "api" }
+        #expect(api?["outcome"] as? String == "partly_revoked" && api?["revoked_part"] as? String == "its refresh token", "\(revoked)")
+        #expect((api?["remains"] as? String ?? "").contains("a JWT") && api?["expires_at"] != nil)
+        #expect(!revoked.contains { $0["outcome"] as? String == "revoked" })
     }
 
     @Test func threeProvidersFederateConcurrently() throws {
@@ -139,8 +149,9 @@ struct MultiProviderEndToEndTests {
                         profiles: "deploy,vault-token,api")
         let r = p.world.simulate(job)
         #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
-        // moto's secret keys are 40 characters, the fake Vault's tokens 44, the fake OAuth server's 99.
-        #expect(r.output.contains("lengths=40:44:99\n"), "\(TestWorld.redacted(r.output))")
+        // moto's secret keys are 40 characters, the fake Vault's tokens 44, Auth0's JWTs longer.
+        let lengths = try #require(r.output.firstMatch(of: /lengths=40:44:(\d+)\n/), "\(TestWorld.redacted(r.output))")
+        #expect((Int(lengths.1) ?? 0) > 400)
         // The Vault login and the OAuth exchange were in flight at the same time: each arrived
         // before the other was answered.
         let login = try #require(p.vault.server.requestSpans.first { $0.path.hasSuffix("/login") })
@@ -168,7 +179,8 @@ struct MultiProviderEndToEndTests {
         let p = try Peers()
         let ok = p.world.simulate(p.job([#"echo "checked-length=${#CHECKED_TOKEN}""#], profiles: "checked,deploy"))
         #expect(ok.status == "success", "\(ok.log)")
-        #expect(ok.output.contains("checked-length=99\n"), "\(ok.output)")
+        let checked = try #require(ok.output.firstMatch(of: /checked-length=(\d+)\n/), "\(TestWorld.redacted(ok.output))")
+        #expect((Int(checked.1) ?? 0) > 400)
         p.auth0.issuedTokensInactive = true
         let job = p.job([#"echo "ran-$((6*7))""#], profiles: "checked,deploy")
         let r = p.world.simulate(job)

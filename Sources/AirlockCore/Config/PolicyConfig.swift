@@ -76,6 +76,9 @@ public struct OAuthProviderSpec: Sendable {
     public var privateKeyFile: String?
     public var keyID: String?
     public var assertionAudience: String?
+    /// `assertion_algorithm`: "RS256" (default, an RSA key) or "ES256" (a P-256 key; only where the
+    /// server accepts it: Auth0 does not).
+    public var assertionAlgorithm: String = "RS256"
 }
 
 
@@ -238,9 +241,17 @@ extension AirlockConfig {
                 let keyFile = try c.string("private_key_file")
                 if keyFile != nil && clientID == nil { throw c.error("client_id", "is required with private_key_file (it is the assertion's iss and sub)") }
                 if let keyFile, !keyFile.hasPrefix("/") { throw c.error("private_key_file", "must be an absolute path") }
+                func assertionAlgorithm() throws(ConfigError) -> String {
+                    let alg = try c.string("assertion_algorithm") ?? "RS256"
+                    guard alg == "RS256" || alg == "ES256" else {
+                        throw c.error("assertion_algorithm", "must be \"RS256\" (an RSA key) or \"ES256\" (a P-256 key, where the server accepts it), got \(alg.quoted)")
+                    }
+                    return alg
+                }
                 out[name] = .oauth2(OAuthProviderSpec(name: name, tokenEndpoint: token, revocationEndpoint: revoke, introspectionEndpoint: introspect,
                                                       clientID: clientID, privateKeyFile: keyFile, keyID: try c.string("key_id"),
-                                                      assertionAudience: try c.string("assertion_audience")))
+                                                      assertionAudience: try c.string("assertion_audience"),
+                                                      assertionAlgorithm: try assertionAlgorithm()))
             case "azure":
                 let tenant = try c.string("tenant_id")
                 out[name] = .azure(AzureProviderSpec(

@@ -39,10 +39,15 @@ public struct OAuthProfile: Sendable {
 public struct ClientKey: Sendable {
     public var path: String
     public var keyID: String?
+    /// The operator said the server takes ES256 assertions (`assertion_algorithm = "ES256"`).
+    /// Without it a P-256 key is refused: Auth0's private_key_jwt takes RS256, RS384 and PS256 only
+    /// (Auth0 docs, "Configure Private Key JWT Authentication": supported algorithms).
+    public var es256: Bool
 
-    public init(path: String, keyID: String?) {
+    public init(path: String, keyID: String?, es256: Bool = false) {
         self.path = path
         self.keyID = keyID
+        self.es256 = es256
     }
 
     /// Loads the key into a collection that signs with it.
@@ -59,10 +64,18 @@ public struct ClientKey: Sendable {
         let keys = JWTKeyCollection()
         let kid = keyID.map { JWKIdentifier(string: $0) }
         if let ec = try? ES256PrivateKey(pem: pem) {
+            guard es256 else {
+                throw FederationError(fault: .system, profile: profile, provider: provider, code: "ClientKeyAlgorithm",
+                                      message: "private_key_file \(path) is a P-256 (ES256) key; Auth0 accepts private_key_jwt assertions signed RS256, RS384 or PS256 only: use an RSA key (openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048), or, if your server accepts ES256, set assertion_algorithm = \"ES256\" on the provider")
+            }
             await keys.add(ecdsa: ec, kid: kid)
             return (keys, "ES256")
         }
         if let rsa = try? Insecure.RSA.PrivateKey(pem: pem) {
+            guard !es256 else {
+                throw FederationError(fault: .system, profile: profile, provider: provider, code: "ClientKeyAlgorithm",
+                                      message: "private_key_file \(path) is an RSA key but assertion_algorithm = \"ES256\": give a P-256 key or remove the line (RS256)")
+            }
             await keys.add(rsa: rsa, digestAlgorithm: .sha256, kid: kid)
             return (keys, "RS256")
         }
@@ -215,11 +228,22 @@ public struct OAuthProvider: CredentialProvider {
         return credential
     }
 
+    /// Whether an access token is a JWT (three base64url parts, a JSON header): a resource server
+    /// checks it on its own, so no revocation ends it before its `exp` (Auth0's API access tokens).
+    static func isJWT(_ token: String) -> Bool {
+        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let h = Base64URL.decode(parts[0]),
+              let header = try? JSONSerialization.jsonObject(with: h) as? [String: Any] else { return false }
+        return header["alg"] != nil
+    }
+
+    /// The refresh token (where one was issued) is revoked; an opaque access token is revoked where
+    /// the server supports it; a JWT access token is never called revoked: it runs to its expiry.
     public func revoke(_ c: IssuedCredential, now: Date) async throws -> RevokeOutcome {
-        guard let endpoint = revocationEndpoint else {
-            return c.expiresAt <= now ? .expired(at: c.expiresAt) : .notRevocable(expiresAt: c.expiresAt)
-        }
-        // Refresh token first (it outlives the access token), then the access token where supported.
+        let runsOut: RevokeOutcome = c.expiresAt <= now ? .expired(at: c.expiresAt) : .notRevocable(expiresAt: c.expiresAt)
+        guard let endpoint = revocationEndpoint else { return runsOut }
+        // Refresh token first: it outlives the access token.
+        var refreshRevoked = false
         if let rt = c.secrets["refresh_token"] {
             let form = [("token", rt), ("token_type_hint", "refresh_token")] + (try await clientAuth(profile: c.profile, now: Date()))
             let resp = try await post(endpoint, form, profile: c.profile, deadline: now.addingTimeInterval(10))
@@ -227,14 +251,21 @@ public struct OAuthProvider: CredentialProvider {
                 let (code, desc) = Self.oauthError(resp)
                 throw FederationError(fault: .system, profile: c.profile, provider: name, code: code, message: "refresh token revocation: \(desc)")
             }
+            refreshRevoked = true
         }
-        let form = [("token", c.secrets["access_token"] ?? ""), ("token_type_hint", "access_token")] + (try await clientAuth(profile: c.profile, now: Date()))
+        let access = c.secrets["access_token"] ?? ""
+        if Self.isJWT(access) || c.expiresAt <= now {
+            guard refreshRevoked, c.expiresAt > now else { return runsOut }
+            return .partlyRevoked(revoked: "its refresh token", remains: "the access token (a JWT, which revocation does not end)", expiresAt: c.expiresAt)
+        }
+        let form = [("token", access), ("token_type_hint", "access_token")] + (try await clientAuth(profile: c.profile, now: Date()))
         let resp = try await post(endpoint, form, profile: c.profile, deadline: now.addingTimeInterval(10))
         if resp.status == 200 { return .revoked }
         let (code, _) = Self.oauthError(resp)
         if code == "unsupported_token_type" {
-            // Auth0 revokes refresh tokens only: the access token runs to its expiry.
-            return c.expiresAt <= now ? .expired(at: c.expiresAt) : .notRevocable(expiresAt: c.expiresAt)
+            // The server revokes refresh tokens only: the access token runs to its expiry.
+            guard refreshRevoked else { return runsOut }
+            return .partlyRevoked(revoked: "its refresh token", remains: "the access token (the server does not revoke access tokens)", expiresAt: c.expiresAt)
         }
         throw FederationError(fault: .system, profile: c.profile, provider: name, code: code, message: "access token revocation failed (HTTP \(resp.status))")
     }
