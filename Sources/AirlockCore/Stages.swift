@@ -155,7 +155,10 @@ public enum Stages {
         let secretsInside = sandboxed ? Sandboxing.secretsInside : secretsHost
         let rules = config.profiles.mapValues { DeliveryRule(profile: $0.name, asFile: $0.deliver == .file, stages: $0.stages, viaEndpoint: $0.deliver == .endpoint) }
         let session = EndpointSession.load(state: paths.state)
-        let endpoint = session.flatMap { s in EndpointServerInfo.load(state: paths.state).map { EndpointAccess(port: $0.port, secret: s.secret) } }
+        let endpoint = session.flatMap { s in EndpointServerInfo.load(state: paths.state).map {
+            EndpointAccess(port: $0.port, secret: s.secret,
+                           ownerOnly: FileManager.default.fileExists(atPath: "\(paths.state)/\(EndpointSession.ownerOnlyFile)"))
+        } }
         let plan = try InjectionPlan.make(stage: stage, credentials: credentials, rules: rules, secretsDir: secretsInside, endpoint: endpoint)
 
         // Sandboxed, the script and the secret files reach the sandbox as descriptors of unlinked

@@ -18,19 +18,23 @@ import Glibc
 /// - AWS container credentials: `GET /aws/<profile>`, `Authorization: <job secret>`.
 /// - Azure App Service managed identity: `GET /azure?api-version=2019-08-01&resource=…`,
 ///   `X-IDENTITY-HEADER: <job secret>`; the resource must be one of the job's Azure profiles'.
-/// - GCE metadata: `/<job secret>/computeMetadata/v1/…` with `Metadata-Flavor: Google` (google-auth
-///   cannot send a custom header, so the secret is part of GCE_METADATA_HOST), and the detection
-///   ping at `/<job secret>`.
+/// - GCE metadata: `/computeMetadata/v1/…` with `Metadata-Flavor: Google` and the detection ping at
+///   `/`, once prepare has put the port under the job's uid alone (`ownerOnly`); before that, or
+///   without the nftables rule, only under `/<job secret>/` (google-auth cannot send a custom
+///   header, so the secret is then part of GCE_METADATA_HOST).
 /// Anything without the job's secret gets 401 before it touches the rate limit, counted in the audit log per reason and minute. The server logs request kinds and
 /// statuses, never a credential.
 public struct EndpointServer: Sendable {
     let broker: CredentialBroker
     let limiter: RateLimiter
     let secret: String
+    /// Whether the port takes the job's own uid alone (prepare's marker file is there).
+    let ownerOnly: @Sendable () -> Bool
 
-    public init(broker: CredentialBroker, requestsPerSecond: Double) {
+    public init(broker: CredentialBroker, requestsPerSecond: Double, ownerOnly: @escaping @Sendable () -> Bool = { false }) {
         self.broker = broker
         secret = broker.secret
+        self.ownerOnly = ownerOnly
         limiter = RateLimiter(rate: requestsPerSecond, burst: requestsPerSecond * 2)
     }
 
@@ -86,12 +90,19 @@ public struct EndpointServer: Sendable {
     }
 
     /// Where each route carries the job's secret: AWS in `Authorization`, Azure in
-    /// `X-IDENTITY-HEADER`, GCE metadata as the path's first segment.
+    /// `X-IDENTITY-HEADER`, GCE metadata as the path's first segment, or not at all once the port
+    /// is the job's alone (`ownerOnly`).
     func carriesSecret(_ request: Request, path: String) -> Bool {
         if path.hasPrefix("/aws/") { return Self.same(request.headers[.authorization], secret) }
         if path == "/azure" || path == "/azure/" { return Self.same(request.headers[Self.identityHeader], secret) }
         let first = path.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: true).first.map(String.init)
-        return Self.same(first, secret)
+        if Self.same(first, secret) { return true }
+        return Self.isMetadataRoot(path) && ownerOnly()
+    }
+
+    /// The metadata paths a client asks without a prefix: the detection ping and `/computeMetadata/`.
+    static func isMetadataRoot(_ path: String) -> Bool {
+        path == "/" || path == "" || path == "/computeMetadata" || path.hasPrefix("/computeMetadata/")
     }
 
     /// The route a request was for, fit for the audit log (never a path that may hold a secret).
@@ -146,13 +157,13 @@ public struct EndpointServer: Sendable {
     // MARK: Google (federation.md B3)
 
     func google(_ request: Request, path: String) async throws -> Response {
-        // `respond` has checked that the path starts with "/<job secret>" (carriesSecret).
+        // `respond` has checked that the path starts with "/<job secret>", or that it needs none.
         let prefix = "/" + secret
         let flavor: HTTPFields = [Self.metadataFlavor: "Google"]
         guard request.headers[Self.metadataFlavor] == "Google" else {
             return Self.text("Missing required header \"Metadata-Flavor\": \"Google\"", status: .forbidden, headers: flavor)
         }
-        let rest = String(path.dropFirst(prefix.count))
+        let rest = path == prefix || path.hasPrefix(prefix + "/") ? String(path.dropFirst(prefix.count)) : path
         if rest == "" || rest == "/" { return Self.text("", headers: flavor) }
         guard let profile = broker.servedProfiles.first(where: { broker.spec($0)?.gcp != nil }), let spec = broker.spec(profile)?.gcp else {
             return Self.text("not found", status: .notFound, headers: flavor)
@@ -185,6 +196,19 @@ public struct EndpointServer: Sendable {
             return Self.text("googleapis.com", headers: flavor)
         default:
             return Self.text("not found", status: .notFound, headers: flavor)
+        }
+    }
+}
+
+/// Whether prepare has written the owner-only marker; once seen, it stays true (the rule goes only
+/// with the job, and the server with it).
+final class OwnerOnlyFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var seen = false
+    func check(_ path: String) -> Bool {
+        lock.withLock {
+            if !seen { seen = access(path, F_OK) == 0 }
+            return seen
         }
     }
 }
@@ -238,7 +262,10 @@ public enum EndpointMain {
             guard let session = EndpointSession.load(state: state) else { throw AirlockFailure(.system, "no endpoint session in \(state)") }
             let job = try Stages.jobContext(state: state)
             let broker = try CredentialBroker(config: config, state: state, session: session, job: job, transport: transport())
-            let server = EndpointServer(broker: broker, requestsPerSecond: config.runner.endpointRequestsPerSecond)
+            let marker = "\(state)/\(EndpointSession.ownerOnlyFile)"
+            let owned = OwnerOnlyFlag()
+            let server = EndpointServer(broker: broker, requestsPerSecond: config.runner.endpointRequestsPerSecond,
+                                        ownerOnly: { owned.check(marker) })
             let ownerUID = EndpointProcess.ownerUID(state: state)
             let listening = ListeningPort()
             let app = Application(

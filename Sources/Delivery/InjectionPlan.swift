@@ -29,10 +29,18 @@ public struct EndpointAccess: Sendable {
     public static let tokenFileName = "endpoint-token"
     public var port: Int
     public var secret: String
-    public init(port: Int, secret: String) {
+    /// The port takes connections from the job's own uid only (nftables), so GCE metadata is served
+    /// at the root of the host, as every Google client builds it (Node's gcp-metadata drops a path
+    /// prefix: `new URL('/computeMetadata/v1', host)`); without that rule the secret rides in the path.
+    public var ownerOnly: Bool
+    public init(port: Int, secret: String, ownerOnly: Bool = false) {
         self.port = port
         self.secret = secret
+        self.ownerOnly = ownerOnly
     }
+
+    /// GCE_METADATA_HOST's value: `127.0.0.1:PORT`, or with the secret as a path prefix.
+    public var metadataHost: String { ownerOnly ? "127.0.0.1:\(port)" : "127.0.0.1:\(port)/\(secret)" }
 }
 
 /// What one stage receives: environment variables and files for its secrets dir.
@@ -90,12 +98,13 @@ public struct InjectionPlan: Sendable {
                     try set("IDENTITY_HEADER", endpoint.secret, "azure-endpoint")
                     if let t = c.details["tenant_id"] { try set("AZURE_TENANT_ID", t, c.profile) }
                 case "gcp":
-                    // google-auth builds http://<GCE_METADATA_HOST>/computeMetadata/v1/...: the secret rides in the path.
-                    try set("GCE_METADATA_HOST", "127.0.0.1:\(endpoint.port)/\(endpoint.secret)", c.profile)
-                    try set("GCE_METADATA_IP", "127.0.0.1:\(endpoint.port)/\(endpoint.secret)", c.profile)
+                    // google-auth builds http://<GCE_METADATA_HOST>/computeMetadata/v1/...; without the
+                    // owner rule the secret rides in the path (see EndpointAccess.ownerOnly).
+                    try set("GCE_METADATA_HOST", endpoint.metadataHost, c.profile)
+                    try set("GCE_METADATA_IP", endpoint.metadataHost, c.profile)
                     // gcloud and google-auth before 1.x's GCE_METADATA_HOST read GCE_METADATA_ROOT
-                    // (http://<it>/computeMetadata/v1/): the same host and secret prefix.
-                    try set("GCE_METADATA_ROOT", "127.0.0.1:\(endpoint.port)/\(endpoint.secret)", c.profile)
+                    // (http://<it>/computeMetadata/v1/): the same host.
+                    try set("GCE_METADATA_ROOT", endpoint.metadataHost, c.profile)
                     if let project = c.details["project_id"] {
                         try set("GOOGLE_CLOUD_PROJECT", project, c.profile)
                         try set("CLOUDSDK_CORE_PROJECT", project, c.profile)

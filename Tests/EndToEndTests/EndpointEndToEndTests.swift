@@ -211,6 +211,39 @@ struct EndpointEndToEndTests {
         #expect(maskedToken, "\(TestWorld.redacted(g.output))")
     }
 
+    /// Issue 15: Node's gcp-metadata (and every Google client for Node) builds its base URL as
+    /// `new URL('/computeMetadata/v1', 'http://' + GCE_METADATA_HOST)` (googleapis/gcp-metadata
+    /// src/index.ts getBaseUrl), which drops a path prefix. With the nftables owner rule the port is
+    /// the job's alone and metadata is served at the root: GCE_METADATA_HOST holds no secret and the
+    /// Node client gets its token. Without the rule (block_metadata = false) the secret stays a path
+    /// prefix (masked in the log), and a request at the root is refused.
+    @Test(arguments: [true, false])
+    func nodesGoogleClientsGetATokenBehindTheOwnerRule(ownerRule: Bool) throws {
+        let p = try Peers(runnerExtra: ownerRule ? "" : "block_metadata = false")
+        let js = """
+        function getBaseUrl() {
+          let baseUrl = process.env.GCE_METADATA_IP || process.env.GCE_METADATA_HOST || '169.254.169.254';
+          if (!/^https?:\\/\\//.test(baseUrl)) baseUrl = `http://${baseUrl}`;
+          return new URL('/computeMetadata/v1', baseUrl).href;
+        }
+        (async () => {
+          const r = await fetch(`${getBaseUrl()}/instance/service-accounts/default/token`, {headers: {'Metadata-Flavor': 'Google'}});
+          const body = r.status === 200 ? await r.json() : {};
+          console.log(`node-status=${r.status} type=${body.token_type || '-'} expires-positive=${(body.expires_in || 0) > 0}`);
+        })();
+        """
+        let job = p.job(["cat > /tmp/m.js <<'JS'\n\(js)\nJS", #"echo "host=$GCE_METADATA_HOST root=$GCE_METADATA_ROOT""#, "node /tmp/m.js"], profiles: "gcs")
+        let r = p.world.simulate(job) { $0.runnerMasking = false }
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+        if ownerRule {
+            #expect(r.output.firstMatch(of: /host=127\.0\.0\.1:\d+ root=127\.0\.0\.1:\d+\n/) != nil, "\(TestWorld.redacted(r.output))")
+            #expect(r.output.contains("node-status=200 type=Bearer expires-positive=true\n"), "\(TestWorld.redacted(r.output))")
+        } else {
+            #expect(r.output.firstMatch(of: /host=127\.0\.0\.1:\d+\/\[MASKED\] root=127\.0\.0\.1:\d+\/\[MASKED\]\n/) != nil, "\(TestWorld.redacted(r.output))")
+            #expect(r.output.contains("node-status=401 type=- expires-positive=false\n"), "\(TestWorld.redacted(r.output))")
+        }
+    }
+
     @Test func googleAuthDefaultAndRefreshGetAToken() throws {
         let p = try Peers()
         let py = """
