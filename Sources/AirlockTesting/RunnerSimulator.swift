@@ -29,8 +29,16 @@ public struct DriverSpec: Sendable {
 public struct SimulatorOptions: Sendable {
     /// Seconds between prepare attempts (the runner waits 3 s).
     public var retryDelay: Double = 3
-    /// Send a cancel (SIGTERM to the process group) this many seconds into build_script.
+    /// Send a cancel (SIGTERM to the process group) this many seconds into `cancelStage`.
     public var cancelAfter: Double?
+    /// The stage a cancel lands in: any stage name, or "prepare" (prepare_exec), as a cancel can land
+    /// anywhere in a real runner (custom-executor.md §1).
+    public var cancelStage: String = "build_script"
+    /// `config_exec_timeout`, `prepare_exec_timeout`, `cleanup_exec_timeout`: the runner's default
+    /// is 3600 s each (a missing or non-positive value means the default).
+    public var configExecTimeout: Double = 3600
+    public var prepareExecTimeout: Double = 3600
+    public var cleanupExecTimeout: Double = 3600
     /// `graceful_kill_timeout` (runner default 600 s) and `force_kill_timeout` (10 s).
     public var gracefulKillTimeout: Double = 600
     public var forceKillTimeout: Double = 10
@@ -96,6 +104,8 @@ public final class RunnerSimulator: @unchecked Sendable {
     private var result = SimulationResult()
     private let jobToken = "glcbt-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
     private var runnerMasks: MaskPatterns
+    /// config_exec's answer for the current attempt.
+    private var currentConfig = ConfigJSON()
 
     public init(job: SimulatedJob, driver: DriverSpec, options: SimulatorOptions = .init()) {
         self.job = job
@@ -108,38 +118,84 @@ public final class RunnerSimulator: @unchecked Sendable {
     public func run() -> SimulationResult {
         log("Running with gitlab-runner 19.4.0 (airlock runner simulator)")
         log("  on simulated-runner \(job.runnerShortToken), system ID: s_simulated")
+        // The job timeout covers prepare too (Build.Run's context): it starts now.
+        let deadline = Date().addingTimeInterval(Double(job.timeout))
         log("Preparing the \"custom\" executor")
         var tmp = ""
         var env: [String: String] = [:]
         var configOut = ConfigJSON()
         var prepared = false
-        for attempt in 1...3 {
+        var attempt = 0
+        while attempt < 3 {
+            attempt += 1
             result.prepareAttempts = attempt
             tmp = makeTempDir()
             env = baseEnvironment(tmp: tmp)
             // The runner writes the payload before config_exec (executors/custom/custom.go Prepare).
             writeResponse(tmp: tmp, env: env)
-            do {
-                configOut = try runConfig(env: env)
-            } catch {
-                log("ERROR: Preparation failed: \(error)")
-                // The runner removes the temp dir (and its response.json with the job token) after each attempt.
+            let config = runConfig(env: env, deadline: deadline)
+            switch config {
+            case .ok(let c):
+                configOut = c
+                currentConfig = c
+            case .timedOut:
+                log("ERROR: Job failed: execution took longer than \(job.timeout) seconds")
+                result.status = "failed"; result.failureReason = "job_execution_timeout"
+                runCleanup(env: env, tmp: tmp)
+                return finish()
+            case .failed(let code, let why):
+                log("ERROR: Preparation failed: \(why)")
+                // After any failed prepare the runner runs cleanup_exec (Executor.Cleanup), which removes the temp dir.
+                runCleanup(env: env, tmp: tmp)
                 try? FileManager.default.removeItem(atPath: tmp)
-                if attempt < 3 { retryWait(); continue } else { break }
+                // config_exec exiting with the build failure code is a BuildError: the job fails, no retry.
+                if code == buildFailure {
+                    result.status = "failed"; result.failureReason = "script_failure"
+                    log("ERROR: Job failed: exit code \(buildFailure)")
+                    return finish()
+                }
+                if attempt < 3 { log("Will be retried in \(Int(options.retryDelay))s ..."); retryWait() }
+                continue
+            }
+            if let shell = configOut.shell, shell != "bash" {
+                log("ERROR: Preparation failed: the simulator speaks bash only; config_exec asked for shell \(shell)")
+                runCleanup(env: env, tmp: tmp)
+                result.status = "failed"; result.failureReason = "system_failure"
+                return finish()
             }
             for (k, v) in configOut.jobEnv ?? [:] { env[k] = v }
             env = addJobVariables(env, config: configOut)
             if let d = configOut.driver { log("Using Custom executor with driver \(d.name ?? "") \(d.version ?? "")...") }
             guard let prep = driver.prepareExec else { prepared = true; break }
-            let code = exec(prep, env: env, cwd: tmp, captureTo: .jobLog).code
-            if code == 0 { prepared = true; break }
-            if code == buildFailure {
+            let cancel = options.cancelStage == "prepare" ? options.cancelAfter : nil
+            let limit = min(options.prepareExecTimeout, max(0, deadline.timeIntervalSinceNow))
+            let r = exec(prep, env: env, cwd: tmp, captureTo: .jobLog, signalAfter: min(limit, cancel ?? .infinity))
+            if r.signaled {
+                runCleanup(env: env, tmp: tmp)
+                if let cancel, cancel < limit {
+                    // A cancel: no retry; cleanup still runs.
+                    result.status = "canceled"; result.failureReason = "canceled"
+                    log("ERROR: Job failed: canceled")
+                    return finish()
+                }
+                if deadline.timeIntervalSinceNow <= 0.05 {
+                    result.status = "failed"; result.failureReason = "job_execution_timeout"
+                    log("ERROR: Job failed: execution took longer than \(job.timeout) seconds")
+                    return finish()
+                }
+                // prepare_exec_timeout: an error like any other failed prepare, retried.
+                log("ERROR: Preparation failed: prepare_exec timed out after \(Int(options.prepareExecTimeout))s")
+                if attempt < 3 { log("Will be retried in \(Int(options.retryDelay))s ..."); retryWait() }
+                continue
+            }
+            if r.code == 0 { prepared = true; break }
+            if r.code == buildFailure {
                 log("ERROR: Job failed: exit code \(buildFailure)")
                 result.status = "failed"; result.failureReason = "script_failure"
                 runCleanup(env: env, tmp: tmp)
                 return finish()
             }
-            log("ERROR: Preparation failed: exit code \(code)")
+            log("ERROR: Preparation failed: exit code \(r.code)")
             runCleanup(env: env, tmp: tmp)
             if attempt < 3 { log("Will be retried in \(Int(options.retryDelay))s ..."); retryWait() }
         }
@@ -149,52 +205,55 @@ public final class RunnerSimulator: @unchecked Sendable {
             return finish()
         }
 
-        let projectDir = (configOut.buildsDir ?? "") + "/" + job.projectPath
+        let projectDir = self.projectDir(configOut)
         var failed = false
         var canceled = false
-        let deadline = Date().addingTimeInterval(Double(job.timeout))
-        // The runner's order (custom-executor.md §1); the cache, artifact and extra step stages only
-        // when a test probes them.
-        var mainStages: [(String, String?, [String])] = [
-            ("prepare_script", nil, ["echo \"Running on $(hostname)...\""]),
-            ("get_sources", "Getting source from Git repository", getSourcesBody(projectDir)),
+        var timedOut = false
+        // The runner's order (custom-executor.md §1); a stage with nothing to do is not sent.
+        var mainStages: [(String, String?, [String], Bool)] = [
+            // prepare_script exports no variable: it only says where the job runs.
+            ("prepare_script", nil, ["echo \"Running on $(hostname) via \(configOut.hostname ?? "simulated-runner")...\""], false),
+            ("get_sources", "Getting source from Git repository", getSourcesBody(projectDir), true),
         ]
-        if job.stageProbes["restore_cache"] != nil { mainStages.append(("restore_cache", "Restoring cache", ["echo \"Checking cache\""])) }
-        if job.stageProbes["download_artifacts"] != nil { mainStages.append(("download_artifacts", "Downloading artifacts", ["echo \"Downloading artifacts (none)\""])) }
-        mainStages.append(("build_script", "Executing \"step_script\" stage of the job script", userBody(job.script, projectDir)))
+        if job.hasWork("restore_cache", failed: false) { mainStages.append(("restore_cache", "Restoring cache", ["echo \"Checking cache\""], true)) }
+        if job.hasWork("download_artifacts", failed: false) { mainStages.append(("download_artifacts", "Downloading artifacts", ["echo \"Downloading artifacts (none)\""], true)) }
+        mainStages.append(("build_script", "Executing \"step_script\" stage of the job script", userBody(job.script, projectDir), true))
         for step in job.stageProbes.keys.filter({ $0.hasPrefix("step_") }).sorted() {
-            mainStages.append((step, "Executing \"\(step)\" stage of the job script", ["cd \(BashScript.escape(projectDir))"]))
+            mainStages.append((step, "Executing \"\(step)\" stage of the job script", ["cd \(BashScript.escape(projectDir))"], true))
         }
-        for (stage, banner, body) in mainStages where !failed {
+        for (stage, banner, body, exports) in mainStages where !failed {
             if let banner { log(banner) } else { log("Preparing environment") }
-            let isScript = stage == "build_script"
-            let outcome = runStage(stage, body: variableBody(projectDir) + body + (job.stageProbes[stage] ?? []), env: env, tmp: tmp,
-                                   cancelAfter: isScript ? options.cancelAfter : nil, deadline: deadline)
+            let outcome = runStage(stage, body: (exports ? variableBody(projectDir) : []) + body + (job.stageProbes[stage] ?? []), env: env, tmp: tmp,
+                                   cancelAfter: stage == options.cancelStage ? options.cancelAfter : nil, deadline: deadline)
             if outcome.canceled { canceled = true }
+            if outcome.reason == "job_execution_timeout" { timedOut = true }
             if !outcome.ok { failed = true; if !outcome.canceled && result.failureReason == nil { record(outcome) } }
         }
-        if !job.afterScript.isEmpty {
-            log("Running after_script")
-            let outcome = runStage("after_script", body: variableBody(projectDir) + userBody(job.afterScript, projectDir),
-                                   env: env, tmp: tmp, cancelAfter: nil, deadline: Date().addingTimeInterval(300))
-            if !outcome.ok { log("WARNING: after_script failed, but job will continue unaffected: exit code \(outcome.jobCode ?? 1)") }
+        // Once the job timeout is hit every later stage is skipped (executeStage checks ctx.Err()):
+        // only cleanup_exec runs. A cancel stops only the script: the rest still runs.
+        if !timedOut {
+            if !job.afterScript.isEmpty {
+                log("Running after_script")
+                let outcome = runStage("after_script", body: variableBody(projectDir) + userBody(job.afterScript, projectDir),
+                                       env: env, tmp: tmp, cancelAfter: nil, deadline: min(deadline, Date().addingTimeInterval(300)))
+                if !outcome.ok { log("WARNING: after_script failed, but job will continue unaffected: exit code \(outcome.jobCode ?? 1)") }
+            }
+            let archive = failed ? "archive_cache_on_failure" : "archive_cache"
+            if job.hasWork(archive, failed: failed) {
+                log("Saving cache")
+                _ = runStage(archive, body: variableBody(projectDir) + ["echo \"Creating cache (none)\""] + (job.stageProbes["archive_cache"] ?? []),
+                             env: env, tmp: tmp, cancelAfter: nil, deadline: deadline)
+            }
+            let upload = failed ? "upload_artifacts_on_failure" : "upload_artifacts_on_success"
+            if job.hasWork(upload, failed: failed) {
+                _ = runStage(upload, body: variableBody(projectDir) + ["echo \"Uploading artifacts (none)\""] + (job.stageProbes[upload] ?? []),
+                             env: env, tmp: tmp, cancelAfter: nil, deadline: deadline)
+            }
+            log("Cleaning up project directory and file based variables")
+            // cleanup_file_variables exports every variable, like the other script stages.
+            _ = runStage("cleanup_file_variables", body: variableBody(projectDir) + ["rm -rf \(BashScript.escape(projectDir + ".tmp"))"] + (job.stageProbes["cleanup_file_variables"] ?? []),
+                         env: env, tmp: tmp, cancelAfter: nil, deadline: deadline)
         }
-        if job.stageProbes["archive_cache"] != nil {
-            let stage = failed ? "archive_cache_on_failure" : "archive_cache"
-            log("Saving cache")
-            _ = runStage(stage, body: variableBody(projectDir) + ["echo \"Creating cache (none)\""] + (job.stageProbes["archive_cache"] ?? []),
-                         env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
-        }
-        if !failed && job.stageProbes["upload_artifacts_on_success"] != nil {
-            _ = runStage("upload_artifacts_on_success", body: variableBody(projectDir) + ["echo \"Uploading artifacts (none)\""] + (job.stageProbes["upload_artifacts_on_success"] ?? []),
-                         env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
-        }
-        if failed {
-            _ = runStage("upload_artifacts_on_failure", body: variableBody(projectDir) + ["echo \"Uploading artifacts (none)\""] + (job.stageProbes["upload_artifacts_on_failure"] ?? []),
-                         env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
-        }
-        log("Cleaning up project directory and file based variables")
-        _ = runStage("cleanup_file_variables", body: ["rm -rf \(BashScript.escape(projectDir + ".tmp"))"] + (job.stageProbes["cleanup_file_variables"] ?? []), env: env, tmp: tmp, cancelAfter: nil, deadline: nil)
         runCleanup(env: env, tmp: tmp)
         if canceled {
             result.status = "canceled"; result.failureReason = result.failureReason ?? "canceled"
@@ -213,6 +272,13 @@ public final class RunnerSimulator: @unchecked Sendable {
         return finish()
     }
 
+    /// CI_PROJECT_DIR as the runner builds it from config_exec's answer: `<builds_dir>/<path>`, or
+    /// with `builds_dir_is_shared` `<builds_dir>/<runner short token>/<concurrent id>/<path>`.
+    func projectDir(_ c: ConfigJSON) -> String {
+        let builds = c.buildsDir ?? ""
+        return c.buildsDirIsShared == true ? "\(builds)/\(job.runnerShortToken)/\(job.concurrentProjectID)/\(job.projectPath)" : "\(builds)/\(job.projectPath)"
+    }
+
     // MARK: stages
 
     struct Outcome { var ok: Bool; var canceled: Bool; var jobCode: Int?; var reason: String? }
@@ -228,8 +294,9 @@ public final class RunnerSimulator: @unchecked Sendable {
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false, attributes: [.posixPermissions: 0o700])
         let path = "\(dir)/script"
         FileManager.default.createFile(atPath: path, contents: Data(BashScript.script(body: body).utf8), attributes: [.posixPermissions: 0o700])
+        // The runner never deletes BUILD_EXIT_CODE_FILE between stages: what one stage wrote, the
+        // next failing stage reads unless it writes its own.
         let codeFile = "\(tmp)/build_exit_code"
-        try? FileManager.default.removeItem(atPath: codeFile)
         var killAfter: Double? = cancelAfter
         var timedOut = false
         if let deadline {
@@ -259,7 +326,8 @@ public final class RunnerSimulator: @unchecked Sendable {
     private func runCleanup(env: [String: String], tmp: String) {
         guard let c = driver.cleanupExec else { return }
         result.cleanupRuns += 1
-        _ = exec(c, env: env, cwd: tmp, captureTo: .runnerLog)
+        // Its own timeout on context.Background(): neither a cancel nor the job timeout stops it.
+        _ = exec(c, env: env, cwd: tmp, captureTo: .runnerLog, signalAfter: options.cleanupExecTimeout)
     }
 
     // MARK: processes
@@ -348,12 +416,12 @@ public final class RunnerSimulator: @unchecked Sendable {
             "CI_COMMIT_REF_NAME": job.ref, "CI_COMMIT_SHA": job.sha, "CI_RUNNER_SHORT_TOKEN": job.runnerShortToken,
             "CI_CONCURRENT_PROJECT_ID": "\(job.concurrentProjectID)", "CI_CONCURRENT_ID": "\(job.concurrentProjectID)",
             "CI_JOB_TIMEOUT": "\(job.timeout)", "CI_SERVER_URL": "https://gitlab.example.com",
-            "CI_JOB_IMAGE": "", "CI_RUNNER_VERSION": "19.4.0",
+            "CI_JOB_IMAGE": job.image, "CI_RUNNER_VERSION": "19.4.0",
         ]
         for (k, val) in pre.sorted(by: { $0.key < $1.key }) { v.append((k, val, false, false)) }
-        if let b = config?.buildsDir {
+        if let config, let b = config.buildsDir {
             v.append(("CI_BUILDS_DIR", b, false, false))
-            v.append(("CI_PROJECT_DIR", b + "/" + job.projectPath, false, false))
+            v.append(("CI_PROJECT_DIR", projectDir(config), false, false))
         }
         v.append(("CI_JOB_TOKEN", jobToken, true, false))
         for (k, val) in job.variables.sorted(by: { $0.key < $1.key }) { v.append((k, val, false, false)) }
@@ -363,9 +431,14 @@ public final class RunnerSimulator: @unchecked Sendable {
         return v
     }
 
+    /// `CUSTOM_ENV_<KEY>` for every variable in the runner's order (the job's own after the
+    /// predefined ones), then CI_JOB_SERVICES (custom.go getCIJobServicesEnv). Go's exec keeps the last
+    /// of duplicate keys: a job variable named like a predefined one wins, as it does here.
     private func addJobVariables(_ base: [String: String], config: ConfigJSON?) -> [String: String] {
         var env = base
         for v in jobVariables(config: config) { env["CUSTOM_ENV_\(v.key)"] = v.value }
+        let services = job.services.map { ["name": $0, "alias": "", "entrypoint": NSNull(), "command": NSNull()] as [String: Any] }
+        env["CUSTOM_ENV_CI_JOB_SERVICES"] = services.isEmpty ? "" : String(decoding: (try? JSONSerialization.data(withJSONObject: services, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
         return env
     }
 
@@ -389,7 +462,7 @@ public final class RunnerSimulator: @unchecked Sendable {
     private func variableBody(_ projectDir: String) -> [String] {
         var lines: [String] = []
         let tmpDir = projectDir + ".tmp"
-        for v in jobVariables(config: ConfigJSON(buildsDir: String(projectDir.dropLast(job.projectPath.count + 1)))) {
+        for v in jobVariables(config: currentConfig) {
             if v.file {
                 lines.append("mkdir -p \(BashScript.escape(tmpDir))")
                 lines.append("printf '%s' \(BashScript.escape(v.value)) > \(BashScript.escape(tmpDir + "/" + v.key))")
@@ -410,15 +483,19 @@ public final class RunnerSimulator: @unchecked Sendable {
         ["cd \(BashScript.escape(projectDir))"] + lines.flatMap { [BashScript.echoCommand($0), $0] }
     }
 
-    private func runConfig(env: [String: String]) throws -> ConfigJSON {
-        guard let c = driver.configExec else { return ConfigJSON() }
-        let r = exec(c, env: env, cwd: env["TMPDIR"] ?? "/tmp", captureTo: .configJSON)
-        guard r.code == 0 else { throw SimulatorError("config_exec exited with \(r.code)") }
-        if r.out.isEmpty { return ConfigJSON() }
+    enum ConfigResult { case ok(ConfigJSON), failed(Int32, String), timedOut }
+
+    private func runConfig(env: [String: String], deadline: Date) -> ConfigResult {
+        guard let c = driver.configExec else { return .ok(ConfigJSON()) }
+        let limit = min(options.configExecTimeout, max(0, deadline.timeIntervalSinceNow))
+        let r = exec(c, env: env, cwd: env["TMPDIR"] ?? "/tmp", captureTo: .configJSON, signalAfter: limit)
+        if r.signaled { return deadline.timeIntervalSinceNow <= 0 ? .timedOut : .failed(systemFailure, "config_exec timed out") }
+        guard r.code == 0 else { return .failed(r.code, "config_exec exited with \(r.code)") }
+        if r.out.isEmpty { return .ok(ConfigJSON()) }
         do {
-            return try JSONDecoder().decode(ConfigJSON.self, from: r.out)
+            return .ok(try JSONDecoder().decode(ConfigJSON.self, from: r.out))
         } catch {
-            throw SimulatorError("config_exec printed invalid JSON")
+            return .failed(systemFailure, "config_exec printed invalid JSON")
         }
     }
 
@@ -439,7 +516,13 @@ struct ConfigJSON: Decodable {
     var cacheDir: String?
     var driver: Driver?
     var jobEnv: [String: String]?
-    enum CodingKeys: String, CodingKey { case buildsDir = "builds_dir", cacheDir = "cache_dir", driver, jobEnv = "job_env" }
+    var buildsDirIsShared: Bool?
+    var hostname: String?
+    var shell: String?
+    enum CodingKeys: String, CodingKey {
+        case buildsDir = "builds_dir", cacheDir = "cache_dir", driver, jobEnv = "job_env"
+        case buildsDirIsShared = "builds_dir_is_shared", hostname, shell
+    }
     init(buildsDir: String? = nil) { self.buildsDir = buildsDir }
 }
 

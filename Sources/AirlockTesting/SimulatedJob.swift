@@ -29,6 +29,17 @@ public struct SimulatedJob: Codable, Sendable {
     public var idTokens: [String: String] = [:]
     public var script: [String] = []
     public var afterScript: [String] = []
+    /// `cache:`: the runner sends restore_cache and archive_cache(_on_failure) only when there is one.
+    public var cache: Bool = false
+    /// `artifacts:` with its `when` ("on_success", "on_failure", "always"); nil: none, and the runner
+    /// sends no upload_artifacts_* stage.
+    public var artifactsWhen: String? = nil
+    /// Artifacts of earlier jobs to download: the runner sends download_artifacts only then.
+    public var dependencies: Bool = false
+    /// `image:` and `services:`: a custom executor gets them as CUSTOM_ENV_CI_JOB_IMAGE and
+    /// CUSTOM_ENV_CI_JOB_SERVICES (a JSON array) and nothing else.
+    public var image: String = ""
+    public var services: [String] = []
     /// Test-only: commands appended to the body of a runner-made stage (prepare_script, get_sources,
     /// cleanup_file_variables), to observe what that stage's environment holds. Naming a stage the
     /// simulator otherwise skips (`restore_cache`, `download_artifacts`, `step_<name>`, `archive_cache`,
@@ -42,6 +53,7 @@ public struct SimulatedJob: Codable, Sendable {
         case ref, sha, runnerShortToken = "runner_short_token", concurrentProjectID = "concurrent_project_id", timeout
         case variables, maskedVariables = "masked_variables", fileVariables = "file_variables", idTokens = "id_tokens"
         case script, afterScript = "after_script", stageProbes = "stage_probes", refProtected = "ref_protected"
+        case cache, artifactsWhen = "artifacts_when", dependencies, image, services
     }
 
     public init(from decoder: any Decoder) throws {
@@ -65,6 +77,28 @@ public struct SimulatedJob: Codable, Sendable {
         script = try c.decodeIfPresent([String].self, forKey: .script) ?? []
         afterScript = try c.decodeIfPresent([String].self, forKey: .afterScript) ?? []
         stageProbes = try c.decodeIfPresent([String: [String]].self, forKey: .stageProbes) ?? [:]
+        cache = try c.decodeIfPresent(Bool.self, forKey: .cache) ?? false
+        artifactsWhen = try c.decodeIfPresent(String.self, forKey: .artifactsWhen)
+        dependencies = try c.decodeIfPresent(Bool.self, forKey: .dependencies) ?? false
+        image = try c.decodeIfPresent(String.self, forKey: .image) ?? ""
+        services = try c.decodeIfPresent([String].self, forKey: .services) ?? []
+    }
+
+    /// Whether the runner has work for `stage` (it skips the others: `ErrSkipBuildStage`). Probing a
+    /// stage gives it work, as a cache or artifact would.
+    func hasWork(_ stage: String, failed: Bool) -> Bool {
+        switch stage {
+        case "restore_cache", "archive_cache", "archive_cache_on_failure":
+            return cache || stageProbes["restore_cache"] != nil && stage == "restore_cache" || stageProbes["archive_cache"] != nil && stage != "restore_cache"
+        case "download_artifacts":
+            return dependencies || stageProbes[stage] != nil
+        case "upload_artifacts_on_success":
+            return !failed && (artifactsWhen == "on_success" || artifactsWhen == "always" || stageProbes[stage] != nil)
+        case "upload_artifacts_on_failure":
+            return failed && (artifactsWhen == "on_failure" || artifactsWhen == "always" || stageProbes[stage] != nil)
+        default:
+            return true
+        }
     }
 
     /// Loads a job file.

@@ -83,13 +83,13 @@ public final class TestWorld: @unchecked Sendable {
     /// The audit log as text (to assert what it does not contain).
     public var auditText: String { (try? String(contentsOfFile: auditLog, encoding: .utf8)) ?? "" }
 
-    public func simulate(_ job: SimulatedJob, configure: (inout SimulatorOptions) -> Void = { _ in }) -> SimulationResult {
+    public func simulate(_ job: SimulatedJob, driver: DriverSpec? = nil, configure: (inout SimulatorOptions) -> Void = { _ in }) -> SimulationResult {
         var o = SimulatorOptions()
         o.retryDelay = 0.1
         o.gracefulKillTimeout = 10
         o.tempRoot = runnerTemp
         configure(&o)
-        return RunnerSimulator(job: job, driver: .airlock(binDir: binDir, config: configPath), options: o).run()
+        return RunnerSimulator(job: job, driver: driver ?? .airlock(binDir: binDir, config: configPath), options: o).run()
     }
 
     /// Runs one executable directly with an environment, returning its exit code and output.
