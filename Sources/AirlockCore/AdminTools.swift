@@ -21,10 +21,12 @@ public struct ExplainReport: Sendable, Codable {
     public var evaluated: Bool
     public var rules: [RuleLine]
     public var profiles: [String]
+    /// The configuration's warnings (rules on claims GitLab may never send, and others).
+    public var warnings: [String] = []
 
     /// Human-readable lines.
     public var text: String {
-        var out = ["verification: \(verification)"]
+        var out = warnings.map { "warning: \($0)" } + ["verification: \(verification)"]
         for r in rules {
             out.append(r.matched
                 ? "rule \(r.rule.quoted): matched → \(r.grants.joined(separator: ", "))"
@@ -84,12 +86,12 @@ public enum AdminTools {
         } else {
             throw AirlockFailure(.system, "give --token-file FILE (or - for stdin) or --claims FILE.json")
         }
-        guard let job else { return ExplainReport(verification: verification, verified: false, evaluated: false, rules: [], profiles: []) }
+        guard let job else { return ExplainReport(verification: verification, verified: false, evaluated: false, rules: [], profiles: [], warnings: config.warnings) }
         let d = config.policy.evaluate(job)
         return ExplainReport(
             verification: verification, verified: claimsJSON == nil, evaluated: true,
             rules: d.evaluations.map { .init(rule: $0.rule, matched: $0.matched, firstFailure: $0.failure, grants: $0.grants) },
-            profiles: d.grants.map(\.profile))
+            profiles: d.grants.map(\.profile), warnings: config.warnings)
     }
 
     /// `airlock check`: every problem a platform engineer should fix before rollout.

@@ -92,6 +92,7 @@ public enum Stages {
         let granted = auth.grants.map(\.profile)
         print("Airlock \(airlockVersion): job \(job.jobID) prepared (isolation: \(config.runner.isolation.rawValue)); "
               + (auth.verified == nil ? "no verified ID token, no credentials" : granted.isEmpty ? "identity verified, no profile granted" : "granted: \(granted.joined(separator: ", "))"))
+        if let note = Self.containerNote(env.jobVariables) { print(note) }
         // Before federation, so that the job log keeps the order even when an error follows on stderr.
         fflush(nil)
         // A retried prepare (the runner retries after a system failure) starts from a clean ledger:
@@ -336,5 +337,21 @@ final class StageWatcher: @unchecked Sendable {
         // Nothing survives the stage: with bubblewrap the PID namespace is already gone; without it
         // the script's process group is killed.
         ProcessGroup.signal(child.pid, SIGKILL)
+    }
+}
+
+extension Stages {
+    /// A custom executor gets `image:` and `services:` only as CUSTOM_ENV_CI_JOB_IMAGE and
+    /// CUSTOM_ENV_CI_JOB_SERVICES; Airlock runs no container. A job that names them is told, once, in
+    /// its log (the values are the job's own: they are not echoed).
+    static func containerNote(_ variables: [String: String]) -> String? {
+        let image = !(variables["CI_JOB_IMAGE"] ?? "").trimmingCharacters(in: .whitespaces).isEmpty
+        let services = variables["CI_JOB_SERVICES"].map { s in
+            let t = s.trimmingCharacters(in: .whitespaces)
+            return !t.isEmpty && t != "[]" && t != "null"
+        } ?? false
+        guard image || services else { return nil }
+        let what = image && services ? "image: and services: are" : image ? "image: is" : "services: is"
+        return "Airlock: this job's \(what) ignored: this runner runs no containers; the script runs on the runner host's tools in Airlock's sandbox"
     }
 }

@@ -96,6 +96,36 @@ struct IdentityEndToEndTests {
         #expect(r.log.contains("cannot fetch GitLab's signing keys"))
     }
 
+    /// Issue 15: rules on claims whose value depends on the GitLab edition or a feature flag are
+    /// named by explain and check: environment_protected is always "false" on Community Edition,
+    /// groups_direct needs a feature flag.
+    @Test func explainAndCheckWarnAboutClaimsCommunityEditionNeverSets() throws {
+        let issuer = try TestIssuer()
+        let world = try TestWorld(extra: Self.gitlabSection(issuer, rules: """
+        [[rules]]
+        name = "production deploys"
+        project_id = 42
+        environment_protected = true
+        grant = ["read-only"]
+
+        [[rules]]
+        name = "platform team"
+        groups_direct = "platform"
+        grant = ["read-only"]
+        """))
+        let claimsFile = "\(world.root)/claims.json"
+        try JSONSerialization.data(withJSONObject: ["project_id": "42", "environment_protected": "false"]).write(to: URL(fileURLWithPath: claimsFile))
+        let r = world.run(["explain", "--config", world.configPath, "--claims", claimsFile])
+        #expect(r.stdout.contains("warning: rule \"production deploys\" matches environment_protected: GitLab Community Edition always sets it to \"false\""), "\(r.stdout)\(r.stderr)")
+        #expect(r.stdout.contains("warning: rule \"platform team\" matches groups_direct: GitLab adds this claim only with the ci_jwt_groups_direct feature flag"), "\(r.stdout)")
+        let c = world.run(["check", "--config", world.configPath])
+        #expect(c.stdout.contains("warning: rule \"production deploys\" matches environment_protected") && c.stdout.contains("matches groups_direct"), "\(c.stdout)")
+        // A rule on neither claim draws no such warning.
+        let plain = try TestWorld(extra: Self.gitlabSection(issuer, rules: "[[rules]]\nname = \"p\"\nproject_id = 42\ngrant = [\"read-only\"]\n"))
+        let q = plain.run(["explain", "--config", plain.configPath, "--claims", claimsFile])
+        #expect(!q.stdout.contains("Community Edition") && !q.stdout.contains("groups_direct"), "\(q.stdout)")
+    }
+
     @Test func explainSaysWhyARuleDidNotMatch() throws {
         let issuer = try TestIssuer()
         let world = try TestWorld(extra: Self.gitlabSection(issuer, rules: """

@@ -260,4 +260,22 @@ struct RunnerFidelityTests {
         #expect(issued.count == 1 && issued.first?["job_id"] as? String == "\(job.jobID)" && issued.first?["project_id"] as? String == "42", "\(issued)")
         #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/1"))
     }
+
+    /// A job with `image:` or `services:` is told that this runner ignores them (a custom executor
+    /// gets them only as CUSTOM_ENV_CI_JOB_IMAGE and CUSTOM_ENV_CI_JOB_SERVICES); a job without them
+    /// is told nothing.
+    @Test func imageAndServicesAreNamedAsIgnored() throws {
+        let world = try TestWorld()
+        var job = SimulatedJob(script: ["echo ran"])
+        job.image = "python:3.12"
+        job.services = ["postgres:16"]
+        let r = world.simulate(job)
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+        #expect(r.output.contains("Airlock: this job's image: and services: are ignored: this runner runs no containers"), "\(TestWorld.redacted(r.output))")
+        var imageOnly = SimulatedJob(script: ["echo ran"])
+        imageOnly.image = "alpine"
+        #expect(world.simulate(imageOnly).output.contains("Airlock: this job's image: is ignored"))
+        let plain = world.simulate(SimulatedJob(script: ["echo ran"]))
+        #expect(!plain.output.contains("ignored: this runner runs no containers"), "\(TestWorld.redacted(plain.output))")
+    }
 }

@@ -502,6 +502,13 @@ extension AirlockConfig {
                 if key == "project_path" || key == "namespace_path" {
                     warnings.append("rule \(name.quoted) matches \(key): paths can be reused after a rename or deletion; prefer \(key == "project_path" ? "project_id" : "namespace_id")")
                 }
+                // Claims whose value depends on the GitLab edition or a feature flag.
+                if key == "environment_protected" {
+                    warnings.append("rule \(name.quoted) matches environment_protected: GitLab Community Edition always sets it to \"false\" (protected environments are a Premium feature), so on CE a condition on \"true\" never holds; match ref_protected and environment there")
+                }
+                if key == "groups_direct" {
+                    warnings.append("rule \(name.quoted) matches groups_direct: GitLab adds this claim only with the ci_jwt_groups_direct feature flag on (off by default) and leaves it out for users in 200 or more groups; without it this condition never holds")
+                }
             }
             guard !conditions.isEmpty else {
                 throw c.error(nil, "rule \(name.quoted) has no conditions and would grant every job; add at least one claim condition")
