@@ -15,9 +15,6 @@ import Glibc
 public struct EndpointSession: Codable, Sendable {
     public static let file = "endpoint.json"
     public static let serverFile = "endpoint-server.json"
-    /// Written by prepare once the port takes connections from the job's uid alone (nftables):
-    /// from then on GCE metadata is served without the secret path prefix.
-    public static let ownerOnlyFile = "endpoint-owner-only"
 
     public var secret: String
     public var idToken: String
@@ -268,8 +265,8 @@ extension Stages {
         if let uid = paths.uid, config.runner.blockMetadata {
             do {
                 try NetworkGuard.allowEndpoint(config.runner, port: info.port, uid: uid)
-                try Files.writeAtomically(Data(), to: "\(paths.state)/\(EndpointSession.ownerOnlyFile)", mode: 0o600, durable: false)
             } catch {
+                NetworkGuard.removeEndpoint(config.runner, port: info.port, uid: uid)
                 EndpointProcess.stop(state: paths.state)
                 throw error
             }

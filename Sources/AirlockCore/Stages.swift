@@ -157,8 +157,8 @@ public enum Stages {
         let rules = config.profiles.mapValues { DeliveryRule(profile: $0.name, asFile: $0.deliver == .file, stages: $0.stages, viaEndpoint: $0.deliver == .endpoint) }
         let session = EndpointSession.load(state: paths.state)
         let endpoint = session.flatMap { s in EndpointServerInfo.load(state: paths.state).map {
-            EndpointAccess(port: $0.port, secret: s.secret,
-                           ownerOnly: FileManager.default.fileExists(atPath: "\(paths.state)/\(EndpointSession.ownerOnlyFile)"))
+            // A sandboxed job has a uid of its own: the server serves GCE metadata to it at the root.
+            EndpointAccess(port: $0.port, secret: s.secret, ownerOnly: sandboxed && paths.uid != nil)
         } }
         let plan = try InjectionPlan.make(stage: stage, credentials: credentials, rules: rules, secretsDir: secretsInside, endpoint: endpoint)
 

@@ -184,6 +184,8 @@ public final class OpenBaoServer: @unchecked Sendable {
     /// Accessors of every live token but root's (`auth/token/accessors`, LIST).
     public func liveAccessors(namespace: String? = nil) throws -> [String] {
         let r = try request("GET", "auth/token/accessors?list=true", namespace: namespace)
+        // 404 is an empty list (a namespace without tokens); anything else is a broken query.
+        guard r.status == 200 || r.status == 404 else { throw SimulatorError("OpenBao LIST auth/token/accessors: HTTP \(r.status)") }
         let all = r.data["keys"] as? [String] ?? []
         let root = try request("GET", "auth/token/lookup-self", namespace: namespace).data["accessor"] as? String
         return all.filter { $0 != root }
@@ -195,6 +197,8 @@ public final class OpenBaoServer: @unchecked Sendable {
         let until = Date().addingTimeInterval(within)
         while true {
             let r = try request("GET", "sys/leases/lookup/\(prefix)?list=true", namespace: namespace)
+            // 404 is an empty list; anything else is a broken query, not "none left".
+            guard r.status == 200 || r.status == 404 else { throw SimulatorError("OpenBao LIST sys/leases/lookup/\(prefix): HTTP \(r.status)") }
             let keys = r.data["keys"] as? [String] ?? []
             if keys.isEmpty || Date() >= until { return keys }
             Thread.sleep(forTimeInterval: 0.1)

@@ -229,26 +229,37 @@ public final class RunnerSimulator: @unchecked Sendable {
             if outcome.reason == "job_execution_timeout" { timedOut = true }
             if !outcome.ok { failed = true; if !outcome.canceled && result.failureReason == nil { record(outcome) } }
         }
-        // Once the job timeout is hit every later stage is skipped (executeStage checks ctx.Err()):
-        // only cleanup_exec runs. A cancel stops only the script: the rest still runs.
-        if !timedOut {
-            if !job.afterScript.isEmpty {
-                log("Running after_script")
-                let outcome = runStage("after_script", body: variableBody(projectDir) + userBody(job.afterScript, projectDir),
-                                       env: env, tmp: tmp, cancelAfter: nil, deadline: min(deadline, Date().addingTimeInterval(300)))
-                if !outcome.ok { log("WARNING: after_script failed, but job will continue unaffected: exit code \(outcome.jobCode ?? 1)") }
+        // Once the job timeout is hit every later stage is skipped (executeStage checks ctx.Err()),
+        // wherever it is hit: only cleanup_exec runs. A cancel stops only the script: the rest still runs.
+        /// Whether the job timeout has passed: then the stage is not sent, and the job fails so.
+        func outOfTime() -> Bool {
+            if !timedOut && deadline.timeIntervalSinceNow <= 0 {
+                timedOut = true
+                failed = true
+                if result.failureReason == nil || result.failureReason == "script_failure" && !canceled {
+                    result.failureReason = "job_execution_timeout"
+                }
             }
-            let archive = failed ? "archive_cache_on_failure" : "archive_cache"
-            if job.hasWork(archive, failed: failed) {
-                log("Saving cache")
-                _ = runStage(archive, body: variableBody(projectDir) + ["echo \"Creating cache (none)\""] + (job.stageProbes["archive_cache"] ?? []),
-                             env: env, tmp: tmp, cancelAfter: nil, deadline: deadline)
-            }
-            let upload = failed ? "upload_artifacts_on_failure" : "upload_artifacts_on_success"
-            if job.hasWork(upload, failed: failed) {
-                _ = runStage(upload, body: variableBody(projectDir) + ["echo \"Uploading artifacts (none)\""] + (job.stageProbes[upload] ?? []),
-                             env: env, tmp: tmp, cancelAfter: nil, deadline: deadline)
-            }
+            return timedOut
+        }
+        if !job.afterScript.isEmpty && !outOfTime() {
+            log("Running after_script")
+            let outcome = runStage("after_script", body: variableBody(projectDir) + userBody(job.afterScript, projectDir),
+                                   env: env, tmp: tmp, cancelAfter: nil, deadline: min(deadline, Date().addingTimeInterval(300)))
+            if !outcome.ok && !outOfTime() { log("WARNING: after_script failed, but job will continue unaffected: exit code \(outcome.jobCode ?? 1)") }
+        }
+        let archive = failed ? "archive_cache_on_failure" : "archive_cache"
+        if job.hasWork(archive, failed: failed) && !outOfTime() {
+            log("Saving cache")
+            _ = runStage(archive, body: variableBody(projectDir) + ["echo \"Creating cache (none)\""] + (job.stageProbes["archive_cache"] ?? []),
+                         env: env, tmp: tmp, cancelAfter: nil, deadline: deadline)
+        }
+        let upload = failed ? "upload_artifacts_on_failure" : "upload_artifacts_on_success"
+        if job.hasWork(upload, failed: failed) && !outOfTime() {
+            _ = runStage(upload, body: variableBody(projectDir) + ["echo \"Uploading artifacts (none)\""] + (job.stageProbes[upload] ?? []),
+                         env: env, tmp: tmp, cancelAfter: nil, deadline: deadline)
+        }
+        if !outOfTime() {
             log("Cleaning up project directory and file based variables")
             // cleanup_file_variables exports every variable, like the other script stages.
             _ = runStage("cleanup_file_variables", body: variableBody(projectDir) + ["rm -rf \(BashScript.escape(projectDir + ".tmp"))"] + (job.stageProbes["cleanup_file_variables"] ?? []),

@@ -19,22 +19,23 @@ import Glibc
 /// - Azure App Service managed identity: `GET /azure?api-version=2019-08-01&resource=…`,
 ///   `X-IDENTITY-HEADER: <job secret>`; the resource must be one of the job's Azure profiles'.
 /// - GCE metadata: `/computeMetadata/v1/…` with `Metadata-Flavor: Google` and the detection ping at
-///   `/`, once prepare has put the port under the job's uid alone (`ownerOnly`); before that, or
-///   without the nftables rule, only under `/<job secret>/` (google-auth cannot send a custom
-///   header, so the secret is then part of GCE_METADATA_HOST).
+///   `/`, to a connection whose socket belongs to the job's own uid (the server looks the peer up
+///   itself, whatever the firewall says); from anyone else, or for a job without a uid of its own,
+///   only under `/<job secret>/` (google-auth cannot send a custom header, so the secret is then
+///   part of GCE_METADATA_HOST).
 /// Anything without the job's secret gets 401 before it touches the rate limit, counted in the audit log per reason and minute. The server logs request kinds and
 /// statuses, never a credential.
 public struct EndpointServer: Sendable {
     let broker: CredentialBroker
     let limiter: RateLimiter
     let secret: String
-    /// Whether the port takes the job's own uid alone (prepare's marker file is there).
-    let ownerOnly: @Sendable () -> Bool
+    /// The job's own uid (sandboxed jobs): its connections may ask GCE metadata without the secret.
+    let ownerUID: UInt32?
 
-    public init(broker: CredentialBroker, requestsPerSecond: Double, ownerOnly: @escaping @Sendable () -> Bool = { false }) {
+    public init(broker: CredentialBroker, requestsPerSecond: Double, ownerUID: UInt32? = nil) {
         self.broker = broker
         secret = broker.secret
-        self.ownerOnly = ownerOnly
+        self.ownerUID = ownerUID
         limiter = RateLimiter(rate: requestsPerSecond, burst: requestsPerSecond * 2)
     }
 
@@ -62,7 +63,9 @@ public struct EndpointServer: Sendable {
     static let identityHeader = HTTPField.Name("X-IDENTITY-HEADER")!
     static let metadataFlavor = HTTPField.Name("Metadata-Flavor")!
 
-    public func respond(_ request: Request) async -> Response {
+    /// `peerUID` finds the uid that owns the client's socket; it is asked only for a metadata
+    /// request without the secret.
+    public func respond(_ request: Request, peerUID: @Sendable () -> UInt32? = { nil }) async -> Response {
         broker.countRequest()
         if let length = request.headers[.contentLength].flatMap(Int.init), length > 1024 {
             return Self.json(["message": "request body too large"], status: .contentTooLarge)
@@ -70,7 +73,7 @@ public struct EndpointServer: Sendable {
         let path = request.uri.path
         // The job's secret first: a request without it costs the job nothing, neither a token of its
         // rate limit nor an audit line of its own (refusals are counted per minute).
-        guard carriesSecret(request, path: path) else {
+        guard carriesSecret(request, path: path, peerUID: peerUID) else {
             broker.refused("bad_secret", Self.kind(path))
             return Self.json(["message": "this endpoint serves one job; the request does not carry its secret"], status: .unauthorized)
         }
@@ -90,14 +93,15 @@ public struct EndpointServer: Sendable {
     }
 
     /// Where each route carries the job's secret: AWS in `Authorization`, Azure in
-    /// `X-IDENTITY-HEADER`, GCE metadata as the path's first segment, or not at all once the port
-    /// is the job's alone (`ownerOnly`).
-    func carriesSecret(_ request: Request, path: String) -> Bool {
+    /// `X-IDENTITY-HEADER`, GCE metadata as the path's first segment, or, for metadata at the root,
+    /// a connection from the job's own uid.
+    func carriesSecret(_ request: Request, path: String, peerUID: @Sendable () -> UInt32?) -> Bool {
         if path.hasPrefix("/aws/") { return Self.same(request.headers[.authorization], secret) }
         if path == "/azure" || path == "/azure/" { return Self.same(request.headers[Self.identityHeader], secret) }
         let first = path.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: true).first.map(String.init)
         if Self.same(first, secret) { return true }
-        return Self.isMetadataRoot(path) && ownerOnly()
+        guard Self.isMetadataRoot(path), let owner = ownerUID else { return false }
+        return peerUID() == owner
     }
 
     /// The metadata paths a client asks without a prefix: the detection ping and `/computeMetadata/`.
@@ -200,16 +204,46 @@ public struct EndpointServer: Sendable {
     }
 }
 
-/// Whether prepare has written the owner-only marker; once seen, it stays true (the rule goes only
-/// with the job, and the server with it).
-final class OwnerOnlyFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var seen = false
-    func check(_ path: String) -> Bool {
-        lock.withLock {
-            if !seen { seen = access(path, F_OK) == 0 }
-            return seen
+/// The endpoint's request context: the client's address and the server's port, for the peer check.
+struct EndpointContext: RequestContext, RemoteAddressRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let remoteAddress: SocketAddress?
+    let localPort: Int?
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+        localPort = source.channel.localAddress?.port
+    }
+}
+
+/// Who is on the other end of a loopback TCP connection: the uid that owns the client's socket, from
+/// the kernel's socket table (`/proc/net/tcp`: the client's entry has local = 127.0.0.1:client port,
+/// remote = 127.0.0.1:server port, and its owner's uid). The job shares the host's network namespace,
+/// so its sockets are in this table.
+enum LoopbackPeer {
+    static func uid(clientPort: Int, serverPort: Int, table: String = "/proc/net/tcp") -> UInt32? {
+        let fd = open(table, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var data = [UInt8]()
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, 65536) }
+            if n <= 0 { break }
+            data.append(contentsOf: chunk[0..<n])
         }
+        let local = "0100007F:" + hex(clientPort), remote = "0100007F:" + hex(serverPort)
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n").dropFirst() {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard f.count > 7, f[1] == local, f[2] == remote else { continue }
+            return UInt32(f[7])
+        }
+        return nil
+    }
+
+    static func hex(_ port: Int) -> String {
+        let h = String(port, radix: 16, uppercase: true)
+        return String(repeating: "0", count: max(0, 4 - h.count)) + h
     }
 }
 
@@ -262,14 +296,18 @@ public enum EndpointMain {
             guard let session = EndpointSession.load(state: state) else { throw AirlockFailure(.system, "no endpoint session in \(state)") }
             let job = try Stages.jobContext(state: state)
             let broker = try CredentialBroker(config: config, state: state, session: session, job: job, transport: transport())
-            let marker = "\(state)/\(EndpointSession.ownerOnlyFile)"
-            let owned = OwnerOnlyFlag()
-            let server = EndpointServer(broker: broker, requestsPerSecond: config.runner.endpointRequestsPerSecond,
-                                        ownerOnly: { owned.check(marker) })
             let ownerUID = EndpointProcess.ownerUID(state: state)
+            let server = EndpointServer(broker: broker, requestsPerSecond: config.runner.endpointRequestsPerSecond,
+                                        ownerUID: config.runner.isolation == .bubblewrap ? ownerUID : nil)
             let listening = ListeningPort()
             let app = Application(
-                responder: CallbackResponder<BasicRequestContext> { request, _ in await server.respond(request) },
+                responder: CallbackResponder<EndpointContext> { request, context in
+                    let client = context.remoteAddress?.port, local = context.localPort
+                    return await server.respond(request, peerUID: {
+                        guard let client, let local else { return nil }
+                        return LoopbackPeer.uid(clientPort: client, serverPort: local)
+                    })
+                },
                 // A connection idle for 5 s is closed: a half-open or stalled client cannot hold one of
                 // the 32 connections for long.
                 server: .http1(configuration: .init(idleTimeout: .seconds(5))),

@@ -29,9 +29,9 @@ public struct EndpointAccess: Sendable {
     public static let tokenFileName = "endpoint-token"
     public var port: Int
     public var secret: String
-    /// The port takes connections from the job's own uid only (nftables), so GCE metadata is served
-    /// at the root of the host, as every Google client builds it (Node's gcp-metadata drops a path
-    /// prefix: `new URL('/computeMetadata/v1', host)`); without that rule the secret rides in the path.
+    /// The job has a uid of its own, and the server answers GCE metadata at the root of the host to
+    /// that uid's connections, as every Google client builds the URL (Node's gcp-metadata drops a path
+    /// prefix: `new URL('/computeMetadata/v1', host)`); otherwise the secret rides in the path.
     public var ownerOnly: Bool
     public init(port: Int, secret: String, ownerOnly: Bool = false) {
         self.port = port

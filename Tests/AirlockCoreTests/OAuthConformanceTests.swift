@@ -78,7 +78,8 @@ struct OAuthConformanceTests {
         #expect(outcome == .partlyRevoked(revoked: "its refresh token", remains: "the access token (a JWT, which revocation does not end)", expiresAt: c.expiresAt))
         #expect(s.server.revoked.contains { $0.token == rt && $0.hint == "refresh_token" })
         #expect(!s.server.revoked.contains { $0.hint == "access_token" })
-        #expect(!s.server.isActive(rt))
+        let rtActive = s.server.isActive(rt)  // computed first: #expect prints operands
+        #expect(!rtActive)
     }
 
     /// A server with opaque access tokens that revokes them: that is `revoked`.
@@ -88,13 +89,24 @@ struct OAuthConformanceTests {
         s.server.refreshTokensOnlyRevocation = false
         let c = try await s.provider().issue(s.req("m2m"))
         #expect(try await s.provider().revoke(c, now: Date()) == .revoked)
-        #expect(!s.server.isActive(c.secrets["access_token"] ?? ""))
+        let stillActive = s.server.isActive(c.secrets["access_token"] ?? "")  // computed first: #expect prints operands
+        #expect(!stillActive)
+        // Without introspection a 200 proves nothing (RFC 7009 §2.2): recorded as live until it expires.
+        let p = OAuthProvider(name: "auth0", tokenEndpoint: URL(string: s.server.tokenEndpoint)!,
+                              revocationEndpoint: URL(string: s.server.baseURL + "/oauth/revoke"), introspectionEndpoint: nil,
+                              clientID: "ci-rsa", clientKey: ClientKey(path: s.rsaKeyFile, keyID: "k1"), assertionAudience: nil,
+                              profiles: ["m2m": OAuthProfile(grant: .clientCredentials, audience: "https://api.example.com", scope: nil,
+                                                             subjectTokenType: "", variable: "M2M_TOKEN", introspect: false)],
+                              transport: URLSessionTransport())
+        let d = try await p.issue(s.req("m2m"))
+        #expect(try await p.revoke(d, now: Date()) == .notRevocable(expiresAt: d.expiresAt))
     }
 
     @Test func privateKeyJWTClientCredentialsWithAnRSAKey() async throws {
         let s = try Setup()
         let c = try await s.provider().issue(s.req("m2m"))
-        #expect(s.server.isActive(c.secrets["access_token"] ?? ""))
+        let active = s.server.isActive(c.secrets["access_token"] ?? "")  // computed first: #expect prints operands
+        #expect(active)
         #expect(c.secrets["refresh_token"] == nil)
     }
 
@@ -120,7 +132,8 @@ struct OAuthConformanceTests {
         }
         s.server.acceptsES256 = true
         let c = try await s.provider(client: "ci-ec", keyFile: s.ecKeyFile, es256: true).issue(s.req("m2m"))
-        #expect(s.server.isActive(c.secrets["access_token"] ?? ""))
+        let active = s.server.isActive(c.secrets["access_token"] ?? "")  // computed first: #expect prints operands
+        #expect(active)
         // And an RSA key with assertion_algorithm = "ES256" is a configuration mistake, named.
         await #expect(throws: FederationError.self) { _ = try await s.provider(es256: true).issue(s.req("m2m")) }
     }

@@ -213,10 +213,9 @@ struct EndpointEndToEndTests {
 
     /// Issue 15: Node's gcp-metadata (and every Google client for Node) builds its base URL as
     /// `new URL('/computeMetadata/v1', 'http://' + GCE_METADATA_HOST)` (googleapis/gcp-metadata
-    /// src/index.ts getBaseUrl), which drops a path prefix. With the nftables owner rule the port is
-    /// the job's alone and metadata is served at the root: GCE_METADATA_HOST holds no secret and the
-    /// Node client gets its token. Without the rule (block_metadata = false) the secret stays a path
-    /// prefix (masked in the log), and a request at the root is refused.
+    /// src/index.ts getBaseUrl), which drops a path prefix. The server answers the job's own uid at
+    /// the root (it looks the connection's owner up itself, with or without the nftables rule), so
+    /// GCE_METADATA_HOST holds no secret and the Node client gets its token.
     @Test(arguments: [true, false])
     func nodesGoogleClientsGetATokenBehindTheOwnerRule(ownerRule: Bool) throws {
         let p = try Peers(runnerExtra: ownerRule ? "" : "block_metadata = false")
@@ -235,13 +234,48 @@ struct EndpointEndToEndTests {
         let job = p.job(["cat > /tmp/m.js <<'JS'\n\(js)\nJS", #"echo "host=$GCE_METADATA_HOST root=$GCE_METADATA_ROOT""#, "node /tmp/m.js"], profiles: "gcs")
         let r = p.world.simulate(job) { $0.runnerMasking = false }
         #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
-        if ownerRule {
-            #expect(r.output.firstMatch(of: /host=127\.0\.0\.1:\d+ root=127\.0\.0\.1:\d+\n/) != nil, "\(TestWorld.redacted(r.output))")
-            #expect(r.output.contains("node-status=200 type=Bearer expires-positive=true\n"), "\(TestWorld.redacted(r.output))")
-        } else {
-            #expect(r.output.firstMatch(of: /host=127\.0\.0\.1:\d+\/\[MASKED\] root=127\.0\.0\.1:\d+\/\[MASKED\]\n/) != nil, "\(TestWorld.redacted(r.output))")
-            #expect(r.output.contains("node-status=401 type=- expires-positive=false\n"), "\(TestWorld.redacted(r.output))")
+        #expect(r.output.firstMatch(of: /host=127\.0\.0\.1:\d+ root=127\.0\.0\.1:\d+\n/) != nil, "\(TestWorld.redacted(r.output))")
+        #expect(r.output.contains("node-status=200 type=Bearer expires-positive=true\n"), "\(TestWorld.redacted(r.output))")
+    }
+
+    /// Review finding: metadata at the root is the job's uid's alone, checked by the server itself
+    /// (the nftables rule covers only job uids). This test process (root, outside the job range)
+    /// gets 401 at the root while the job runs, 200 with the job's secret as the prefix, and the job
+    /// itself gets its token at the root.
+    @Test func metadataAtTheRootIsServedToTheJobsUidAlone() async throws {
+        let p = try Peers()
+        let release = p.world.signalPath("release")
+        let js = "fetch(`http://${process.env.GCE_METADATA_HOST}/computeMetadata/v1/instance/service-accounts/default/email`, {headers: {'Metadata-Flavor': 'Google'}}).then(r => console.log(`job-root-status=${r.status}`))"
+        var built = p.job([TestWorld.waitFor(release), "node -e \"$JS\""], profiles: "gcs")
+        built.variables["JS"] = js
+        let j = built
+        final class Box: @unchecked Sendable { var result: SimulationResult?; let done = DispatchSemaphore(value: 0) }
+        let box = Box()
+        let world = p.world
+        Thread.detachNewThread { box.result = world.simulate(j) { $0.runnerMasking = false }; box.done.signal() }
+        defer { world.signal(release) }
+        var session: (port: Int, secret: String)?
+        for _ in 0..<1200 where session == nil {
+            try await Task.sleep(nanoseconds: 50_000_000)
+            session = p.session(j)
         }
+        let s = try #require(session)
+        func status(_ path: String) async throws -> Int {
+            var req = URLRequest(url: URL(string: "http://127.0.0.1:\(s.port)\(path)")!)
+            req.setValue("Google", forHTTPHeaderField: "Metadata-Flavor")
+            let (_, resp) = try await URLSession.shared.data(for: req)
+            return (resp as? HTTPURLResponse)?.statusCode ?? 0
+        }
+        let item = "/computeMetadata/v1/instance/service-accounts/default/email"
+        let root = try await status(item)
+        let prefixed = try await status("/\(s.secret)\(item)")
+        #expect(root == 401, "a uid outside the job range read the job's metadata at the root")
+        #expect(prefixed == 200)
+        world.signal(release)
+        box.done.wait()
+        let r = try #require(box.result)
+        #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
+        #expect(r.output.contains("job-root-status=200\n"), "\(TestWorld.redacted(r.output))")
     }
 
     @Test func googleAuthDefaultAndRefreshGetAToken() throws {

@@ -89,6 +89,20 @@ struct RunnerFidelityTests {
         #expect(!FileManager.default.fileExists(atPath: "\(world.stateDir)/jobs/\(job.jobID)"), "cleanup left the job's state")
     }
 
+    /// The job timeout hit in after_script (the script itself was quick): the job fails with the
+    /// timeout, and neither the upload nor cleanup_file_variables is sent.
+    @Test func theJobTimeoutHitInAfterScriptFailsTheJobAndSkipsTheRest() throws {
+        let world = try TestWorld()
+        var job = SimulatedJob(script: ["echo quick"])
+        job.timeout = 4
+        job.afterScript = ["sleep 30"]
+        job.artifactsWhen = "always"
+        let r = world.simulate(job)
+        #expect(r.status == "failed" && r.failureReason == "job_execution_timeout", "\(TestWorld.redacted(r.log))")
+        #expect(r.stages.map(\.stage) == ["prepare_script", "get_sources", "build_script", "after_script"], "\(r.stages.map(\.stage))")
+        #expect(r.cleanupRuns == 1)
+    }
+
     /// A slow provider (a Vault login that takes 4 s) holds prepare: a cancel, or the job timeout,
     /// lands in prepare. Prepare finishes the login in flight, revokes it, and exits; cleanup runs;
     /// no stage runs; no Vault token outlives the job.
@@ -131,6 +145,8 @@ struct RunnerFidelityTests {
         #expect(r.stages.isEmpty, "\(r.stages.map(\.stage))")
         #expect(!r.output.contains("not-reached"))
         #expect(r.cleanupRuns == 1)
+        // The login was in flight when the signal came (not a vacuous pass), and nothing outlived it.
+        #expect(vault.server.requestSpans.contains { $0.path.hasSuffix("/login") })
         #expect(vault.liveAccessors.isEmpty, "a Vault token outlived the job")
         let records = world.auditRecords()
         let issued = Set(records.filter { $0["event"] as? String == "issued" }.compactMap { $0["credential_id"] as? String })

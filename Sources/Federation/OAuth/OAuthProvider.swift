@@ -231,14 +231,25 @@ public struct OAuthProvider: CredentialProvider {
     /// Whether an access token is a JWT (three base64url parts, a JSON header): a resource server
     /// checks it on its own, so no revocation ends it before its `exp` (Auth0's API access tokens).
     static func isJWT(_ token: String) -> Bool {
+        // Three parts (JWS) or five (JWE, an encrypted token the API decrypts itself).
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, let h = Base64URL.decode(parts[0]),
+        guard parts.count == 3 || parts.count == 5, let h = Base64URL.decode(parts[0]),
               let header = try? JSONSerialization.jsonObject(with: h) as? [String: Any] else { return false }
         return header["alg"] != nil
     }
 
-    /// The refresh token (where one was issued) is revoked; an opaque access token is revoked where
-    /// the server supports it; a JWT access token is never called revoked: it runs to its expiry.
+    /// Whether the server's introspection says `token` is no longer active (false without an endpoint).
+    func introspectsInactive(_ token: String, profile: String, now: Date) async throws -> Bool {
+        guard let introspectionEndpoint else { return false }
+        let form = [("token", token), ("token_type_hint", "access_token")] + (try await clientAuth(profile: profile, now: Date()))
+        let r = try await post(introspectionEndpoint, form, profile: profile, deadline: now.addingTimeInterval(10))
+        guard r.status == 200 else { return false }
+        return (try? JSONSerialization.jsonObject(with: r.body) as? [String: Any])?["active"] as? Bool == false
+    }
+
+    /// The refresh token (where one was issued) is revoked; an opaque access token is called revoked
+    /// only when introspection confirms it; a JWT access token is never called revoked: it runs to
+    /// its expiry.
     public func revoke(_ c: IssuedCredential, now: Date) async throws -> RevokeOutcome {
         let runsOut: RevokeOutcome = c.expiresAt <= now ? .expired(at: c.expiresAt) : .notRevocable(expiresAt: c.expiresAt)
         guard let endpoint = revocationEndpoint else { return runsOut }
@@ -260,7 +271,17 @@ public struct OAuthProvider: CredentialProvider {
         }
         let form = [("token", access), ("token_type_hint", "access_token")] + (try await clientAuth(profile: c.profile, now: Date()))
         let resp = try await post(endpoint, form, profile: c.profile, deadline: now.addingTimeInterval(10))
-        if resp.status == 200 { return .revoked }
+        if resp.status == 200 {
+            // RFC 7009 answers 200 for a token the server does not revoke too (§2.2): only the
+            // server's own introspection saying the token is no longer active proves it ended.
+            if try await introspectsInactive(access, profile: c.profile, now: now) { return .revoked }
+            let why = introspectionEndpoint == nil
+                ? "the access token (the server answered 200, which it also gives tokens it does not revoke; set introspection_endpoint to confirm)"
+                : "the access token (introspection still says it is active)"
+            // Unconfirmed, it counts as live until it expires.
+            guard refreshRevoked else { return runsOut }
+            return .partlyRevoked(revoked: "its refresh token", remains: why, expiresAt: c.expiresAt)
+        }
         let (code, _) = Self.oauthError(resp)
         if code == "unsupported_token_type" {
             // The server revokes refresh tokens only: the access token runs to its expiry.

@@ -111,7 +111,7 @@ public struct VaultProvider: CredentialProvider {
             fix = "role \(role) is an OIDC (browser) role: set role_type=jwt (bao write auth/\(authMount)/role/\(role) role_type=jwt ...)"
         } else if m.contains("audience") {
             fix = "role \(role)'s bound_audiences does not include the ID token's audience ([gitlab].audience): add it to the role"
-        } else if m.contains("bound claim") || m.contains("bound_claims") {
+        } else if m.contains("bound claim") || m.contains("bound_claims") || m.contains("is missing") || m.contains("bound subject") {
             e.fault = .job
             fix = "this job's claims do not satisfy role \(role)'s bound_claims; Vault's rule and Airlock's policy disagree about this job"
         } else if m.contains("signature") || m.contains("issuer") || m.contains("keyset") || m.contains("jwks") {
@@ -138,7 +138,18 @@ public struct VaultProvider: CredentialProvider {
         do {
             role = try Template.render(p.role, claims: r.job, escaping: .awsName)
             kvPath = try p.kv.map { try Template.render($0, claims: r.job, escaping: .urlPathSegment) }
-            for (k, v) in p.secretParams { params[k] = try Template.render(v, claims: r.job, escaping: .none) }
+            for (k, v) in p.secretParams {
+                let value = try Template.render(v, claims: r.job, escaping: .none)
+                // Vault reads many parameters as comma-separated lists (alt_names, ip_sans): a claim
+                // (a ref is the job's to name) must not add entries to one.
+                guard value.filter({ $0 == "," }).count == v.filter({ $0 == "," }).count else {
+                    throw FederationError(fault: .job, profile: r.profile, provider: name, code: "ClaimHasComma",
+                                          message: "secret_params \(k): a claim in \(v) holds a comma, which Vault would read as another list entry")
+                }
+                params[k] = value
+            }
+        } catch let e as FederationError {
+            throw e
         } catch {
             throw FederationError(fault: .job, profile: r.profile, provider: name, code: "TemplateClaimMissing", message: "\(error)")
         }
@@ -174,7 +185,7 @@ public struct VaultProvider: CredentialProvider {
                     e.message += " (role \(role)'s token may not \(params.isEmpty ? "read" : "write") \(path): add \(Self.policyLine(path, params.isEmpty ? "read" : "update")) to a policy in the role's token_policies)"
                     throw e
                 }
-                for (k, v) in s["data"] as? [String: Any] ?? [:] { secrets[k] = (v as? String) ?? Self.text(v) }
+                for (k, v) in s["data"] as? [String: Any] ?? [:] where k != Self.loginTokenKey { secrets[k] = (v as? String) ?? Self.text(v) }
                 if let lease = s["lease_id"] as? String, !lease.isEmpty { leases.append(lease) }
                 if let d = s["lease_duration"] as? Int, d > 0 { ttl = min(ttl, Double(d)) }
                 details["secret"] = path
@@ -195,7 +206,9 @@ public struct VaultProvider: CredentialProvider {
                     e.message += " (no KV v2 secret at \(kvPath): create it with bao kv put -mount=\(parts[0]) \(parts[1]) ..., or fix the profile's kv)"
                     throw e
                 }
-                for (k, v) in (s["data"] as? [String: Any])?["data"] as? [String: Any] ?? [:] { secrets[k] = (v as? String) ?? Self.text(v) }
+                // A field named like Airlock's own key would replace the login token (and cleanup would
+                // revoke nothing): skipped.
+                for (k, v) in (s["data"] as? [String: Any])?["data"] as? [String: Any] ?? [:] where k != Self.loginTokenKey { secrets[k] = (v as? String) ?? Self.text(v) }
                 details["kv"] = kvPath
             }
             if !leases.isEmpty { details["lease_id"] = leases.joined(separator: ",") }
