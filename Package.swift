@@ -15,6 +15,7 @@ let package = Package(
         .executable(name: "airlock-run", targets: ["airlock-run"]),
         .executable(name: "airlock-cleanup", targets: ["airlock-cleanup"]),
         .executable(name: "airlock-endpoint", targets: ["airlock-endpoint"]),
+        .executable(name: "airlock-dev", targets: ["airlock-dev"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -62,6 +63,11 @@ let package = Package(
         ], swiftSettings: strict),
         .executableTarget(name: "airlock-endpoint", dependencies: ["CredentialEndpoint", "HTTPClient"], swiftSettings: strict),
         .executableTarget(name: "airlock", dependencies: [
+            "AirlockCore", "HTTPClient", "Delivery",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
+        // Not installed: the simulator, the demo and the benchmarks, with the test peers they use.
+        .executableTarget(name: "airlock-dev", dependencies: [
             "AirlockCore", "AirlockTesting", "HTTPClient", "Delivery",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
