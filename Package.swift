@@ -79,6 +79,12 @@ let package = Package(
         .testTarget(name: "RunnerContractTests", dependencies: ["RunnerContract"], swiftSettings: strict),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Identity"], swiftSettings: strict),
         .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockTesting", "Identity", "Policy", "Ledger", "RunnerContract", "Delivery", "HTTPClient", "Federation", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        // Tests mirror the modules they test (issue 16): Identity, Federation (the provider conformance
+        // suites, against OpenBao and moto where a real server exists), Delivery (the masker).
+        .testTarget(name: "IdentityTests", dependencies: ["Identity", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .testTarget(name: "FederationTests", dependencies: ["Federation", "AirlockTesting", "Identity", "HTTPClient", "RunnerContract", "Delivery",
+                                                           .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")], swiftSettings: strict),
+        .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "AirlockTesting"], swiftSettings: strict),
         .testTarget(name: "EndToEndTests", dependencies: ["AirlockCore", "AirlockTesting", "RunnerContract", "Delivery", "Identity"], swiftSettings: strict),
     ]
 )
