@@ -13,8 +13,8 @@ import Glibc
 /// 0600 file: the job's own random secret (every request must carry it), the ID tokens to federate
 /// again with, and the verified claims for templates. Never in a job's reach.
 public struct EndpointSession: Codable, Sendable {
-    public static let file = "endpoint.json"
-    public static let serverFile = "endpoint-server.json"
+    public static let file = JobStateStore.File.endpointSession
+    public static let serverFile = JobStateStore.File.endpointServer
 
     public var secret: String
     public var idToken: String

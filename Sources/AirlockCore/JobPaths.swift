@@ -1,4 +1,5 @@
 import Foundation
+import Ledger
 import RunnerContract
 
 /// Whether a job's ref is protected: directories written by one class are never reused by the other
@@ -33,8 +34,8 @@ public struct JobPaths: Sendable, Codable, Equatable {
     /// The protection class its builds and cache directories belong to.
     public let refClass: RefClass
 
-    /// State directory of a job: `<state_dir>/jobs/<id>`, the one place that computes it.
-    public static func state(_ runner: RunnerSettings, jobID: String) -> String { "\(runner.stateDir)/jobs/\(jobID)" }
+    /// State directory of a job (`JobStateStore` owns the layout).
+    public static func state(_ runner: RunnerSettings, jobID: String) -> String { JobStateStore.directory(stateDir: runner.stateDir, jobID: jobID) }
 
     /// What config_exec hands the runner, before prepare has allocated anything.
     public static func view(runner: RunnerSettings, job: JobContext?) -> (builds: String, cache: String) {

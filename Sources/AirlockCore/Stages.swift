@@ -18,7 +18,7 @@ struct JobRecord: Codable {
 
 /// The four stage operations. Each takes resolved values; only `Executor` reads the environment.
 public enum Stages {
-    static let recordFile = "job.json"
+    static let recordFile = JobStateStore.File.record
 
     /// config_exec: the runner JSON. With bubblewrap every job sees the same paths (its own
     /// directories are mounted there), so nothing about the job is needed yet.

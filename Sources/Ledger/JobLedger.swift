@@ -26,7 +26,7 @@ public final class JobLedger: @unchecked Sendable {
     private let lock = NSLock()
 
     /// The ledger of the job whose state directory is `stateDirectory`.
-    public init(stateDirectory: String) { path = "\(stateDirectory)/ledger.json" }
+    public init(stateDirectory: String) { path = "\(stateDirectory)/\(JobStateStore.File.ledger)" }
 
     /// Every entry; an absent ledger is empty.
     /// - Throws: `AirlockFailure` (system) when the file exists but cannot be parsed.

@@ -2,14 +2,32 @@ import Foundation
 import RunnerContract
 
 /// Per-job state on disk: one directory per job under `state_dir`, 0700, files 0600, written atomically.
+/// The one owner of that layout: every module names the job's directory and files through it.
 public struct JobStateStore: Sendable {
+    /// The files in a job's directory.
+    public enum File {
+        /// Every credential issued and what became of it (`JobLedger`).
+        public static let ledger = "ledger.json"
+        /// The job, its paths and uid, written by prepare (`JobRecord`).
+        public static let record = "job.json"
+        /// The configuration the job was prepared with.
+        public static let configSnapshot = "config.toml"
+        /// The credential endpoint's session: the job's secret, tokens, profiles.
+        public static let endpointSession = "endpoint.json"
+        /// The credential endpoint's pid and port.
+        public static let endpointServer = "endpoint-server.json"
+    }
+
+    /// `<state_dir>/jobs/<id>`: the only place that computes it.
+    public static func directory(stateDir: String, jobID: String) -> String { "\(stateDir)/jobs/\(jobID)" }
+
     /// `[runner] state_dir`.
     public let root: String
 
     public init(root: String) { self.root = root }
 
     /// The job's directory (whether or not it exists).
-    public func directory(jobID: String) -> String { "\(root)/jobs/\(jobID)" }
+    public func directory(jobID: String) -> String { Self.directory(stateDir: root, jobID: jobID) }
 
     /// Creates the job's directory, 0700, and the root if missing.
     /// - Throws: `AirlockFailure` (system) naming the path and the OS error.

@@ -264,7 +264,7 @@ public struct AirlockConfig: Sendable {
 /// affects only jobs prepared after it; the job's remaining stages and its cleanup carry on.
 extension AirlockConfig {
     /// The snapshot's name in the job's state directory (0600, hidden from jobs with the rest of it).
-    public static let snapshotFile = "config.toml"
+    public static let snapshotFile = JobStateStore.File.configSnapshot
 
     /// Keeps this configuration in the job's state directory.
     /// - Throws: `AirlockFailure` (system) when it cannot be written.
@@ -293,14 +293,14 @@ extension AirlockConfig {
         case .failure: stateDir = lenientStateDir(path: path) ?? RunnerSettings.defaultStateDir
         }
         // A copy that no longer parses (a later Airlock checks more) falls back to the file as it is.
-        if let kept = (try? snapshot(state: "\(stateDir)/jobs/\(jobID)", path: path)) ?? nil { return kept }
+        if let kept = (try? snapshot(state: JobStateStore.directory(stateDir: stateDir, jobID: jobID), path: path)) ?? nil { return kept }
         return try current.get()
     }
 
     /// Whether the job still has a state directory, found as `forJob` finds it.
     public static func jobStateExists(path: String, jobID: String) -> Bool {
         let stateDir = (try? load(path: path))?.runner.stateDir ?? lenientStateDir(path: path) ?? RunnerSettings.defaultStateDir
-        return FileManager.default.fileExists(atPath: "\(stateDir)/jobs/\(jobID)")
+        return FileManager.default.fileExists(atPath: JobStateStore.directory(stateDir: stateDir, jobID: jobID))
     }
 
     /// `[runner] state_dir` read line by line, for a file that no longer parses as a whole.
