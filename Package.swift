@@ -45,9 +45,13 @@ let package = Package(
             "RunnerContract", "Federation", "Identity",
         ], swiftSettings: strict),
         .target(name: "Delivery", dependencies: ["RunnerContract", "Federation", "Ledger", "CSupport"], swiftSettings: strict),
-        .target(name: "AirlockCore", dependencies: [
-            "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "Delivery", "CSupport",
+        // The configuration as written (TOML, every key and line checked) and as resolved.
+        .target(name: "AirlockConfiguration", dependencies: [
+            "RunnerContract", "Identity", "Policy", "Federation", "Ledger",
             .product(name: "TOMLKit", package: "TOMLKit"),
+        ], swiftSettings: strict),
+        .target(name: "AirlockCore", dependencies: [
+            "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "Delivery", "CSupport", "AirlockConfiguration",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "airlock-config", dependencies: ["AirlockCore"], swiftSettings: strict),
@@ -56,31 +60,32 @@ let package = Package(
         .executableTarget(name: "airlock-cleanup", dependencies: ["AirlockCore", "HTTPClient"], swiftSettings: strict),
         // The per-job credential server (issue 7): the only executable that links Hummingbird/NIO.
         .target(name: "CredentialEndpoint", dependencies: [
-            "AirlockCore", "Federation", "Ledger", "Identity", "RunnerContract",
+            "AirlockCore", "AirlockConfiguration", "Federation", "Ledger", "Identity", "RunnerContract",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "airlock-endpoint", dependencies: ["CredentialEndpoint", "HTTPClient"], swiftSettings: strict),
         .executableTarget(name: "airlock", dependencies: [
-            "AirlockCore", "HTTPClient", "Delivery",
+            "AirlockCore", "AirlockConfiguration", "HTTPClient", "Delivery",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         // Not installed: the simulator, the demo and the benchmarks, with the test peers they use.
         .executableTarget(name: "airlock-dev", dependencies: [
-            "AirlockCore", "AirlockTesting", "HTTPClient", "Delivery",
+            "AirlockCore", "AirlockConfiguration", "AirlockTesting", "HTTPClient", "Delivery",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         .target(name: "AirlockTesting", dependencies: [
-            "AirlockCore", "RunnerContract", "Identity", "Delivery", "CSupport",
+            "AirlockCore", "AirlockConfiguration", "RunnerContract", "Identity", "Delivery", "CSupport",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
         ], swiftSettings: strict),
         .testTarget(name: "RunnerContractTests", dependencies: ["RunnerContract"], swiftSettings: strict),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Identity"], swiftSettings: strict),
-        .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockTesting", "Identity", "Policy", "Ledger", "RunnerContract", "Delivery", "HTTPClient", "Federation", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockConfiguration", "AirlockTesting", "Identity", "Policy", "Ledger", "RunnerContract", "Delivery", "HTTPClient", "Federation", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         // Tests mirror the modules they test (issue 16): Identity, Federation (the provider conformance
         // suites, against OpenBao and moto where a real server exists), Delivery (the masker).
+        .testTarget(name: "AirlockConfigurationTests", dependencies: ["AirlockConfiguration", "Identity"], swiftSettings: strict),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(name: "FederationTests", dependencies: ["Federation", "AirlockTesting", "Identity", "HTTPClient", "RunnerContract", "Delivery",
                                                            .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")], swiftSettings: strict),

@@ -1,3 +1,4 @@
+import AirlockConfiguration
 import Foundation
 import Identity
 import Ledger

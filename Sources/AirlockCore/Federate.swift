@@ -1,3 +1,4 @@
+import AirlockConfiguration
 import Federation
 import Delivery
 import Foundation

@@ -1,3 +1,4 @@
+import AirlockConfiguration
 import Foundation
 import Identity
 
@@ -11,12 +12,6 @@ enum HTTP {
 }
 
 extension AirlockConfig {
-    /// Job variables that hold ID tokens Airlock consumes (scrubbed and masked in every stage).
-    public var consumedTokenVariables: [String] {
-        guard let gitlab else { return [] }
-        return [gitlab.tokenVariable] + providers.values.compactMap(\.audienceToken?.variable).sorted()
-    }
-
     /// GitLab's keys, cached under the state dir: the one store prepare, explain and check share.
     func jwksStore(_ gitlab: IssuerSettings, transport: any HTTPTransport,
                    warn: @escaping @Sendable (String) -> Void = { _ in }) -> JWKSStore {

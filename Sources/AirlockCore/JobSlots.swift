@@ -1,3 +1,4 @@
+import AirlockConfiguration
 import Delivery
 import Foundation
 import Ledger

@@ -1,3 +1,4 @@
+import AirlockConfiguration
 import CSupport
 import Delivery
 import Federation

@@ -1,3 +1,4 @@
+import AirlockConfiguration
 import Foundation
 
 /// Finds ID tokens a job must never hold: JWTs from the configured issuer with an audience Airlock

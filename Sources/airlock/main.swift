@@ -1,3 +1,4 @@
+import AirlockConfiguration
 import AirlockCore
 import ArgumentParser
 import Delivery

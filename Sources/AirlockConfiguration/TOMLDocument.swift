@@ -296,7 +296,7 @@ struct TOMLCursor {
 extension String {
     /// The string in double quotes with `"` and `\` escaped, for messages. (TOMLKit redefines
     /// `String.debugDescription` to return the bare string, so it cannot be used in this module.)
-    var quoted: String {
+    package var quoted: String {
         "\"" + replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
     }
 }

@@ -322,3 +322,11 @@ extension AirlockConfig {
         return nil
     }
 }
+
+extension AirlockConfig {
+    /// Job variables that hold ID tokens Airlock consumes (scrubbed and masked in every stage).
+    public var consumedTokenVariables: [String] {
+        guard let gitlab else { return [] }
+        return [gitlab.tokenVariable] + providers.values.compactMap(\.audienceToken?.variable).sorted()
+    }
+}
