@@ -60,7 +60,7 @@ let package = Package(
         .executableTarget(name: "airlock-cleanup", dependencies: ["AirlockCore", "HTTPClient"], swiftSettings: strict),
         // The per-job credential server (issue 7): the only executable that links Hummingbird/NIO.
         .target(name: "CredentialEndpoint", dependencies: [
-            "AirlockCore", "AirlockConfiguration", "Federation", "Ledger", "Identity", "RunnerContract",
+            "AirlockCore", "AirlockConfiguration", "Delivery", "Federation", "Ledger", "Identity", "RunnerContract",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),

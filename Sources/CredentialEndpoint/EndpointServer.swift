@@ -1,5 +1,6 @@
 import AirlockConfiguration
 import AirlockCore
+import Delivery
 import Federation
 import Foundation
 import Synchronization
@@ -225,14 +226,7 @@ enum LoopbackPeer {
     static func uid(clientPort: Int, serverPort: Int, table: String = "/proc/net/tcp") -> UInt32? {
         let fd = open(table, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var data = [UInt8]()
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, 65536) }
-            if n <= 0 { break }
-            data.append(contentsOf: chunk[0..<n])
-        }
+        let data = ChildProcess.readAll(fd)  // reads to the end (a /proc file has no size) and closes
         let local = "0100007F:" + hex(clientPort), remote = "0100007F:" + hex(serverPort)
         for line in String(decoding: data, as: UTF8.self).split(separator: "\n").dropFirst() {
             let f = line.split(separator: " ", omittingEmptySubsequences: true)

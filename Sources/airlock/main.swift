@@ -19,12 +19,6 @@ func say(_ text: String, terminator: String = "\n") {
     FileHandle.standardOutput.write(Data((text + terminator).utf8))
 }
 
-/// The directory the four executables are in: beside this binary.
-func binDirectory() -> String {
-    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-    return (exe as NSString).deletingLastPathComponent
-}
-
 struct Check: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Predict what would fail a job: the configuration (file, line and key), its files, directories and executables, the sandbox, GitLab's keys.",

@@ -172,8 +172,13 @@ public struct VaultProvider: CredentialProvider {
         if let namespace { details["namespace"] = namespace }
         var ttl = Double(auth["lease_duration"] as? Int ?? r.jobTimeoutSeconds)
         let loginExpires = r.now.addingTimeInterval(ttl)
-        details["login_expires_at"] = ISO8601DateFormatter().string(from: loginExpires)
+        details["login_expires_at"] = ISO8601.format(loginExpires)
         var leases: [String] = []
+        /// Copies a secret's fields. A field named like Airlock's own key would replace the login
+        /// token (and cleanup would revoke nothing): skipped.
+        func take(_ fields: Any?) {
+            for (k, v) in fields as? [String: Any] ?? [:] where k != Self.loginTokenKey { secrets[k] = (v as? String) ?? Self.text(v) }
+        }
         do {
             if let path = p.secret {
                 let s: [String: Any]
@@ -185,7 +190,7 @@ public struct VaultProvider: CredentialProvider {
                     e.message += " (role \(role)'s token may not \(params.isEmpty ? "read" : "write") \(path): add \(Self.policyLine(path, params.isEmpty ? "read" : "update")) to a policy in the role's token_policies)"
                     throw e
                 }
-                for (k, v) in s["data"] as? [String: Any] ?? [:] where k != Self.loginTokenKey { secrets[k] = (v as? String) ?? Self.text(v) }
+                take(s["data"])
                 if let lease = s["lease_id"] as? String, !lease.isEmpty { leases.append(lease) }
                 if let d = s["lease_duration"] as? Int, d > 0 { ttl = min(ttl, Double(d)) }
                 details["secret"] = path
@@ -206,9 +211,7 @@ public struct VaultProvider: CredentialProvider {
                     e.message += " (no KV v2 secret at \(kvPath): create it with bao kv put -mount=\(parts[0]) \(parts[1]) ..., or fix the profile's kv)"
                     throw e
                 }
-                // A field named like Airlock's own key would replace the login token (and cleanup would
-                // revoke nothing): skipped.
-                for (k, v) in (s["data"] as? [String: Any])?["data"] as? [String: Any] ?? [:] where k != Self.loginTokenKey { secrets[k] = (v as? String) ?? Self.text(v) }
+                take((s["data"] as? [String: Any])?["data"])
                 details["kv"] = kvPath
             }
             if !leases.isEmpty { details["lease_id"] = leases.joined(separator: ",") }
@@ -281,7 +284,7 @@ public struct VaultProvider: CredentialProvider {
     public func revoke(_ c: IssuedCredential, now: Date) async throws -> RevokeOutcome {
         guard let token = c.secrets[Self.loginTokenKey] else { return .alreadyGone }
         let batch = c.details["token_type"] == "batch"
-        let loginExpires = c.details["login_expires_at"].flatMap { ISO8601DateFormatter().date(from: $0) } ?? c.expiresAt
+        let loginExpires = c.details["login_expires_at"].flatMap(ISO8601.parse) ?? c.expiresAt
         // An expired login took everything it made with it (a batch token's leases too).
         if loginExpires <= now || (batch && c.expiresAt <= now) { return .expired(at: min(loginExpires, c.expiresAt)) }
         do {
