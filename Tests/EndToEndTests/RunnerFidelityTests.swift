@@ -112,25 +112,7 @@ struct RunnerFidelityTests {
         let vault = try FakeVault(issuer: issuer)
         vault.addRole("ci-42", .init(boundAudience: "https://airlock.test", mayCreateTokens: true))
         vault.loginDelay = 4
-        let world = try TestWorld(extra: """
-        [gitlab]
-        issuer = "\(issuer.issuer)"
-        audience = "https://airlock.test"
-
-        [providers.vault]
-        type = "vault"
-        address = "\(vault.address)"
-
-        [profiles.vault-token]
-        provider = "vault"
-        role = "ci-{project_id}"
-        token = true
-
-        [[rules]]
-        name = "project 42"
-        project_id = 42
-        grant = ["vault-token"]
-        """)
+        let world = try VaultEndToEndTests.tokenWorld(issuer, address: vault.address)
         var job = SimulatedJob(script: ["echo not-reached"])
         job.timeout = kind == "timeout" ? 2 : 3600
         job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: "https://airlock.test"))]

@@ -88,7 +88,9 @@ struct VaultEndToEndTests {
         #expect(audit.components(separatedBy: "\"outcome\":\"revoked\"").count == 3)
     }
 
-    static func tokenWorld(_ issuer: TestIssuer, _ vault: OpenBaoServer, role: String = "ci-{project_id}") throws -> TestWorld {
+    /// A world whose one profile, granted to project 42, is a Vault child token (`token = true`) from
+    /// the Vault at `address` (OpenBao, or FakeVault where a test needs a fault).
+    static func tokenWorld(_ issuer: TestIssuer, address: String) throws -> TestWorld {
         try TestWorld(extra: """
         [gitlab]
         issuer = "\(issuer.issuer)"
@@ -96,11 +98,11 @@ struct VaultEndToEndTests {
 
         [providers.vault]
         type = "vault"
-        address = "\(vault.address)"
+        address = "\(address)"
 
         [profiles.vault-token]
         provider = "vault"
-        role = "\(role)"
+        role = "ci-{project_id}"
         token = true
 
         [[rules]]
@@ -115,7 +117,7 @@ struct VaultEndToEndTests {
     @Test func childTokenLivesNoLongerThanTheJob() throws {
         let issuer = try TestIssuer()
         let vault = try Self.bao(issuer)
-        let world = try Self.tokenWorld(issuer, vault)
+        let world = try Self.tokenWorld(issuer, address: vault.address)
         var job = SimulatedJob(script: [
             #"echo "lookup=$(curl -s -H "X-Vault-Token: $VAULT_TOKEN" "$VAULT_ADDR/v1/auth/token/lookup-self" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d["ttl"], d["orphan"])')""#,
         ])
@@ -135,7 +137,7 @@ struct VaultEndToEndTests {
     @Test func tokenWithoutTheCreatePolicyIsASystemFailureNamingThePolicyLine() throws {
         let issuer = try TestIssuer()
         let vault = try Self.bao(issuer, policy: #"path "secret/data/ci/*" { capabilities = ["read"] }"#)
-        let world = try Self.tokenWorld(issuer, vault)
+        let world = try Self.tokenWorld(issuer, address: vault.address)
         var job = SimulatedJob(script: [#"echo "token-length=${#VAULT_TOKEN}""#])
         job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: Self.audience))]
         let r = world.simulate(job) { $0.runnerMasking = false }
@@ -189,7 +191,7 @@ struct VaultEndToEndTests {
     @Test func revocationFailureIsRecordedAndTheLedgerKept() throws {
         let issuer = try TestIssuer()
         let vault = try Self.bao(issuer)
-        let world = try Self.tokenWorld(issuer, vault)
+        let world = try Self.tokenWorld(issuer, address: vault.address)
         var job = SimulatedJob(script: [#"echo "token-length=${#VAULT_TOKEN}""#])
         job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: Self.audience))]
         let env = try world.runnerEnvironment(jobID: job.jobID, variables: [
