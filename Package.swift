@@ -3,7 +3,7 @@ import PackageDescription
 
 /// Airlock: a GitLab Runner custom executor that hands jobs short-lived, scoped cloud credentials.
 /// Modules follow the data path (see README "How a job flows"): imports point down the path only.
-let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("MemberImportVisibility"), .enableUpcomingFeature("InternalImportsByDefault")]
 
 let package = Package(
     name: "airlock",

@@ -1,8 +1,8 @@
 import Foundation
-import Identity
+public import Identity
 import Ledger
-import Policy
-import RunnerContract
+public import Policy
+public import RunnerContract
 
 /// How the run stage isolates a job.
 public enum Isolation: String, Sendable, CaseIterable {

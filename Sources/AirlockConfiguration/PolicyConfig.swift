@@ -1,4 +1,4 @@
-import Federation
+public import Federation
 import Foundation
 import Identity
 import Policy

@@ -1,5 +1,5 @@
 import Foundation
-import RunnerContract
+public import RunnerContract
 import TOMLKit
 
 /// A parsed TOML value as a plain `Sendable` tree, so the config can cross concurrency domains.

@@ -1,7 +1,8 @@
-import AirlockConfiguration
+import CoreFoundation
+public import AirlockConfiguration
 import Federation
-import Foundation
-import Identity
+public import Foundation
+public import Identity
 import Ledger
 import Policy
 import RunnerContract

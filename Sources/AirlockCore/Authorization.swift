@@ -1,9 +1,9 @@
-import AirlockConfiguration
-import Foundation
-import Identity
+public import AirlockConfiguration
+public import Foundation
+public import Identity
 import Ledger
-import Policy
-import RunnerContract
+public import Policy
+public import RunnerContract
 
 /// What prepare decided about a job: who it is (if it proved it) and what it is granted.
 public struct Authorization: Sendable {

@@ -1,11 +1,11 @@
-import AirlockConfiguration
+public import AirlockConfiguration
 import Delivery
-import Federation
+public import Federation
 import Foundation
-import Identity
+public import Identity
 import Ledger
 import Policy
-import RunnerContract
+public import RunnerContract
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,8 +1,8 @@
-import AirlockConfiguration
+public import AirlockConfiguration
 import Foundation
-import Identity
+public import Identity
 import Ledger
-import RunnerContract
+public import RunnerContract
 #if canImport(Glibc)
 import Glibc
 #endif

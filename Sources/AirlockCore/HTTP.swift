@@ -1,6 +1,6 @@
 import AirlockConfiguration
 import Foundation
-import Identity
+public import Identity
 
 /// Makes the process's HTTP transport (system CA store only: `[gitlab] ca_file` is refused).
 /// Injected by the executables that talk to the network (prepare, cleanup, the admin CLI);

@@ -1,7 +1,7 @@
-import AirlockConfiguration
+public import AirlockConfiguration
 import Foundation
 import Ledger
-import RunnerContract
+public import RunnerContract
 
 /// Whether a job's ref is protected: directories written by one class are never reused by the other
 /// (GitLab keeps protected caches apart for the same reason: an unprotected branch must not plant

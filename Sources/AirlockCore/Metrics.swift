@@ -1,7 +1,7 @@
 import AirlockConfiguration
-import Foundation
+public import Foundation
 import Ledger
-import RunnerContract
+public import RunnerContract
 
 /// Issue 14: counters and histograms derived from the audit log, in the Prometheus text format, for
 /// node_exporter's textfile collector (the convention for tools that are not daemons): `airlock

@@ -1,11 +1,12 @@
-import AirlockConfiguration
+import Policy
+public import AirlockConfiguration
 import CSupport
 import Delivery
 import Federation
-import Foundation
-import Identity
+public import Foundation
+public import Identity
 import Ledger
-import RunnerContract
+public import RunnerContract
 #if canImport(Glibc)
 import Glibc
 #endif

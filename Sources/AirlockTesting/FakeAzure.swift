@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import Identity
 
 /// Microsoft Entra ID's token endpoint, a Cosmos DB account's data plane and a Key Vault, on three

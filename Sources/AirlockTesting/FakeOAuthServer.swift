@@ -1,5 +1,5 @@
-import _CryptoExtras
-import Crypto
+public import _CryptoExtras
+public import Crypto
 import Foundation
 import Identity
 

@@ -1,6 +1,6 @@
 import _CryptoExtras
 import Crypto
-import Foundation
+public import Foundation
 import Identity
 
 /// A GitLab instance's OIDC side on loopback: discovery at `/.well-known/openid-configuration`,

@@ -1,5 +1,5 @@
 import AirlockConfiguration
-import AirlockCore
+public import AirlockCore
 import Delivery
 import Federation
 import Foundation
@@ -8,7 +8,7 @@ import Ledger
 import Logging
 import HTTPTypes
 import Hummingbird
-import HummingbirdCore
+public import HummingbirdCore
 import NIOCore
 import RunnerContract
 #if canImport(Glibc)

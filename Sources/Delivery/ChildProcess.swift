@@ -1,4 +1,4 @@
-import CSupport
+public import CSupport
 import Foundation
 #if canImport(Glibc)
 import Glibc

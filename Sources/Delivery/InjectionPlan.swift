@@ -1,6 +1,6 @@
-import Federation
+public import Federation
 import Foundation
-import RunnerContract
+public import RunnerContract
 
 /// How one profile is delivered.
 public struct DeliveryRule: Sendable {

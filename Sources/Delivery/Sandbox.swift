@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// What a stage's sandbox looks like: the one place that decides what a job can see and write.
 public struct SandboxSpec: Sendable {

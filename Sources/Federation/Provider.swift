@@ -1,7 +1,7 @@
-import Foundation
+public import Foundation
 import Synchronization
-import Identity
-import RunnerContract
+public import Identity
+public import RunnerContract
 
 /// What a provider needs to issue one profile's credential for one job.
 public struct IssueRequest: Sendable {

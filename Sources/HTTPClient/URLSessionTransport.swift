@@ -1,8 +1,8 @@
-import Foundation
+public import Foundation
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+public import FoundationNetworking
 #endif
-import Identity
+public import Identity
 
 /// URLSession (libcurl underneath, system CA store). No cookies, no cache, no credential storage,
 /// and redirects are not followed: a redirect from an identity provider is an answer to report.

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// An HTTP response: status, headers (lower-cased names) and body.
 public struct HTTPResponse: Sendable {

@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+public import Foundation
 
 /// The issuer's public keys, by `kid`, each as its JWK JSON.
 public struct KeySet: Sendable {

@@ -1,4 +1,4 @@
-import RunnerContract
+public import RunnerContract
 
 /// Why an ID token was refused. Each case names one check, so a platform engineer reading the job
 /// log knows exactly which one failed. Messages never contain the token.

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 import JWTKit
 
 /// Verifies a GitLab ID token: size, shape, header, algorithm against the key, signature (jwt-kit),

@@ -1,6 +1,6 @@
-import Foundation
-import RunnerContract
-@_exported import Identity
+public import Foundation
+public import RunnerContract
+public import Identity
 
 /// A JSON value for audit records: enough to write any record without `Any`.
 public enum JSONValue: Sendable, Codable, Equatable {

@@ -1,6 +1,6 @@
-import Federation
-import Foundation
-import RunnerContract
+public import Federation
+public import Foundation
+public import RunnerContract
 
 /// One credential in a job's ledger and what has become of it.
 public struct LedgerEntry: Sendable, Codable, Equatable {

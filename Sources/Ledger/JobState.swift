@@ -1,5 +1,5 @@
-import Foundation
-import RunnerContract
+public import Foundation
+public import RunnerContract
 
 /// Per-job state on disk: one directory per job under `state_dir`, 0700, files 0600, written atomically.
 /// The one owner of that layout: every module names the job's directory and files through it.

@@ -1,5 +1,5 @@
-import Identity
-import RunnerContract
+public import Identity
+public import RunnerContract
 
 /// How one rule fared against a job: matched, or the first condition that failed and why.
 public struct RuleEvaluation: Sendable, Equatable {

@@ -1,4 +1,5 @@
-import Identity
+import Foundation
+public import Identity
 
 /// `{claim}` placeholders in profile parameters, filled from the job's verified claims and escaped
 /// for where the value goes, so that a claim cannot break out of its place (a ref with `/` or `:`

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// The runner's job payload, `JOB_RESPONSE_FILE` (gitlab-runner `spec.Job`, written 0600 into the
 /// runner's temp dir before config_exec): the only source of job identity a job cannot forge.

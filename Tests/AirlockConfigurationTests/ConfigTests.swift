@@ -1,3 +1,5 @@
+import Policy
+import Federation
 import AirlockConfiguration
 import Foundation
 import Identity

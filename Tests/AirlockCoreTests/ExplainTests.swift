@@ -1,3 +1,4 @@
+import Ledger
 import AirlockConfiguration
 import AirlockCore
 import AirlockTesting

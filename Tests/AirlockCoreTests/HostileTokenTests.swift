@@ -1,3 +1,5 @@
+import Policy
+import AirlockConfiguration
 import _CryptoExtras
 import AirlockCore
 import AirlockTesting

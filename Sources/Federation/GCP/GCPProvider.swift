@@ -1,5 +1,5 @@
-import Foundation
-import Identity
+public import Foundation
+public import Identity
 import Policy
 import RunnerContract
 

@@ -1,6 +1,6 @@
-import Foundation
-import Identity
-import JWTKit
+public import Foundation
+public import Identity
+public import JWTKit
 import Policy
 import RunnerContract
 
