@@ -36,10 +36,17 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: strict),
         .target(name: "Policy", dependencies: ["Identity"], swiftSettings: strict),
+        // TOML read table by table, every key and line accounted for: the syntax each provider's
+        // own configuration is read with.
+        .target(name: "ConfigSyntax", dependencies: [
+            "RunnerContract", .product(name: "TOMLKit", package: "TOMLKit"),
+        ], swiftSettings: strict),
         // URLSession lives apart so that only prepare, cleanup and the admin CLI link libcurl.
         .target(name: "HTTPClient", dependencies: ["Identity"], swiftSettings: strict),
+        // One folder per provider kind (configuration, issue, revoke, delivery contract, endpoint
+        // answers); ProviderKinds.all wires each in.
         .target(name: "Federation", dependencies: [
-            "RunnerContract", "Identity", "Policy", .product(name: "JWTKit", package: "jwt-kit"),
+            "RunnerContract", "Identity", "Policy", "ConfigSyntax", .product(name: "JWTKit", package: "jwt-kit"),
         ], swiftSettings: strict),
         .target(name: "Ledger", dependencies: [
             "RunnerContract", "Federation", "Identity",
@@ -47,11 +54,10 @@ let package = Package(
         .target(name: "Delivery", dependencies: ["RunnerContract", "Federation", "Ledger", "CSupport"], swiftSettings: strict),
         // The configuration as written (TOML, every key and line checked) and as resolved.
         .target(name: "AirlockConfiguration", dependencies: [
-            "RunnerContract", "Identity", "Policy", "Federation", "Ledger",
-            .product(name: "TOMLKit", package: "TOMLKit"),
+            "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "ConfigSyntax",
         ], swiftSettings: strict),
         .target(name: "AirlockCore", dependencies: [
-            "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "Delivery", "CSupport", "AirlockConfiguration",
+            "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "Delivery", "CSupport", "AirlockConfiguration", "ConfigSyntax",
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "airlock-config", dependencies: ["AirlockCore"], swiftSettings: strict),
@@ -85,7 +91,7 @@ let package = Package(
         .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockConfiguration", "AirlockTesting", "Identity", "Policy", "Ledger", "RunnerContract", "Delivery", "HTTPClient", "Federation", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         // Tests mirror the modules they test (issue 16): Identity, Federation (the provider conformance
         // suites, against OpenBao and moto where a real server exists), Delivery (the masker).
-        .testTarget(name: "AirlockConfigurationTests", dependencies: ["AirlockConfiguration", "Identity"], swiftSettings: strict),
+        .testTarget(name: "AirlockConfigurationTests", dependencies: ["AirlockConfiguration", "ConfigSyntax", "Federation", "Policy", "Identity"], swiftSettings: strict),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(name: "FederationTests", dependencies: ["Federation", "AirlockTesting", "Identity", "HTTPClient", "RunnerContract", "Delivery",
                                                            .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")], swiftSettings: strict),

@@ -1,3 +1,5 @@
+public import ConfigSyntax
+public import Federation
 import Foundation
 public import Identity
 import Ledger
@@ -216,14 +218,9 @@ public struct AirlockConfig: Sendable {
         if var g = try top.table("gitlab") {
             gitlab = try parseGitLab(&g)
         }
-        let providers = try top.table("providers").map { c throws(ConfigError) in try parseProviders(c) } ?? [:]
+        let providers = try top.table("providers").map { c throws(ConfigError) in try parseProviders(c, warnings: &warnings) } ?? [:]
         let profiles = try top.table("profiles").map { c throws(ConfigError) in try parseProfiles(c, providers: providers) } ?? [:]
         let rules = try parseRules(try top.tableArray("rules"), profiles: profiles, warnings: &warnings)
-        for (name, spec) in providers.sorted(by: { $0.key < $1.key }) {
-            if case .gcp(let g) = spec, g.revokeEndpoint != nil {
-                warnings.append("[providers.\(name)] revoke_endpoint is ignored: Google does not revoke service-account or federated access tokens (\"Token is not revocable.\"), so cleanup records when each expires; remove the line")
-            }
-        }
         if !rules.isEmpty && gitlab == nil {
             throw top.error("rules", "rules need a [gitlab] section (issuer, audience) to verify the tokens they match")
         }
@@ -246,7 +243,7 @@ public struct AirlockConfig: Sendable {
         var out: [(String, String)] = [("the configuration", path)]
         if let j = gitlab?.jwksFile { out.append(("[gitlab] jwks_file", j)) }
         for (name, p) in providers.sorted(by: { $0.key < $1.key }) {
-            if case .oauth2(let o) = p, let k = o.privateKeyFile { out.append(("[providers.\(name)] private_key_file", k)) }
+            for f in p.settings.secretFiles { out.append(("[providers.\(name)] \(f.key)", f.path)) }
         }
         return out
     }

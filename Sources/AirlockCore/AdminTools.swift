@@ -1,3 +1,4 @@
+import ConfigSyntax
 import CoreFoundation
 public import AirlockConfiguration
 import Federation
@@ -273,18 +274,13 @@ extension AdminTools {
                 if exposed { problems.append("the configuration \(path) is readable or writable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it") }
                 continue
             }
-            if key.hasSuffix("private_key_file") {
+            // A provider's own secret file (a client key): not exposed, and usable as the provider says.
+            if let settings = config.providers.values.map(\.settings).first(where: { $0.secretFiles.contains { $0.path == path } }) {
                 if exposed { problems.append("\(key) \(path) is readable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it") }
-                do {
-                    let es256 = config.providers.values.contains { spec in
-                        if case .oauth2(let o) = spec { return o.privateKeyFile == path && o.assertionAlgorithm == "ES256" }
-                        return false
-                    }
-                    let (_, alg) = try await ClientKey(path: path, keyID: nil, es256: es256).load(profile: "-", provider: key)
-                    notes.append("\(key): \(alg) key")
-                } catch let e as FederationError where e.code == "ClientKeyInvalid" || e.code == "ClientKeyUnreadable" || e.code == "ClientKeyAlgorithm" {
-                    problems.append("\(key) \(path) is not a usable key: \(e.message)")
-                } catch {}
+                switch await settings.checkSecretFile(path) {
+                case .success(let what): notes.append("\(key): \(what)")
+                case .failure(let p): problems.append("\(key) \(path) \(p.message)")
+                }
             }
         }
         return problems

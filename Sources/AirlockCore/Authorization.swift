@@ -1,3 +1,4 @@
+import Federation
 public import AirlockConfiguration
 public import Foundation
 public import Identity

@@ -1,3 +1,4 @@
+import ConfigSyntax
 public import AirlockConfiguration
 import Foundation
 public import Identity

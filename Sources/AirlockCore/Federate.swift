@@ -13,38 +13,7 @@ import RunnerContract
 enum Federator {
     /// The providers a config defines, each knowing its profiles.
     static func providers(config: AirlockConfig, transport: any HTTPTransport) -> [String: any CredentialProvider] {
-        var out: [String: any CredentialProvider] = [:]
-        for (name, spec) in config.providers {
-            switch spec {
-            case .aws(let a):
-                var profiles: [String: AWSRoleProfile] = [:]
-                for (pn, p) in config.profiles where p.provider == name {
-                    guard let ap = p.aws else { continue }
-                    profiles[pn] = AWSRoleProfile(roleARN: ap.roleARN, sessionName: ap.sessionName, maxDuration: ap.maxDuration,
-                                                  sessionPolicy: ap.sessionPolicy, policyARNs: ap.policyARNs, region: ap.region ?? a.region)
-                }
-                out[name] = AWSProvider(name: name, endpoint: URL(string: a.stsEndpoint)!, profiles: profiles, transport: transport)
-            case .vault(let v):
-                let profiles = config.profiles.filter { $0.value.provider == name }.compactMapValues(\.vault)
-                out[name] = VaultProvider(name: name, address: URL(string: v.address)!, authMount: v.authMount,
-                                          namespace: v.namespace, profiles: profiles, transport: transport)
-            case .oauth2(let o):
-                let profiles = config.profiles.filter { $0.value.provider == name }.compactMapValues(\.oauth)
-                out[name] = OAuthProvider(name: name, tokenEndpoint: URL(string: o.tokenEndpoint)!,
-                                          revocationEndpoint: o.revocationEndpoint.flatMap(URL.init(string:)),
-                                          introspectionEndpoint: o.introspectionEndpoint.flatMap(URL.init(string:)),
-                                          clientID: o.clientID, clientKey: o.privateKeyFile.map { ClientKey(path: $0, keyID: o.keyID, es256: o.assertionAlgorithm == "ES256") },
-                                          assertionAudience: o.assertionAudience, profiles: profiles, transport: transport)
-            case .azure(let a):
-                let profiles = config.profiles.filter { $0.value.provider == name }.compactMapValues(\.azure)
-                out[name] = AzureProvider(name: name, authorityHost: URL(string: a.authorityHost)!, profiles: profiles, transport: transport)
-            case .gcp(let g):
-                let profiles = config.profiles.filter { $0.value.provider == name }.compactMapValues(\.gcp)
-                out[name] = GCPProvider(name: name, stsEndpoint: URL(string: g.stsEndpoint)!, iamCredentialsEndpoint: URL(string: g.iamCredentialsEndpoint)!,
-                                        profiles: profiles, transport: transport)
-            }
-        }
-        return out
+        ProviderKinds.providers(config.providers, profiles: config.profiles.mapValues { ($0.provider, $0.settings) }, transport: transport)
     }
 
     /// Issues every grant; returns what was issued (already in the ledger).
@@ -139,13 +108,11 @@ enum Federator {
     /// log says so. Returns the failure, or nil.
     static func unmaskable(_ issued: [IssuedCredential], config: AirlockConfig) -> AirlockFailure? {
         for c in issued.sorted(by: { $0.profile < $1.profile }) {
-            // What reaches the job: the fields a profile maps to variables (env.VAR → field), else all.
-            let mapped = c.details.filter { $0.key.hasPrefix("env.") }
-            let delivered: [(String, String)] = mapped.isEmpty ? c.secrets.map { ($0.key, $0.value) }
-                : mapped.compactMap { k, field in c.secrets[field].map { (String(k.dropFirst(4)), $0) } }
-            let short = delivered.filter { !$0.1.isEmpty && !MaskPatterns.isMaskable($0.1) }.map(\.0).sorted()
+            // What reaches the job: the secrets its delivery contract names.
+            let delivered = c.delivery.secrets.map { ($0.variables.first ?? $0.key, c.secrets[$0.key] ?? "") }
+            let short = Set(delivered.filter { !$0.1.isEmpty && !MaskPatterns.isMaskable($0.1) }.map(\.0)).sorted()
             guard !short.isEmpty else { continue }
-            let longLived = c.revocationHandle == "key_vault_copies" || c.details["kv"] != nil
+            let longLived = c.delivery.copiedValues
             let names = short.joined(separator: ", ")
             if longLived && config.profiles[c.profile]?.deliver == .file {
                 print("Airlock: profile \(c.profile): \(names) shorter than \(MaskPatterns.minimumLength) bytes, too short to mask in this log: delivered only as a file; a script that prints it shows it")

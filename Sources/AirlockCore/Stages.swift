@@ -113,21 +113,7 @@ public enum Stages {
             throw error
         }
         for c in issued {
-            print("Airlock: issued \(c.profile) (\(c.provider): \(summary(c))), expires \(ISO8601.format(c.expiresAt)), fingerprint \(c.fingerprint)")
-        }
-    }
-
-    /// What a credential is, in the job log's one line: the role, the app, the service account...
-    static func summary(_ c: IssuedCredential) -> String {
-        let d = c.details
-        switch c.providerType {
-        case "aws": return d["role_arn"] ?? "aws"
-        case "azure":
-            let what = d["delivers"] == "key_vault_secrets" ? "Key Vault secrets from \(d["key_vault"] ?? "?")" : d["scope"] ?? "?"
-            return "app \(d["client_id"] ?? "?") in tenant \(d["tenant_id"] ?? "?"), \(what)"
-        case "gcp": return d["service_account"].map { "as \($0)" } ?? "pool \(d["pool"] ?? "?")/\(d["pool_provider"] ?? "?")"
-        case "vault": return d["role"].map { "role \($0)" } ?? "vault"
-        default: return d["audience"] ?? c.providerType
+            print("Airlock: issued \(c.profile) (\(c.provider): \(c.summary)), expires \(ISO8601.format(c.expiresAt)), fingerprint \(c.fingerprint)")
         }
     }
 

@@ -46,6 +46,13 @@ public struct EndpointServer: Sendable {
         return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 
+    static func json(_ obj: [String: JSONValue], status: HTTPResponse.Status = .ok) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(obj)) ?? Data()
+        return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
     static func text(_ s: String, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
         var h = headers
         h[.contentType] = "text/plain"
@@ -119,45 +126,37 @@ public struct EndpointServer: Sendable {
     // MARK: AWS (federation.md B1)
 
     func aws(_ request: Request, profile: String) async throws -> Response {
-        guard broker.servedProfiles.contains(profile), broker.spec(profile)?.aws != nil else {
+        guard broker.servedProfiles.contains(profile), broker.spec(profile)?.settings(as: AWSRoleProfile.self) != nil else {
             broker.refused("not_granted", "aws profile \(profile)")
             return Self.json(["message": "profile \(profile) is not an AWS profile served to this job"], status: .notFound)
         }
-        let c = try await broker.credential(profile)
-        return Self.json(["AccessKeyId": c.secrets["AccessKeyId"] ?? "", "SecretAccessKey": c.secrets["SecretAccessKey"] ?? "",
-                          "Token": c.secrets["SessionToken"] ?? "", "Expiration": ISO8601.format(c.expiresAt)])
+        return Self.json(AWSContainerCredentials.body(try await broker.credential(profile)))
     }
 
     // MARK: Azure (federation.md B2)
 
     func azure(_ request: Request) async throws -> Response {
         let q = request.uri.queryParameters
-        guard q["api-version"].map(String.init) == "2019-08-01" else {
-            return Self.json(["statusCode": 400, "message": "api-version must be 2019-08-01"], status: .badRequest)
+        guard q["api-version"].map(String.init) == AzureManagedIdentity.apiVersion else {
+            return Self.json(["statusCode": 400, "message": "api-version must be \(AzureManagedIdentity.apiVersion)"], status: .badRequest)
         }
         guard let resource = q["resource"].map({ String($0).removingPercentEncoding ?? String($0) }), !resource.isEmpty else {
             return Self.json(["statusCode": 400, "message": "resource is required"], status: .badRequest)
         }
-        let wanted = resource.hasSuffix("/.default") ? String(resource.dropLast(9)) : resource
-        let azureProfiles = broker.servedProfiles.filter { broker.spec($0)?.azure != nil }
-        let match = azureProfiles.first { p in
-            guard let r = broker.spec(p)?.azure?.resource else { return false }
-            var scopes = [r.scope]
-            if case .cosmos = r { scopes.append(AzureResource.cosmosFallbackScope) }
-            return scopes.contains { $0.dropLast(9) == wanted || $0.dropLast(9) == wanted + "/" || $0.dropLast(9) + "/" == wanted }
-        }
-        guard let profile = match, let spec = broker.spec(profile)?.azure else {
+        let wanted = AzureManagedIdentity.wanted(resource)
+        let azureProfiles = broker.servedProfiles.compactMap { p in broker.spec(p)?.settings(as: AzureProfile.self).map { (name: p, profile: $0) } }
+        guard let profile = AzureManagedIdentity.profile(serving: wanted, among: azureProfiles),
+              let spec = broker.spec(profile)?.settings(as: AzureProfile.self) else {
             broker.refused("resource_not_granted", "azure resource \(wanted)")
-            let granted = azureProfiles.compactMap { broker.spec($0)?.azure?.resource.scope }.map { String($0.dropLast(9)) }
+            let granted = AzureManagedIdentity.granted(azureProfiles.map(\.profile))
             return Self.json(["statusCode": 400, "message": "resource \(wanted) is not granted to this job; granted: \(granted.joined(separator: ", "))"], status: .badRequest)
         }
-        if let client = q["client_id"].map(String.init), !client.isEmpty, client != spec.clientID, !spec.clientID.contains("{") {
-            broker.refused("client_not_granted", "azure client_id \(client)")
-            return Self.json(["statusCode": 400, "message": "client_id \(client) is not the identity granted to this job"], status: .badRequest)
+        let client = q["client_id"].map(String.init)
+        guard AzureManagedIdentity.clientAllowed(client, spec) else {
+            broker.refused("client_not_granted", "azure client_id \(client ?? "")")
+            return Self.json(["statusCode": 400, "message": "client_id \(client ?? "") is not the identity granted to this job"], status: .badRequest)
         }
-        let c = try await broker.credential(profile)
-        return Self.json(["access_token": c.secrets["access_token"] ?? "", "expires_on": String(Int(c.expiresAt.timeIntervalSince1970)),
-                          "resource": wanted, "token_type": "Bearer", "client_id": c.details["client_id"] ?? spec.clientID])
+        return Self.json(AzureManagedIdentity.body(try await broker.credential(profile), resource: wanted, profile: spec))
     }
 
     // MARK: Google (federation.md B3)
@@ -171,37 +170,22 @@ public struct EndpointServer: Sendable {
         }
         let rest = path == prefix || path.hasPrefix(prefix + "/") ? String(path.dropFirst(prefix.count)) : path
         if rest == "" || rest == "/" { return Self.text("", headers: flavor) }
-        guard let profile = broker.servedProfiles.first(where: { broker.spec($0)?.gcp != nil }), let spec = broker.spec(profile)?.gcp else {
+        guard let profile = broker.servedProfiles.first(where: { broker.spec($0)?.settings(as: GCPProfile.self) != nil }),
+              let spec = broker.spec(profile)?.settings(as: GCPProfile.self) else {
             return Self.text("not found", status: .notFound, headers: flavor)
         }
         let base = "/computeMetadata/v1/"
         guard rest.hasPrefix(base) else { return Self.text("not found", status: .notFound, headers: flavor) }
-        let item = String(rest.dropFirst(base.count))
-        var jsonHeaders = flavor
-        jsonHeaders[.contentType] = "application/json"
-        func json(_ o: Any) -> Response {
+        func json(_ o: [String: JSONValue]) -> Response {
             var r = Self.json(o)
             r.headers[Self.metadataFlavor] = "Google"
             return r
         }
-        let email = spec.serviceAccount ?? "default"
-        switch item {
-        case "instance/service-accounts/default/", "instance/service-accounts/default":
-            return json(["email": email, "scopes": spec.scopes, "aliases": ["default"]])
-        case "instance/service-accounts/default/email", "instance/service-accounts/\(email)/email":
-            return Self.text(email, headers: flavor)
-        case "instance/service-accounts/default/token", "instance/service-accounts/\(email)/token":
-            let c = try await broker.credential(profile)
-            return json(["access_token": c.secrets["access_token"] ?? "", "expires_in": max(0, Int(c.expiresAt.timeIntervalSinceNow)), "token_type": "Bearer"])
-        case "instance/service-accounts/default/scopes":
-            return Self.text(spec.scopes.joined(separator: "\n"), headers: flavor)
-        case "project/project-id":
-            guard let p = spec.projectID else { return Self.text("not found", status: .notFound, headers: flavor) }
-            return Self.text(p, headers: flavor)
-        case "universe/universe-domain":
-            return Self.text("googleapis.com", headers: flavor)
-        default:
-            return Self.text("not found", status: .notFound, headers: flavor)
+        switch GCEMetadata.answer(String(rest.dropFirst(base.count)), profile: spec) {
+        case .text(let t): return Self.text(t, headers: flavor)
+        case .json(let o): return json(o)
+        case .token: return json(GCEMetadata.tokenBody(try await broker.credential(profile)))
+        case .notFound: return Self.text("not found", status: .notFound, headers: flavor)
         }
     }
 }

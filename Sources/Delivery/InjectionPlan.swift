@@ -41,6 +41,26 @@ public struct EndpointAccess: Sendable {
 
     /// GCE_METADATA_HOST's value: `127.0.0.1:PORT`, or with the secret as a path prefix.
     public var metadataHost: String { ownerOnly ? "127.0.0.1:\(port)" : "127.0.0.1:\(port)/\(secret)" }
+
+    /// The variables that send an SDK to the credential server's `kind` route for `profile`.
+    public func environment(_ kind: EndpointKind, profile: String, secretsDir: String) -> [(String, String)] {
+        let base = "http://127.0.0.1:\(port)"
+        switch kind {
+        case .awsContainer:
+            // botocore before 1.32 (Debian bookworm's python3-botocore is 1.29) reads only the
+            // variable; newer ones prefer the file. The job's own endpoint secret, masked.
+            return [("AWS_CONTAINER_CREDENTIALS_FULL_URI", "\(base)/aws/\(profile)"),
+                    ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "\(secretsDir)/\(Self.tokenFileName)"),
+                    ("AWS_CONTAINER_AUTHORIZATION_TOKEN", secret)]
+        case .azureManagedIdentity:
+            return [("IDENTITY_ENDPOINT", "\(base)/azure"), ("IDENTITY_HEADER", secret)]
+        case .gceMetadata:
+            // google-auth builds http://<GCE_METADATA_HOST>/computeMetadata/v1/...; without the owner
+            // rule the secret rides in the path (see ownerOnly). gcloud and older google-auth read
+            // GCE_METADATA_ROOT (http://<it>/computeMetadata/v1/): the same host.
+            return [("GCE_METADATA_HOST", metadataHost), ("GCE_METADATA_IP", metadataHost), ("GCE_METADATA_ROOT", metadataHost)]
+        }
+    }
 }
 
 /// What one stage receives: environment variables and files for its secrets dir.
@@ -77,107 +97,37 @@ public struct InjectionPlan: Sendable {
         for c in credentials.sorted(by: { $0.profile < $1.profile }) {
             guard let rule = rules[c.profile], rule.applies(to: stage) else { continue }
             plan.profiles.append(c.profile)
+            let d = c.delivery
             if rule.viaEndpoint {
                 // No credential in the stage: only where to ask, and the job's secret (federation.md B1-B3).
                 guard let endpoint else {
                     throw AirlockFailure(.system, "profile \(c.profile) is delivered by the credential server, which is not running; see endpoint.log in the job's state")
                 }
-                let base = "http://127.0.0.1:\(endpoint.port)"
-                switch c.providerType {
-                case "aws":
-                    plan.files[EndpointAccess.tokenFileName] = endpoint.secret
-                    try set("AWS_CONTAINER_CREDENTIALS_FULL_URI", "\(base)/aws/\(c.profile)", c.profile)
-                    try set("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "\(secretsDir)/\(EndpointAccess.tokenFileName)", c.profile)
-                    // botocore before 1.32 (Debian bookworm's python3-botocore is 1.29) reads only the
-                    // variable; newer ones prefer the file. The job's own endpoint secret, masked.
-                    try set("AWS_CONTAINER_AUTHORIZATION_TOKEN", endpoint.secret, c.profile)
-                    try set("AWS_REGION", c.details["region"] ?? "us-east-1", c.profile)
-                    try set("AWS_DEFAULT_REGION", c.details["region"] ?? "us-east-1", c.profile)
-                case "azure":
-                    try set("IDENTITY_ENDPOINT", "\(base)/azure", "azure-endpoint")
-                    try set("IDENTITY_HEADER", endpoint.secret, "azure-endpoint")
-                    if let t = c.details["tenant_id"] { try set("AZURE_TENANT_ID", t, c.profile) }
-                case "gcp":
-                    // google-auth builds http://<GCE_METADATA_HOST>/computeMetadata/v1/...; without the
-                    // owner rule the secret rides in the path (see EndpointAccess.ownerOnly).
-                    try set("GCE_METADATA_HOST", endpoint.metadataHost, c.profile)
-                    try set("GCE_METADATA_IP", endpoint.metadataHost, c.profile)
-                    // gcloud and google-auth before 1.x's GCE_METADATA_HOST read GCE_METADATA_ROOT
-                    // (http://<it>/computeMetadata/v1/): the same host.
-                    try set("GCE_METADATA_ROOT", endpoint.metadataHost, c.profile)
-                    if let project = c.details["project_id"] {
-                        try set("GOOGLE_CLOUD_PROJECT", project, c.profile)
-                        try set("CLOUDSDK_CORE_PROJECT", project, c.profile)
-                    }
-                default:
-                    throw AirlockFailure(.system, "no endpoint for provider type \(c.providerType)")
+                guard let kind = d.endpoint else {
+                    throw AirlockFailure(.system, "profile \(c.profile): a \(c.providerType) credential has no endpoint that serves it")
                 }
+                for (k, v) in endpoint.environment(kind, profile: c.profile, secretsDir: secretsDir) { try set(k, v, c.profile) }
+                if kind == .awsContainer { plan.files[EndpointAccess.tokenFileName] = endpoint.secret }
+                for (k, v) in d.endpointEnvironment.sorted(by: { $0.key < $1.key }) { try set(k, v, c.profile) }
                 continue
             }
-            switch c.providerType {
-            case "aws":
-                let region = c.details["region"] ?? "us-east-1"
-                if rule.asFile {
-                    let name = "aws-credentials-\(c.profile)"
-                    plan.files[name] = """
-                    [\(c.profile)]
-                    aws_access_key_id = \(c.secrets["AccessKeyId"] ?? "")
-                    aws_secret_access_key = \(c.secrets["SecretAccessKey"] ?? "")
-                    aws_session_token = \(c.secrets["SessionToken"] ?? "")
-                    region = \(region)
-                    """
-                    try set("AWS_SHARED_CREDENTIALS_FILE", "\(secretsDir)/\(name)", c.profile)
-                    try set("AWS_PROFILE", c.profile, c.profile)
-                } else {
-                    try set("AWS_ACCESS_KEY_ID", c.secrets["AccessKeyId"] ?? "", c.profile)
-                    try set("AWS_SECRET_ACCESS_KEY", c.secrets["SecretAccessKey"] ?? "", c.profile)
-                    try set("AWS_SESSION_TOKEN", c.secrets["SessionToken"] ?? "", c.profile)
-                }
-                try set("AWS_REGION", region, c.profile)
-                try set("AWS_DEFAULT_REGION", region, c.profile)
-            case "vault":
-                // details["env.VAR"] = field: the profile's mapping, recorded at issue.
-                for (key, field) in c.details.sorted(by: { $0.key < $1.key }) where key.hasPrefix("env.") {
-                    let variable = String(key.dropFirst(4))
-                    let value = c.secrets[field] ?? ""
-                    try give(value, asFile: rule.asFile, file: "\(c.profile)-\(variable)", fileVariable: variable, env: [variable], c.profile)
-                }
-                if c.details["delivers_token"] == "true", let token = c.secrets["token"] {
-                    try set("VAULT_ADDR", c.details["address"] ?? "", c.profile)
-                    if let ns = c.details["namespace"] { try set("VAULT_NAMESPACE", ns, c.profile) }
-                    try give(token, asFile: rule.asFile, file: "\(c.profile)-vault-token", fileVariable: "VAULT_TOKEN_FILE", env: ["VAULT_TOKEN"], c.profile)
-                }
-            case "oauth2":
-                let variable = c.details["variable"] ?? "OAUTH_ACCESS_TOKEN"
-                let token = c.secrets["access_token"] ?? ""
-                try give(token, asFile: rule.asFile, file: "\(c.profile)-access-token", fileVariable: variable, env: [variable], c.profile)
-            case "azure":
-                if c.details["delivers"] == "key_vault_secrets" {
-                    // Key Vault values under the profile's variable names; the token stays with Airlock.
-                    for key in c.details.keys.sorted() where key.hasPrefix("secret.") {
-                        let variable = String(key.dropFirst(7))
-                        let value = c.secrets[variable] ?? ""
-                        try give(value, asFile: rule.asFile, file: "\(c.profile)-\(variable)", fileVariable: variable, env: [variable], c.profile)
+            if rule.asFile, let file = d.file {
+                // The provider's own file (AWS's shared credentials file) instead of one per secret.
+                plan.files[file.name] = file.content.map { part in
+                    switch part {
+                    case .text(let t): t
+                    case .secret(let key): c.secrets[key] ?? ""
                     }
-                    continue
+                }.joined()
+                try set(file.pathVariable, "\(secretsDir)/\(file.name)", c.profile)
+                for (k, v) in file.environment.sorted(by: { $0.key < $1.key }) { try set(k, v, c.profile) }
+            } else {
+                for secret in d.secrets {
+                    try give(c.secrets[secret.key] ?? "", asFile: rule.asFile, file: secret.file, fileVariable: secret.fileVariable,
+                             env: secret.variables, c.profile)
                 }
-                let variable = c.details["variable"] ?? "AZURE_ACCESS_TOKEN"
-                let token = c.secrets["access_token"] ?? ""
-                try give(token, asFile: rule.asFile, file: "\(c.profile)-azure-token", fileVariable: variable, env: [variable], c.profile)
-                if let t = c.details["tenant_id"] { try set("AZURE_TENANT_ID", t, c.profile) }
-                if let id = c.details["client_id"] { try set("AZURE_CLIENT_ID", id, c.profile) }
-            case "gcp":
-                let token = c.secrets["access_token"] ?? ""
-                // gcloud reads auth/access_token_file from CLOUDSDK_AUTH_ACCESS_TOKEN_FILE.
-                try give(token, asFile: rule.asFile, file: "\(c.profile)-gcp-token", fileVariable: "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE",
-                         env: ["CLOUDSDK_AUTH_ACCESS_TOKEN", "GOOGLE_OAUTH_ACCESS_TOKEN"], c.profile)
-                if let project = c.details["project_id"] {
-                    try set("CLOUDSDK_CORE_PROJECT", project, c.profile)
-                    try set("GOOGLE_CLOUD_PROJECT", project, c.profile)
-                }
-            default:
-                throw AirlockFailure(.system, "no delivery for provider type \(c.providerType)")
             }
+            for (k, v) in d.environment.sorted(by: { $0.key < $1.key }) { try set(k, v, c.profile) }
         }
         return plan
     }

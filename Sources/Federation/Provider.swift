@@ -26,7 +26,8 @@ public struct IssueRequest: Sendable {
 
 /// A credential a provider issued: the fourth boundary type of the data path.
 /// `secrets` are the values the job receives and that are masked; `details` are public facts for the
-/// audit log (role, session name, account); `revocationHandle` is what `revoke` needs.
+/// audit log (role, session name, account); `delivery` is what reaches the job and how, filled in by
+/// the provider; `revocationHandle` is what `revoke` needs.
 public struct IssuedCredential: Sendable, Codable, Equatable {
     public var id: String
     public var profile: String
@@ -37,9 +38,13 @@ public struct IssuedCredential: Sendable, Codable, Equatable {
     public var expiresAt: Date
     /// nil when the provider cannot revoke (the credential simply expires).
     public var revocationHandle: String?
+    public var delivery: DeliveryContract
+    /// What it is, in the job log's one line: the role, the app, the service account...
+    public var summary: String
 
     public init(profile: String, provider: String, providerType: String, secrets: [String: String],
-                details: [String: String], expiresAt: Date, revocationHandle: String?) {
+                details: [String: String], expiresAt: Date, revocationHandle: String?,
+                delivery: DeliveryContract, summary: String) {
         id = UUID().uuidString.lowercased()
         self.profile = profile
         self.provider = provider
@@ -48,6 +53,28 @@ public struct IssuedCredential: Sendable, Codable, Equatable {
         self.details = details
         self.expiresAt = expiresAt
         self.revocationHandle = revocationHandle
+        self.delivery = delivery
+        self.summary = summary
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, profile, provider, providerType, secrets, details, expiresAt, revocationHandle, delivery, summary
+    }
+
+    /// A ledger written before the delivery contract (an upgrade mid-job) still loads, so that
+    /// cleanup and sweep can revoke what it holds; such a credential delivers nothing.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decode(String.self, forKey: .id)
+        profile = try c.decode(String.self, forKey: .profile)
+        provider = try c.decode(String.self, forKey: .provider)
+        providerType = try c.decode(String.self, forKey: .providerType)
+        secrets = try c.decode([String: String].self, forKey: .secrets)
+        details = try c.decode([String: String].self, forKey: .details)
+        expiresAt = try c.decode(Date.self, forKey: .expiresAt)
+        revocationHandle = try c.decodeIfPresent(String.self, forKey: .revocationHandle)
+        delivery = try c.decodeIfPresent(DeliveryContract.self, forKey: .delivery) ?? DeliveryContract()
+        summary = try c.decodeIfPresent(String.self, forKey: .summary) ?? providerType
     }
 
     /// A fingerprint over every secret value, for logs and audit records.

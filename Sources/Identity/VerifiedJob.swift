@@ -18,3 +18,14 @@ public struct VerifiedJob: Sendable, Equatable, Codable {
     /// A claim's value.
     public subscript(_ name: String) -> String? { claims[name] }
 }
+
+/// Every claim GitLab may put in a job's ID token (custom-executor.md §2): a rule on another name is
+/// most likely a typo, which `airlock check` reports.
+public let knownGitLabClaims: Set<String> = [
+    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "namespace_id", "namespace_path", "project_id", "project_path",
+    "user_id", "user_login", "user_email", "user_access_level", "job_project_id", "job_project_path", "job_namespace_id",
+    "job_namespace_path", "pipeline_id", "pipeline_source", "job_id", "ref", "ref_type", "ref_path", "ref_protected",
+    "environment", "environment_protected", "deployment_tier", "environment_action", "runner_id", "runner_environment",
+    "sha", "ci_config_ref_uri", "ci_config_sha", "project_visibility", "user_identities", "groups_direct",
+    "job_source", "job_config",
+]

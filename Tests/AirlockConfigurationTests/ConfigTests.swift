@@ -1,3 +1,4 @@
+import ConfigSyntax
 import Policy
 import Federation
 import AirlockConfiguration
@@ -19,13 +20,13 @@ struct ConfigTests {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let c = try AirlockConfig.load(path: root.appendingPathComponent("runner-config/airlock.toml.example").path)
         #expect(c.policy.rules.count == 2)
-        #expect(c.profiles["deploy-prod"]?.aws?.maxDuration == 3600)
+        #expect(c.profiles["deploy-prod"]?.settings(as: AWSRoleProfile.self)?.maxDuration == 3600)
         #expect(c.gitlab?.audience == "https://airlock.example.com")
-        #expect(c.profiles["db-readonly"]?.vault?.env == ["DB_USER": "username", "DB_PASSWORD": "password"])
-        #expect(c.profiles["orders-api"]?.oauth?.subjectTokenType == "https://airlock.example.com/gitlab-id-token")
-        #expect(c.profiles["orders-db"]?.azure?.resource == .cosmos(account: "orders-db"))
-        #expect(c.profiles["azure-secrets"]?.azure?.keyVaultSecrets["DB_PASSWORD"] == "db-password")
-        #expect(c.profiles["gcs-deploy"]?.gcp?.poolParts?.pool == "gitlab")
+        #expect(c.profiles["db-readonly"]?.settings(as: VaultProfile.self)?.env == ["DB_USER": "username", "DB_PASSWORD": "password"])
+        #expect(c.profiles["orders-api"]?.settings(as: OAuthProfile.self)?.subjectTokenType == "https://airlock.example.com/gitlab-id-token")
+        #expect(c.profiles["orders-db"]?.settings(as: AzureProfile.self)?.resource == .cosmos(account: "orders-db"))
+        #expect(c.profiles["azure-secrets"]?.settings(as: AzureProfile.self)?.keyVaultSecrets["DB_PASSWORD"] == "db-password")
+        #expect(c.profiles["gcs-deploy"]?.settings(as: GCPProfile.self)?.poolParts?.pool == "gitlab")
         #expect(c.consumedTokenVariables == ["AIRLOCK_ID_TOKEN", "AZURE_ID_TOKEN", "GCP_ID_TOKEN"])
     }
 

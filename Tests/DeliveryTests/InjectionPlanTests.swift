@@ -11,12 +11,14 @@ struct InjectionPlanTests {
     static func aws(_ profile: String = "deploy", region: String = "eu-west-1") -> IssuedCredential {
         IssuedCredential(profile: profile, provider: "aws", providerType: "aws",
                          secrets: ["AccessKeyId": "ASIAEXAMPLEKEY000001", "SecretAccessKey": "secret-access-key-0123456789abcdef0123", "SessionToken": "session-token-0123456789"],
-                         details: ["region": region], expiresAt: Date().addingTimeInterval(3600), revocationHandle: nil)
+                         details: ["region": region], expiresAt: Date().addingTimeInterval(3600), revocationHandle: nil,
+                         delivery: AWSKind.delivery(profile: profile, region: region), summary: "role")
     }
 
     static func gcp() -> IssuedCredential {
         IssuedCredential(profile: "gcs", provider: "gcp", providerType: "gcp", secrets: ["access_token": "ya29.token-0123456789"],
-                         details: ["project_id": "platform-prod"], expiresAt: Date().addingTimeInterval(3600), revocationHandle: nil)
+                         details: [:], expiresAt: Date().addingTimeInterval(3600), revocationHandle: nil,
+                         delivery: GCPKind.delivery(profile: "gcs", projectID: "platform-prod"), summary: "pool")
     }
 
     @Test func awsKeysReachTheScriptStagesOnly() throws {
@@ -53,7 +55,7 @@ struct InjectionPlanTests {
             _ = try InjectionPlan.make(stage: "build_script", credentials: [Self.aws("a"), Self.aws("b", region: "us-east-2")], rules: rules, secretsDir: Self.dir)
             Issue.record("two AWS profiles in one environment were accepted")
         } catch {
-            #expect("\(error)".contains("profiles a and b both set AWS_REGION in stage build_script") && "\(error)".contains("deliver = \"file\""), "\(error)")
+            #expect("\(error)".contains("profiles a and b both set AWS_DEFAULT_REGION in stage build_script") && "\(error)".contains("deliver = \"file\""), "\(error)")
         }
     }
 
@@ -78,6 +80,32 @@ struct InjectionPlanTests {
         // Without a running server, endpoint delivery is a system failure that says where to look.
         #expect(throws: AirlockFailure.self) {
             _ = try InjectionPlan.make(stage: "build_script", credentials: [Self.gcp()], rules: rules, secretsDir: Self.dir)
+        }
+    }
+
+    /// Delivery knows no provider: a kind it has never heard of (a sixth provider) is delivered from
+    /// its contract alone, as env, as files, and its public values beside them.
+    @Test func aContractAloneSaysWhatReachesTheJob() throws {
+        let contract = DeliveryContract(
+            secrets: [.token("api_key", variable: "EXAMPLE_API_KEY", file: "ci-example-key"),
+                      .init(key: "cert", variables: ["EXAMPLE_CERT", "EXAMPLE_CERT_PEM"], file: "ci-example.pem", fileVariable: "EXAMPLE_CERT_FILE")],
+            environment: ["EXAMPLE_ENDPOINT": "https://api.example.com"])
+        let c = IssuedCredential(profile: "ci", provider: "example", providerType: "example-kind",
+                                 secrets: ["api_key": "example-api-key-0123456789", "cert": "-----BEGIN CERT-----0123456789", "unmapped": "never-delivered-0123456789"],
+                                 details: [:], expiresAt: Date().addingTimeInterval(600), revocationHandle: nil, delivery: contract, summary: "example")
+        let env = try InjectionPlan.make(stage: "build_script", credentials: [c], rules: ["ci": DeliveryRule(profile: "ci", asFile: false, stages: nil)], secretsDir: Self.dir)
+        #expect(env.environment == ["EXAMPLE_API_KEY": "example-api-key-0123456789", "EXAMPLE_CERT": "-----BEGIN CERT-----0123456789",
+                                    "EXAMPLE_CERT_PEM": "-----BEGIN CERT-----0123456789", "EXAMPLE_ENDPOINT": "https://api.example.com"])
+        #expect(env.files.isEmpty)
+        let file = try InjectionPlan.make(stage: "build_script", credentials: [c], rules: ["ci": DeliveryRule(profile: "ci", asFile: true, stages: nil)], secretsDir: Self.dir)
+        #expect(file.environment == ["EXAMPLE_API_KEY": "\(Self.dir)/ci-example-key", "EXAMPLE_CERT_FILE": "\(Self.dir)/ci-example.pem",
+                                     "EXAMPLE_ENDPOINT": "https://api.example.com"])
+        #expect(file.files == ["ci-example-key": "example-api-key-0123456789", "ci-example.pem": "-----BEGIN CERT-----0123456789"])
+        // No endpoint in its contract: endpoint delivery is refused, not guessed.
+        let access = EndpointAccess(port: 40123, secret: "endpoint-secret-0123456789abcdef")
+        #expect(throws: AirlockFailure.self) {
+            _ = try InjectionPlan.make(stage: "build_script", credentials: [c], rules: ["ci": DeliveryRule(profile: "ci", asFile: false, stages: nil, viaEndpoint: true)],
+                                       secretsDir: Self.dir, endpoint: access)
         }
     }
 }

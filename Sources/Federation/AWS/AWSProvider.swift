@@ -4,7 +4,7 @@ import Policy
 import RunnerContract
 
 /// An AWS profile: which role to assume and how (templates rendered against the job's claims).
-public struct AWSRoleProfile: Sendable {
+public struct AWSRoleProfile: ProfileSettings {
     public var roleARN: String
     public var sessionName: String
     public var maxDuration: Double
@@ -96,7 +96,8 @@ public struct AWSProvider: CredentialProvider {
         return IssuedCredential(
             profile: r.profile, provider: name, providerType: "aws",
             secrets: ["AccessKeyId": key, "SecretAccessKey": secret, "SessionToken": token],
-            details: details, expiresAt: exp, revocationHandle: nil)
+            details: details, expiresAt: exp, revocationHandle: nil,
+            delivery: AWSKind.delivery(profile: r.profile, region: p.region), summary: role)
     }
 
     public func revoke(_ c: IssuedCredential, now: Date) async throws -> RevokeOutcome {

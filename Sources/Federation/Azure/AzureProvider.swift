@@ -37,7 +37,7 @@ public enum AzureResource: Sendable, Equatable {
 }
 
 /// An Azure profile: the app registration (or user-assigned managed identity) to become, and what for.
-public struct AzureProfile: Sendable {
+public struct AzureProfile: ProfileSettings {
     /// Templated from claims; rendered values must be a GUID or a domain name.
     public var tenantID: String
     public var clientID: String
@@ -123,8 +123,13 @@ public struct AzureProvider: CredentialProvider {
         if fellBack { details["cosmos_scope_fallback"] = "AADSTS500011 for the account scope; used \(AzureResource.cosmosFallbackScope)" }
         let expiresAt = r.now.addingTimeInterval(token.expiresIn)
         guard !p.keyVaultSecrets.isEmpty, let vault = p.keyVaultURL.flatMap(URL.init(string:)) else {
+            let delivery = DeliveryContract(
+                secrets: [.token("access_token", variable: p.variable, file: "\(r.profile)-azure-token")],
+                environment: ["AZURE_TENANT_ID": tenant, "AZURE_CLIENT_ID": client],
+                endpoint: .azureManagedIdentity, endpointEnvironment: ["AZURE_TENANT_ID": tenant])
             return IssuedCredential(profile: r.profile, provider: name, providerType: "azure", secrets: ["access_token": token.access],
-                                    details: details, expiresAt: expiresAt, revocationHandle: nil)
+                                    details: details, expiresAt: expiresAt, revocationHandle: nil,
+                                    delivery: delivery, summary: "app \(client) in tenant \(tenant), \(scope)")
         }
         // Key Vault: read each secret with the token; the job gets the values, never the token.
         var secrets: [String: String] = [:]
@@ -135,8 +140,12 @@ public struct AzureProvider: CredentialProvider {
         details["key_vault"] = vault.absoluteString
         details["delivers"] = "key_vault_secrets"
         // The values outlive the job in Key Vault; the job's copies live until cleanup.
+        // Key Vault values under the profile's variable names; the token stays with Airlock.
+        let delivery = DeliveryContract(secrets: secrets.keys.sorted().map { .token($0, variable: $0, file: "\(r.profile)-\($0)") },
+                                        copiedValues: true)
         return IssuedCredential(profile: r.profile, provider: name, providerType: "azure", secrets: secrets, details: details,
-                                expiresAt: r.now.addingTimeInterval(Double(max(r.jobTimeoutSeconds, 60))), revocationHandle: "key_vault_copies")
+                                expiresAt: r.now.addingTimeInterval(Double(max(r.jobTimeoutSeconds, 60))), revocationHandle: "key_vault_copies",
+                                delivery: delivery, summary: "app \(client) in tenant \(tenant), Key Vault secrets from \(vault.absoluteString)")
     }
 
     struct EntraRejection: Error {

@@ -5,7 +5,7 @@ import RunnerContract
 
 /// A Google Cloud profile: the workload identity provider to exchange with and, optionally, the
 /// service account to impersonate.
-public struct GCPProfile: Sendable {
+public struct GCPProfile: ProfileSettings {
     public static let cloudPlatformScope = "https://www.googleapis.com/auth/cloud-platform"
     /// `//iam.googleapis.com/projects/<NUM>/locations/global/workloadIdentityPools/<POOL>/providers/<PROV>`.
     public var workloadIdentityProvider: String
@@ -107,10 +107,12 @@ public struct GCPProvider: CredentialProvider {
             details["pool_provider"] = parts.provider
         }
         if let pid = p.projectID { details["project_id"] = pid }
+        let delivery = GCPKind.delivery(profile: profile, projectID: p.projectID)
         guard let serviceAccount else {
             details["token"] = "federated"
             return IssuedCredential(profile: profile, provider: name, providerType: "gcp", secrets: ["access_token": federated],
-                                    details: details, expiresAt: federatedExpiry, revocationHandle: nil)
+                                    details: details, expiresAt: federatedExpiry, revocationHandle: nil, delivery: delivery,
+                                    summary: "pool \(p.poolParts?.pool ?? "?")/\(p.poolParts?.provider ?? "?")")
         }
         // 2. Impersonation: a service account token that lives no longer than the job.
         let lifetime = Self.lifetime(jobTimeout: r.jobTimeoutSeconds, max: p.maxLifetime)
@@ -146,7 +148,7 @@ public struct GCPProvider: CredentialProvider {
         // The federated token never leaves Airlock; it is not delivered and simply expires.
         details["federated_token_expires_at"] = ISO8601.format(federatedExpiry)
         return IssuedCredential(profile: profile, provider: name, providerType: "gcp", secrets: ["access_token": access],
-                                details: details, expiresAt: expiry, revocationHandle: nil)
+                                details: details, expiresAt: expiry, revocationHandle: nil, delivery: delivery, summary: "as \(serviceAccount)")
     }
 
     /// Google access tokens for service accounts and federated identities are not revocable: the

@@ -13,7 +13,7 @@ public enum OAuthGrant: String, Sendable, CaseIterable {
 }
 
 /// An OAuth 2.0 profile.
-public struct OAuthProfile: Sendable {
+public struct OAuthProfile: ProfileSettings {
     public var grant: OAuthGrant
     /// Templated from claims.
     public var audience: String?
@@ -214,7 +214,9 @@ public struct OAuthProvider: CredentialProvider {
         if let s = (o["scope"] as? String) ?? scope { details["scope"] = s }
         let credential = IssuedCredential(profile: r.profile, provider: name, providerType: "oauth2", secrets: secrets, details: details,
                                           expiresAt: r.now.addingTimeInterval(Double(expiresIn)),
-                                          revocationHandle: revocationEndpoint?.absoluteString)
+                                          revocationHandle: revocationEndpoint?.absoluteString,
+                                          delivery: DeliveryContract(secrets: [.token("access_token", variable: p.variable, file: "\(r.profile)-access-token")]),
+                                          summary: audience ?? "oauth2")
         if p.introspect, let introspectionEndpoint {
             let form = [("token", access), ("token_type_hint", "access_token")] + (try await clientAuth(profile: r.profile, now: Date()))
             let ir = try await post(introspectionEndpoint, form, profile: r.profile, deadline: r.deadline)

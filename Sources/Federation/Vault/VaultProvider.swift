@@ -4,7 +4,7 @@ import Policy
 import RunnerContract
 
 /// A Vault profile: the JWT role to log in with and what to hand the job.
-public struct VaultProfile: Sendable {
+public struct VaultProfile: ProfileSettings {
     /// JWT auth role, templated from claims.
     public var role: String
     /// A dynamic secret path such as `database/creds/readonly` (leased; revoked with the token).
@@ -249,8 +249,19 @@ public struct VaultProvider: CredentialProvider {
                                   profile: r.profile, now: Date())
             throw error
         }
+        // The fields the profile maps, under its variable names; the child token with where to use it.
+        var delivery = DeliveryContract(copiedValues: kvPath != nil)
+        for (variable, field) in p.env.sorted(by: { $0.key < $1.key }) {
+            delivery.secrets.append(.token(field, variable: variable, file: "\(r.profile)-\(variable)"))
+        }
+        if secrets["token"] != nil {
+            delivery.secrets.append(.init(key: "token", variables: ["VAULT_TOKEN"], file: "\(r.profile)-vault-token", fileVariable: "VAULT_TOKEN_FILE"))
+            delivery.environment["VAULT_ADDR"] = address.absoluteString
+            if let namespace { delivery.environment["VAULT_NAMESPACE"] = namespace }
+        }
         return IssuedCredential(profile: r.profile, provider: name, providerType: "vault", secrets: secrets, details: details,
-                                expiresAt: r.now.addingTimeInterval(ttl), revocationHandle: batch ? "leases" : "accessor:\(accessor)")
+                                expiresAt: r.now.addingTimeInterval(ttl), revocationHandle: batch ? "leases" : "accessor:\(accessor)",
+                                delivery: delivery, summary: "role \(role)")
     }
 
     /// A field value that is not a string (a PKI `ca_chain` array, a number), as JSON.

@@ -1,15 +1,15 @@
 import Foundation
 public import RunnerContract
-import TOMLKit
+internal import TOMLKit
 
 /// A parsed TOML value as a plain `Sendable` tree, so the config can cross concurrency domains.
-enum TOMLNode: Sendable {
+package enum TOMLNode: Sendable {
     case string(String), int(Int), double(Double), bool(Bool)
     case array([TOMLNode])
     case table([String: TOMLNode], order: [String])
     case other(String)
 
-    var typeName: String {
+    package var typeName: String {
         switch self {
         case .string: "string"
         case .int: "integer"
@@ -43,10 +43,10 @@ enum TOMLNode: Sendable {
 
 /// Where each key of a TOML file stands, so errors can name the line. A light scan that understands
 /// `[table]`, `[[array.of.tables]]` and `key = value` lines, which is all Airlock's files use.
-struct TOMLLineIndex: Sendable {
+package struct TOMLLineIndex: Sendable {
     private var lines: [String: Int] = [:]
 
-    init(source: String) {
+    package init(source: String) {
         var current: [String] = []
         var arrayCounts: [String: Int] = [:]
         for (i, raw) in source.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -70,7 +70,7 @@ struct TOMLLineIndex: Sendable {
     }
 
     /// Splits `a."b.c".d` into its keys.
-    static func keyPath(_ s: String) -> [String] {
+    package static func keyPath(_ s: String) -> [String] {
         var parts: [String] = []
         var cur = ""
         var quote: Character? = nil
@@ -91,7 +91,7 @@ struct TOMLLineIndex: Sendable {
     }
 
     /// The 1-based line of a dotted key path, or of its nearest enclosing table.
-    func line(of path: [String]) -> Int? {
+    package func line(of path: [String]) -> Int? {
         var p = path
         while !p.isEmpty {
             if let l = lines[p.joined(separator: ".")] { return l }
@@ -107,18 +107,19 @@ public struct ConfigError: BlamedError, Equatable {
     /// The full message, e.g. `airlock.toml:7: [runner] isolation: expected one of ...`.
     public let message: String
     public var description: String { message }
+    package init(message: String) { self.message = message }
 }
 
 /// Reads one table of the file, remembers which keys were read, and reports the rest as unknown.
-struct TOMLCursor {
-    let file: String
-    let index: TOMLLineIndex
-    let path: [String]
-    let entries: [String: TOMLNode]
-    let order: [String]
-    private(set) var used: Set<String> = []
+package struct TOMLCursor {
+    package let file: String
+    package let index: TOMLLineIndex
+    package let path: [String]
+    package let entries: [String: TOMLNode]
+    package let order: [String]
+    package private(set) var used: Set<String> = []
 
-    init(file: String, index: TOMLLineIndex, path: [String], node: TOMLNode) {
+    package init(file: String, index: TOMLLineIndex, path: [String], node: TOMLNode) {
         self.file = file
         self.index = index
         self.path = path
@@ -132,7 +133,7 @@ struct TOMLCursor {
     }
 
     /// The path as a reader sees it: `[runner] graceful_kill`, `[[rules]] #2 ref`.
-    func describe(_ key: String?) -> String {
+    package func describe(_ key: String?) -> String {
         var table = ""
         for p in path {
             if let open = p.firstIndex(of: "["), let n = Int(p[p.index(after: open)..<p.index(before: p.endIndex)]) {
@@ -146,43 +147,43 @@ struct TOMLCursor {
         return t.isEmpty ? key : "\(t) \(key)"
     }
 
-    func error(_ key: String?, _ what: String) -> ConfigError {
+    package func error(_ key: String?, _ what: String) -> ConfigError {
         let line = index.line(of: path + (key.map { [$0] } ?? [])).map { ":\($0)" } ?? ""
         return ConfigError(message: "\(file)\(line): \(describe(key)): \(what)")
     }
 
-    mutating func raw(_ key: String) -> TOMLNode? {
+    package mutating func raw(_ key: String) -> TOMLNode? {
         used.insert(key)
         return entries[key]
     }
 
-    func has(_ key: String) -> Bool { entries[key] != nil }
+    package func has(_ key: String) -> Bool { entries[key] != nil }
 
-    mutating func string(_ key: String) throws(ConfigError) -> String? {
+    package mutating func string(_ key: String) throws(ConfigError) -> String? {
         guard let n = raw(key) else { return nil }
         guard case .string(let s) = n else { throw error(key, "expected a string, got \(n.typeName)") }
         return s
     }
 
-    mutating func requiredString(_ key: String, hint: String) throws(ConfigError) -> String {
+    package mutating func requiredString(_ key: String, hint: String) throws(ConfigError) -> String {
         guard let s = try string(key) else { throw error(key, "is required: \(hint)") }
         guard !s.trimmingCharacters(in: .whitespaces).isEmpty else { throw error(key, "must not be empty: \(hint)") }
         return s
     }
 
-    mutating func bool(_ key: String) throws(ConfigError) -> Bool? {
+    package mutating func bool(_ key: String) throws(ConfigError) -> Bool? {
         guard let n = raw(key) else { return nil }
         guard case .bool(let b) = n else { throw error(key, "expected true or false, got \(n.typeName)") }
         return b
     }
 
-    mutating func int(_ key: String) throws(ConfigError) -> Int? {
+    package mutating func int(_ key: String) throws(ConfigError) -> Int? {
         guard let n = raw(key) else { return nil }
         guard case .int(let i) = n else { throw error(key, "expected an integer, got \(n.typeName)") }
         return i
     }
 
-    mutating func stringArray(_ key: String) throws(ConfigError) -> [String]? {
+    package mutating func stringArray(_ key: String) throws(ConfigError) -> [String]? {
         guard let n = raw(key) else { return nil }
         if case .string(let s) = n { return [s] }
         guard case .array(let items) = n else { throw error(key, "expected a list of strings, got \(n.typeName)") }
@@ -194,7 +195,7 @@ struct TOMLCursor {
         return out
     }
 
-    mutating func stringMap(_ key: String) throws(ConfigError) -> [String: String]? {
+    package mutating func stringMap(_ key: String) throws(ConfigError) -> [String: String]? {
         guard let n = raw(key) else { return nil }
         guard case .table(let d, _) = n else { throw error(key, "expected a table of strings, got \(n.typeName)") }
         var out: [String: String] = [:]
@@ -206,7 +207,7 @@ struct TOMLCursor {
     }
 
     /// A duration written as `"90s"`, `"10m"`, `"1h"`, `"1h30m"`, `"500ms"`, or a number of seconds.
-    mutating func duration(_ key: String) throws(ConfigError) -> Double? {
+    package mutating func duration(_ key: String) throws(ConfigError) -> Double? {
         guard let n = raw(key) else { return nil }
         switch n {
         case .int(let i) where i >= 0: return Double(i)
@@ -219,7 +220,7 @@ struct TOMLCursor {
         }
     }
 
-    static func parseDuration(_ s: String) -> Double? {
+    package static func parseDuration(_ s: String) -> Double? {
         var total = 0.0
         var num = ""
         var i = s.startIndex
@@ -242,14 +243,14 @@ struct TOMLCursor {
         return sawUnit ? total : nil
     }
 
-    mutating func table(_ key: String) throws(ConfigError) -> TOMLCursor? {
+    package mutating func table(_ key: String) throws(ConfigError) -> TOMLCursor? {
         guard let n = raw(key) else { return nil }
         guard case .table = n else { throw error(key, "expected a table [\(key)], got \(n.typeName)") }
         return TOMLCursor(file: file, index: index, path: path + [key], node: n)
     }
 
     /// `[[key]]` entries.
-    mutating func tableArray(_ key: String) throws(ConfigError) -> [TOMLCursor] {
+    package mutating func tableArray(_ key: String) throws(ConfigError) -> [TOMLCursor] {
         guard let n = raw(key) else { return [] }
         guard case .array(let items) = n else { throw error(key, "expected [[\(key)]] tables, got \(n.typeName)") }
         var out: [TOMLCursor] = []
@@ -261,7 +262,7 @@ struct TOMLCursor {
     }
 
     /// Every sub-table, for `[profiles.NAME]`-style sections.
-    func subtables() throws(ConfigError) -> [(String, TOMLCursor)] {
+    package func subtables() throws(ConfigError) -> [(String, TOMLCursor)] {
         var out: [(String, TOMLCursor)] = []
         for k in order {
             guard let n = entries[k] else { continue }
@@ -272,7 +273,7 @@ struct TOMLCursor {
     }
 
     /// Rejects every key that was not read.
-    func finish(allowed: [String]? = nil) throws(ConfigError) {
+    package func finish(allowed: [String]? = nil) throws(ConfigError) {
         for k in order where !used.contains(k) {
             let known = allowed ?? used.sorted()
             throw error(k, "unknown key; allowed here: \(known.sorted().joined(separator: ", "))")
@@ -280,7 +281,7 @@ struct TOMLCursor {
     }
 
     /// Parses a whole file.
-    static func parse(source: String, file: String) throws(ConfigError) -> TOMLCursor {
+    package static func parse(source: String, file: String) throws(ConfigError) -> TOMLCursor {
         let table: TOMLTable
         do {
             table = try TOMLTable(string: source)
