@@ -56,9 +56,18 @@ let package = Package(
         .target(name: "AirlockConfiguration", dependencies: [
             "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "ConfigSyntax",
         ], swiftSettings: strict),
+        // What keeps a job in its place: its directories and uid, the bubblewrap spec, the nftables guard.
+        .target(name: "JobIsolation", dependencies: [
+            "AirlockConfiguration", "Delivery", "Ledger", "RunnerContract", "Identity",
+        ], swiftSettings: strict),
         .target(name: "AirlockCore", dependencies: [
+            "JobIsolation",
             "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "Delivery", "CSupport", "AirlockConfiguration", "ConfigSyntax",
             .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        // What the installed admin CLI does: check, explain, sweep, metrics.
+        .target(name: "AirlockAdmin", dependencies: [
+            "AirlockCore", "AirlockConfiguration", "ConfigSyntax", "Federation", "Identity", "Ledger", "Policy", "RunnerContract", "Delivery", "JobIsolation",
         ], swiftSettings: strict),
         .executableTarget(name: "airlock-config", dependencies: ["AirlockCore"], swiftSettings: strict),
         .executableTarget(name: "airlock-prepare", dependencies: ["AirlockCore", "HTTPClient"], swiftSettings: strict),
@@ -73,12 +82,12 @@ let package = Package(
         ], swiftSettings: strict),
         .executableTarget(name: "airlock-endpoint", dependencies: ["CredentialEndpoint", "HTTPClient"], swiftSettings: strict),
         .executableTarget(name: "airlock", dependencies: [
-            "AirlockCore", "AirlockConfiguration", "HTTPClient", "Delivery",
+            "AirlockAdmin", "AirlockCore", "AirlockConfiguration", "HTTPClient", "Delivery",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         // Not installed: the simulator, the demo and the benchmarks, with the test peers they use.
         .executableTarget(name: "airlock-dev", dependencies: [
-            "AirlockCore", "AirlockConfiguration", "AirlockTesting", "HTTPClient", "Delivery",
+            "AirlockAdmin", "AirlockCore", "AirlockConfiguration", "AirlockTesting", "HTTPClient", "Delivery",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         .target(name: "AirlockTesting", dependencies: [
@@ -88,7 +97,7 @@ let package = Package(
         ], swiftSettings: strict),
         .testTarget(name: "RunnerContractTests", dependencies: ["RunnerContract"], swiftSettings: strict),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Identity"], swiftSettings: strict),
-        .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockConfiguration", "AirlockTesting", "Identity", "Policy", "Ledger", "RunnerContract", "Delivery", "HTTPClient", "Federation", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockAdmin", "AirlockConfiguration", "AirlockTesting", "Identity", "Policy", "Ledger", "RunnerContract", "Delivery", "HTTPClient", "Federation", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         // Tests mirror the modules they test (issue 16): Identity, Federation (the provider conformance
         // suites, against OpenBao and moto where a real server exists), Delivery (the masker).
         .testTarget(name: "AirlockConfigurationTests", dependencies: ["AirlockConfiguration", "ConfigSyntax", "Federation", "Policy", "Identity"], swiftSettings: strict),
@@ -96,6 +105,6 @@ let package = Package(
         .testTarget(name: "FederationTests", dependencies: ["Federation", "AirlockTesting", "Identity", "HTTPClient", "RunnerContract", "Delivery",
                                                            .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "AirlockTesting", "Federation", "RunnerContract"], swiftSettings: strict),
-        .testTarget(name: "EndToEndTests", dependencies: ["AirlockCore", "AirlockTesting", "RunnerContract", "Delivery", "Identity"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["AirlockCore", "AirlockAdmin", "AirlockTesting", "RunnerContract", "Delivery", "Identity"], swiftSettings: strict),
     ]
 )

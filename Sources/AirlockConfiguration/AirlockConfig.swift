@@ -321,6 +321,11 @@ extension AirlockConfig {
 }
 
 extension AirlockConfig {
+    /// The providers this configuration defines, each knowing its profiles.
+    public func credentialProviders(transport: any HTTPTransport) -> [String: any CredentialProvider] {
+        ProviderKinds.providers(self.providers, profiles: profiles.mapValues { ($0.provider, $0.settings) }, transport: transport)
+    }
+
     /// Job variables that hold ID tokens Airlock consumes (scrubbed and masked in every stage).
     public var consumedTokenVariables: [String] {
         guard let gitlab else { return [] }

@@ -155,7 +155,7 @@ public enum Authorizer {
     static func tokenProject(_ v: VerifiedJob) -> String? { v["job_project_id"] ?? v["project_id"] }
 
     /// The job identity an audit record carries, from verified claims; never the token.
-    static func identity(_ v: VerifiedJob, job: JobContext) -> [String: JSONValue] {
+    package static func identity(_ v: VerifiedJob, job: JobContext) -> [String: JSONValue] {
         var f = Audit.identity(job)
         for claim in ["job_id", "pipeline_id", "project_id", "project_path", "namespace_id", "ref", "ref_type", "ref_protected",
                       "environment", "environment_protected", "pipeline_source", "user_login", "sha", "runner_id", "jti", "sub"] {

@@ -8,8 +8,6 @@ public import RunnerContract
 import Glibc
 #endif
 
-/// The version printed as the driver version and in audit records.
-public let airlockVersion = "0.1.0"
 
 /// Arguments every executor takes: `[--config FILE] [positional...]`.
 public struct ExecutorArguments: Sendable {

@@ -1,21 +1,17 @@
-import AirlockConfiguration
-import Federation
+package import JobIsolation
+package import AirlockConfiguration
+package import Federation
 import Delivery
 import Foundation
-import Identity
+package import Identity
 import Ledger
 import Policy
-import RunnerContract
+package import RunnerContract
 
 /// Grant → IssuedCredential: all of a job's grants federate concurrently under one deadline. Each
 /// credential is in the ledger before anything else happens to it; if any grant fails, the ones
 /// already issued are revoked and nothing is injected.
-enum Federator {
-    /// The providers a config defines, each knowing its profiles.
-    static func providers(config: AirlockConfig, transport: any HTTPTransport) -> [String: any CredentialProvider] {
-        ProviderKinds.providers(config.providers, profiles: config.profiles.mapValues { ($0.provider, $0.settings) }, transport: transport)
-    }
-
+package enum Federator {
     /// Issues every grant; returns what was issued (already in the ledger).
     /// - Throws: the first `FederationError` (after revoking what was issued), or a ledger/audit failure.
     static func federate(config: AirlockConfig, auth: Authorization, job: JobContext, ledger: JobLedger,
@@ -24,7 +20,7 @@ enum Federator {
         if let sig = Termination.received {
             throw AirlockFailure(.system, "prepare received signal \(sig) from the runner (job timeout or cancel) before federating: nothing was issued")
         }
-        let providers = providers(config: config, transport: transport)
+        let providers = config.credentialProviders(transport: transport)
         let audit = AuditLog(path: config.runner.auditLog)
         let identity = Authorizer.identity(verified, job: job)
         let deadline = now.addingTimeInterval(config.runner.federationTimeout)
@@ -95,7 +91,7 @@ enum Federator {
             f["detail"] = .string("\(failure)")
             try audit.append(event: "federation_failed", f)
             // Nothing reaches the job: take back what was issued.
-            await Revoker.revokeAll(config: config, ledger: ledger, providers: providers, identity: identity,
+            await Revoker.revokeAll(audit: audit, ledger: ledger, providers: providers, identity: identity,
                                     reason: "rollback", now: Date())
             throw failure
         }
@@ -124,7 +120,7 @@ enum Federator {
         return nil
     }
 
-    static func issuedFields(_ c: IssuedCredential) -> [String: JSONValue] {
+    package static func issuedFields(_ c: IssuedCredential) -> [String: JSONValue] {
         var f: [String: JSONValue] = ["profile": .string(c.profile), "provider": .string(c.provider),
                                       "provider_type": .string(c.providerType), "credential_id": .string(c.id),
                                       "expires_at": .string(ISO8601.format(c.expiresAt)), "fingerprint": .string(c.fingerprint)]
@@ -133,11 +129,11 @@ enum Federator {
     }
 }
 
-/// Revocation, shared by rollback, cleanup and sweep: idempotent, every outcome audited.
-enum Revoker {
+/// A job's end, shared by cleanup and sweep: its server stopped, its ledger revoked, its files removed.
+extension Revoker {
     /// Revokes a job's ledger and, when nothing is left unrevoked, removes its state, HOME and secrets.
     /// Returns how many credentials could not be revoked (their ledger is kept for sweep).
-    static func settleJob(config: AirlockConfig, job: JobContext, paths: JobPaths?, state: String, reason: String,
+    package static func settleJob(config: AirlockConfig, job: JobContext, paths: JobPaths?, state: String, reason: String,
                           transport: any HTTPTransport, report: (String) -> Void = { _ in }) async -> Int {
         // The job's credential server first, so that it federates nothing more.
         if let info = EndpointServerInfo.load(state: state), let uid = paths?.uid {
@@ -145,8 +141,8 @@ enum Revoker {
         }
         EndpointProcess.stop(state: state)
         let ledger = JobLedger(stateDirectory: state)
-        let (failed, lines) = await revokeAll(config: config, ledger: ledger,
-                                     providers: Federator.providers(config: config, transport: transport),
+        let (failed, lines) = await revokeAll(audit: AuditLog(path: config.runner.auditLog), ledger: ledger,
+                                     providers: config.credentialProviders(transport: transport),
                                      identity: Audit.identity(job), reason: reason, now: Date())
         lines.forEach(report)
         try? Files.removeTree("\(config.runner.secretsRoot)/\(job.jobID)")
@@ -164,82 +160,5 @@ enum Revoker {
         }
         if failed == 0 { try? JobStateStore(root: config.runner.stateDir).remove(jobID: job.jobID) }
         return failed
-    }
-
-    /// Revokes one credential, audits the outcome and settles its ledger entry (`revokeFailed` when
-    /// the provider could not be reached: cleanup or sweep tries again). Returns whether it worked and
-    /// one secret-free line for the runner's log. Shared by cleanup, rollback, sweep and the
-    /// credential server's refresh.
-    static func revoke(_ c: IssuedCredential, provider: any CredentialProvider, ledger: JobLedger, audit: AuditLog,
-                       identity: [String: JSONValue], reason: String, now: Date) async -> (ok: Bool, line: String) {
-        var f = identity
-        f["profile"] = .string(c.profile)
-        f["provider"] = .string(c.provider)
-        f["credential_id"] = .string(c.id)
-        f["fingerprint"] = .string(c.fingerprint)
-        f["reason"] = .string(reason)
-        do {
-            let outcome = try await provider.revoke(c, now: now)
-            f["outcome"] = .string(outcome.auditName)
-            if case .notRevocable(let at) = outcome { f["expires_at"] = .string(ISO8601.format(at)) }
-            if case .expired(let at) = outcome { f["expires_at"] = .string(ISO8601.format(at)) }
-            if case .partlyRevoked(let revoked, let remains, let at) = outcome {
-                f["revoked_part"] = .string(revoked)
-                f["remains"] = .string(remains)
-                f["expires_at"] = .string(ISO8601.format(at))
-            }
-            try? audit.append(event: "revoked", f)
-            try? ledger.settle(c.id, state: .settled, outcome: outcome.auditName)
-            let what: String
-            switch outcome {
-            case .revoked: what = "revoked"
-            case .alreadyGone: what = "already revoked"
-            case .notRevocable(let at): what = "\(c.providerType) cannot revoke it; expires \(ISO8601.format(at))"
-            case .expired(let at): what = "expired at \(ISO8601.format(at))"
-            case .copiesDeleted: what = "long-lived secret, not Airlock's to revoke; the job's copies are deleted"
-            case .partlyRevoked(let revoked, let remains, let at): what = "\(revoked) revoked; \(remains) until it expires \(ISO8601.format(at))"
-            }
-            return (true, "\(c.profile) (\(c.fingerprint)): \(what)")
-        } catch {
-            f["outcome"] = .string("failed")
-            f["detail"] = .string("\(error)")
-            f["expires_at"] = .string(ISO8601.format(c.expiresAt))
-            try? audit.append(event: "revoke_failed", f)
-            try? ledger.settle(c.id, state: .revokeFailed, outcome: "\(error)")
-            return (false, "\(c.profile) (\(c.fingerprint)): revocation failed: \(error)")
-        }
-    }
-
-    /// Revokes every unsettled entry of a ledger. Returns how many could not be revoked, and one
-    /// secret-free line per credential for the runner's log.
-    @discardableResult
-    static func revokeAll(config: AirlockConfig, ledger: JobLedger, providers: [String: any CredentialProvider],
-                          identity: [String: JSONValue], reason: String, now: Date) async -> (failed: Int, lines: [String]) {
-        var lines: [String] = []
-        let audit = AuditLog(path: config.runner.auditLog)
-        guard let entries = try? ledger.entries() else { return (1, ["the ledger is unreadable"]) }
-        var failed = 0
-        for e in entries where e.state != .settled {
-            let c = e.credential
-            guard let provider = providers[c.provider] else {
-                var f = identity
-                f["profile"] = .string(c.profile)
-                f["provider"] = .string(c.provider)
-                f["credential_id"] = .string(c.id)
-                f["fingerprint"] = .string(c.fingerprint)
-                f["reason"] = .string(reason)
-                f["outcome"] = .string("provider_missing")
-                f["expires_at"] = .string(ISO8601.format(c.expiresAt))
-                try? audit.append(event: "revoke_failed", f)
-                try? ledger.settle(c.id, state: .revokeFailed, outcome: "provider \(c.provider) no longer configured")
-                lines.append("\(c.profile) (\(c.fingerprint)): provider \(c.provider) is no longer configured; expires \(ISO8601.format(c.expiresAt))")
-                failed += 1
-                continue
-            }
-            let (ok, line) = await revoke(c, provider: provider, ledger: ledger, audit: audit, identity: identity, reason: reason, now: now)
-            lines.append(line)
-            if !ok { failed += 1 }
-        }
-        return (failed, lines)
     }
 }

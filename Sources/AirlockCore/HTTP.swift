@@ -13,7 +13,7 @@ enum HTTP {
 
 extension AirlockConfig {
     /// GitLab's keys, cached under the state dir: the one store prepare, explain and check share.
-    func jwksStore(_ gitlab: IssuerSettings, transport: any HTTPTransport,
+    package func jwksStore(_ gitlab: IssuerSettings, transport: any HTTPTransport,
                    warn: @escaping @Sendable (String) -> Void = { _ in }) -> JWKSStore {
         JWKSStore(settings: gitlab, cacheDirectory: "\(runner.stateDir)/jwks", transport: transport, warn: warn)
     }

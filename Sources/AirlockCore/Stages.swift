@@ -1,3 +1,4 @@
+package import JobIsolation
 import Policy
 public import AirlockConfiguration
 import CSupport
@@ -11,17 +12,8 @@ public import RunnerContract
 import Glibc
 #endif
 
-/// What prepare leaves for later stages in the job's state directory.
-struct JobRecord: Codable {
-    var job: JobContext
-    var paths: JobPaths
-    var preparedAt: Date
-}
-
 /// The four stage operations. Each takes resolved values; only `Executor` reads the environment.
 public enum Stages {
-    static let recordFile = JobStateStore.File.record
-
     /// config_exec: the runner JSON. With bubblewrap every job sees the same paths (its own
     /// directories are mounted there), so nothing about the job is needed yet.
     /// - Throws: `AirlockFailure` when the runner's payload is unusable (isolation = "none").
@@ -90,7 +82,7 @@ public enum Stages {
             try Files.makeDirectories(r.homesRoot, mode: 0o755)
             try Files.makeDirectory(paths.home, mode: 0o700)
         }
-        try saveRecord(JobRecord(job: job, paths: paths, preparedAt: Date()), paths: paths)
+        try JobRecord.save(JobRecord(job: job, paths: paths, preparedAt: Date()), paths: paths)
         let granted = auth.grants.map(\.profile)
         print("Airlock \(airlockVersion): job \(job.jobID) prepared (isolation: \(config.runner.isolation.rawValue)); "
               + (auth.verified == nil ? "no verified ID token, no credentials" : granted.isEmpty ? "identity verified, no profile granted" : "granted: \(granted.joined(separator: ", "))"))
@@ -101,14 +93,14 @@ public enum Stages {
         // whatever an earlier attempt issued is revoked first.
         let ledger = JobLedger(stateDirectory: paths.state)
         if let old = try? ledger.entries(), old.contains(where: { $0.state != .settled }) {
-            await Revoker.revokeAll(config: config, ledger: ledger, providers: Federator.providers(config: config, transport: transport),
+            await Revoker.revokeAll(audit: AuditLog(path: config.runner.auditLog), ledger: ledger, providers: config.credentialProviders(transport: transport),
                                     identity: Audit.identity(job), reason: "prepare_retry", now: Date())
         }
         let issued = try await Federator.federate(config: config, auth: auth, job: job, ledger: ledger, transport: transport, now: Date())
         do {
             try startEndpoint(config: config, paths: paths, job: job, auth: auth)
         } catch {
-            await Revoker.revokeAll(config: config, ledger: ledger, providers: Federator.providers(config: config, transport: transport),
+            await Revoker.revokeAll(audit: AuditLog(path: config.runner.auditLog), ledger: ledger, providers: config.credentialProviders(transport: transport),
                                     identity: Audit.identity(job), reason: "rollback", now: Date())
             throw error
         }
@@ -123,7 +115,7 @@ public enum Stages {
     public static func run(config: AirlockConfig, env: RunnerEnvironment, script: String, stage: String) throws -> Int32 {
         let job = try JobContext(env)
         let state = JobPaths.state(config.runner, jobID: job.jobID)
-        guard let record = loadRecord(state: state) else {
+        guard let record = JobRecord.load(state: state) else {
             throw AirlockFailure(.system, "no state for job \(job.jobID) at \(state): prepare_exec did not run or cleanup already removed it; check that prepare_exec and run_exec use the same --config")
         }
         let paths = record.paths
@@ -239,7 +231,7 @@ public enum Stages {
         let job = try JobContext(env)
         let state = JobPaths.state(config.runner, jobID: job.jobID)
         let existed = FileManager.default.fileExists(atPath: state)
-        let record = loadRecord(state: state)
+        let record = JobRecord.load(state: state)
         let failed = await Revoker.settleJob(config: config, job: record?.job ?? job, paths: record?.paths, state: state,
                                              reason: "cleanup", transport: transport) {
             print("airlock-cleanup: job \(job.jobID): \($0)")
@@ -251,39 +243,6 @@ public enum Stages {
             throw AirlockFailure(.system, "job \(job.jobID): \(failed) credential(s) could not be revoked; the ledger is kept for `airlock sweep`")
         }
         print("airlock-cleanup: job \(job.jobID): \(existed ? "state removed" : "nothing left to clean")")
-    }
-
-    /// The job a state directory belongs to (for the credential server).
-    public static func jobContext(state: String) throws(AirlockFailure) -> JobContext {
-        guard let r = loadRecord(state: state) else { throw AirlockFailure(.system, "no job record in \(state)") }
-        return r.job
-    }
-
-    /// The record `saveRecord` wrote; nil when absent or unreadable.
-    static func loadRecord(state: String) -> JobRecord? {
-        let dec = JSONDecoder()
-        dec.dateDecodingStrategy = .iso8601
-        return FileManager.default.contents(atPath: "\(state)/\(recordFile)").flatMap { try? dec.decode(JobRecord.self, from: $0) }
-    }
-
-    static func saveRecord(_ record: JobRecord, paths: JobPaths) throws(AirlockFailure) {
-        let enc = JSONEncoder()
-        enc.dateEncodingStrategy = .iso8601
-        guard let data = try? enc.encode(record) else { throw AirlockFailure(.system, "cannot encode job state") }
-        try Files.writeAtomically(data, to: "\(paths.state)/\(recordFile)")
-    }
-}
-
-/// Audit field helpers.
-enum Audit {
-    /// The job identity every record carries.
-    /// `job_id` and `project_id` are the runner's payload's; what only the job's variables say is
-    /// named `ci_*` (a job can set it to anything), and a verified token adds the real `project_path`.
-    static func identity(_ job: JobContext) -> [String: JSONValue] {
-        var f: [String: JSONValue] = ["job_id": .string(job.jobID), "project_id": .string(job.projectID),
-                                      "ci_project_path": .string(job.projectPath), "airlock_version": .string(airlockVersion)]
-        if let p = job.pipelineID { f["ci_pipeline_id"] = .string(p) }
-        return f
     }
 }
 
@@ -341,5 +300,30 @@ extension Stages {
         guard image || services else { return nil }
         let what = image && services ? "image: and services: are" : image ? "image: is" : "services: is"
         return "Airlock: this job's \(what) ignored: this runner runs no containers; the script runs on the runner host's tools in Airlock's sandbox"
+    }
+}
+
+extension Stages {
+    /// Prepare's part for `deliver = "endpoint"`: the session file and the server.
+    static func startEndpoint(config: AirlockConfig, paths: JobPaths, job: JobContext, auth: Authorization) throws(AirlockFailure) {
+        let served = auth.grants.map(\.profile).filter { config.profiles[$0]?.deliver == .endpoint }.sorted()
+        guard !served.isEmpty, let verified = auth.verified, let token = auth.token else { return }
+        let session = EndpointSession(secret: EndpointSession.newSecret(), idToken: token.value,
+                                      providerTokens: auth.providerTokens.mapValues(\.value), verified: verified,
+                                      profiles: served, jobTimeoutSeconds: job.jobTimeoutSeconds)
+        guard let data = try? JSONEncoder().encode(session) else { throw AirlockFailure(.system, "cannot encode the endpoint session") }
+        try Files.writeAtomically(data, to: "\(paths.state)/\(EndpointSession.file)", mode: 0o600)
+        let info = try EndpointProcess.start(config: config, state: paths.state)
+        // Only the job's own uid may connect: another job cannot flood it or hold its connections.
+        if let uid = paths.uid, config.runner.blockMetadata {
+            do {
+                try NetworkGuard.allowEndpoint(config.runner, port: info.port, uid: uid)
+            } catch {
+                NetworkGuard.removeEndpoint(config.runner, port: info.port, uid: uid)
+                EndpointProcess.stop(state: paths.state)
+                throw error
+            }
+        }
+        print("Airlock: credential endpoint for \(served.joined(separator: ", ")) on 127.0.0.1:\(info.port)")
     }
 }

@@ -273,7 +273,7 @@ public enum EndpointMain {
             let config = try AirlockConfig.snapshot(state: state, path: configPath) ?? AirlockConfig.load(path: configPath)
             try Executor.useHostFingerprintKey(config)
             guard let session = EndpointSession.load(state: state) else { throw AirlockFailure(.system, "no endpoint session in \(state)") }
-            let job = try Stages.jobContext(state: state)
+            let job = try JobRecord.jobContext(state: state)
             let broker = try CredentialBroker(config: config, state: state, session: session, job: job, transport: transport())
             let ownerUID = EndpointProcess.ownerUID(state: state)
             let server = EndpointServer(broker: broker, requestsPerSecond: config.runner.endpointRequestsPerSecond,

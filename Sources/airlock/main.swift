@@ -1,3 +1,4 @@
+import AirlockAdmin
 import AirlockConfiguration
 import AirlockCore
 import ArgumentParser

@@ -1,3 +1,4 @@
+import AirlockAdmin
 import Ledger
 import AirlockConfiguration
 import AirlockCore

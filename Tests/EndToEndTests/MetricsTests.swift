@@ -1,3 +1,4 @@
+import AirlockAdmin
 import AirlockCore
 import AirlockTesting
 import Foundation

@@ -1,3 +1,4 @@
+import AirlockCore
 import AirlockConfiguration
 public import Foundation
 import Ledger

@@ -1,8 +1,8 @@
-import AirlockConfiguration
-import Delivery
+package import AirlockConfiguration
+package import Delivery
 import Foundation
 import Ledger
-import RunnerContract
+package import RunnerContract
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,21 +13,21 @@ import Glibc
 ///
 /// Installed idempotently by prepare (one set of rules per uid range, found by its comment), checked
 /// by `airlock check`. Everything else about the network is the host's, as with the shell executor.
-enum NetworkGuard {
-    static let table = "airlock"
+package enum NetworkGuard {
+    package static let table = "airlock"
     /// AWS, GCP, Azure and OCI instance metadata; ECS task credentials; EKS Pod Identity; Tencent
     /// Cloud; Alibaba Cloud. Not all of 169.254.0.0/16: AWS's DNS (169.254.169.253) and NTP
     /// (169.254.169.123) live there and jobs need them.
-    static let metadataIPv4 = ["169.254.169.254", "169.254.170.2", "169.254.170.23", "169.254.0.23", "100.100.100.200"]
+    package static let metadataIPv4 = ["169.254.169.254", "169.254.170.2", "169.254.170.23", "169.254.0.23", "100.100.100.200"]
     /// IPv6: AWS instance metadata, EKS Pod Identity, GCE, OCI.
-    static let metadataIPv6 = ["fd00:ec2::254", "fd00:ec2::23", "fd20:ce::254", "fd00:c1::a9fe:a9fe"]
+    package static let metadataIPv6 = ["fd00:ec2::254", "fd00:ec2::23", "fd20:ce::254", "fd00:c1::a9fe:a9fe"]
 
-    static func marker(_ runner: RunnerSettings) -> String {
+    package static func marker(_ runner: RunnerSettings) -> String {
         "airlock uids \(runner.jobUIDs.lowerBound)-\(runner.jobUIDs.upperBound)"
     }
 
     /// The rules for one uid range, each tagged with the range's marker.
-    static func rules(_ runner: RunnerSettings) -> [String] {
+    package static func rules(_ runner: RunnerSettings) -> [String] {
         let uids = "\(runner.jobUIDs.lowerBound)-\(runner.jobUIDs.upperBound)"
         let m = marker(runner)
         return [
@@ -37,7 +37,7 @@ enum NetworkGuard {
         ]
     }
 
-    static let skeleton = """
+    package static let skeleton = """
     table inet airlock {
       set endpoint_ports { type inet_service; }
       set endpoint_owner { type inet_service . uid; }
@@ -49,13 +49,13 @@ enum NetworkGuard {
     /// The element of set `ranges` that says this range's rules are in: added in the same nft
     /// transaction as the rules, so it exists exactly when they were installed (and both go when
     /// the table is deleted or the ruleset flushed).
-    static func rangeElement(_ runner: RunnerSettings) -> String { "\(runner.jobUIDs.lowerBound) . \(runner.jobUIDs.upperBound)" }
+    package static func rangeElement(_ runner: RunnerSettings) -> String { "\(runner.jobUIDs.lowerBound) . \(runner.jobUIDs.upperBound)" }
 
     /// Makes sure the rules for this range are in place. Listing a set costs nft about 3 ms, listing
     /// the chain 15 ms (it parses the whole ruleset), so every prepare checks the set; `airlock check`
     /// reads the rules themselves (`verify`).
     /// - Throws: `AirlockFailure` (system) when nft is missing or refuses.
-    static func install(_ runner: RunnerSettings) throws(AirlockFailure) {
+    package static func install(_ runner: RunnerSettings) throws(AirlockFailure) {
         if let set = try? nft(runner, ["list", "set", "inet", table, "ranges"]), set.contains(rangeElement(runner)) { return }
         try withLock(runner) { () throws(AirlockFailure) in
             try nft(runner, ["-f", "-"], input: skeleton)
@@ -67,7 +67,7 @@ enum NetworkGuard {
     }
 
     /// What `airlock check` reports: empty when every rule is in place.
-    static func verify(_ runner: RunnerSettings) -> [String] {
+    package static func verify(_ runner: RunnerSettings) -> [String] {
         do {
             let listing = try nft(runner, ["list", "chain", "inet", table, "output"])
             return missing(runner, in: listing).map { "nftables rule missing from table inet \(table): \($0)" }
@@ -76,7 +76,7 @@ enum NetworkGuard {
         }
     }
 
-    static func missing(_ runner: RunnerSettings, in listing: String) -> [String] {
+    package static func missing(_ runner: RunnerSettings, in listing: String) -> [String] {
         rules(runner).filter { rule in
             let comment = rule.components(separatedBy: "comment ").last ?? rule
             return !listing.contains(comment)
@@ -84,7 +84,7 @@ enum NetworkGuard {
     }
 
     /// Lets only `uid` (of the job range) connect to `port` on this host.
-    static func allowEndpoint(_ runner: RunnerSettings, port: Int, uid: UInt32) throws(AirlockFailure) {
+    package static func allowEndpoint(_ runner: RunnerSettings, port: Int, uid: UInt32) throws(AirlockFailure) {
         try nft(runner, ["-f", "-"], input: """
         add element inet \(table) endpoint_owner { \(port) . \(uid) }
         add element inet \(table) endpoint_ports { \(port) }
@@ -93,7 +93,7 @@ enum NetworkGuard {
     }
 
     /// Removes a job's endpoint rule (cleanup, sweep); absent elements are fine.
-    static func removeEndpoint(_ runner: RunnerSettings, port: Int, uid: UInt32) {
+    package static func removeEndpoint(_ runner: RunnerSettings, port: Int, uid: UInt32) {
         _ = try? nft(runner, ["delete", "element", "inet", table, "endpoint_ports", "{ \(port) }"])
         _ = try? nft(runner, ["delete", "element", "inet", table, "endpoint_owner", "{ \(port) . \(uid) }"])
     }
@@ -101,7 +101,7 @@ enum NetworkGuard {
     /// Runs nft (posix_spawn: Foundation's Process costs several ms more). `input` goes through a
     /// root-only temp file in state_dir, read with `nft -f FILE`.
     @discardableResult
-    static func nft(_ runner: RunnerSettings, _ args: [String], input: String? = nil) throws(AirlockFailure) -> String {
+    package static func nft(_ runner: RunnerSettings, _ args: [String], input: String? = nil) throws(AirlockFailure) -> String {
         var argv = [executable(runner.nft)] + args
         var inputFile: String?
         if let input {
@@ -130,7 +130,7 @@ enum NetworkGuard {
         return String(decoding: out, as: UTF8.self)
     }
 
-    static func executable(_ name: String) -> String {
+    package static func executable(_ name: String) -> String {
         if name.hasPrefix("/") { return name }
         for dir in ["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"] where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
             return "\(dir)/\(name)"

@@ -1,3 +1,5 @@
+import JobIsolation
+public import AirlockCore
 import ConfigSyntax
 import CoreFoundation
 public import AirlockConfiguration
@@ -294,7 +296,7 @@ extension AdminTools {
         var lines: [String] = []
         for id in store.jobIDs() {
             let dir = store.directory(jobID: id)
-            guard let record = Stages.loadRecord(state: dir) else {
+            guard let record = JobRecord.load(state: dir) else {
                 // prepare died before writing its record: nothing was issued (the ledger comes after).
                 let age = ((try? FileManager.default.attributesOfItem(atPath: dir))?[.modificationDate] as? Date).map { now.timeIntervalSince($0) } ?? 0
                 if force || age > config.runner.sweepGrace {

@@ -1,8 +1,8 @@
-import AirlockConfiguration
-import Delivery
+package import AirlockConfiguration
+package import Delivery
 import Foundation
 import Ledger
-import RunnerContract
+package import RunnerContract
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,13 +13,13 @@ import Glibc
 /// One file per uid in `<state_dir>/uids/` holds the job id that owns it, under an exclusive lock.
 /// A uid is free when its file is absent or names a job whose state is gone (that job was cleaned up
 /// or swept). Nothing the job sets decides which uid it gets.
-enum JobSlots {
-    static func directory(_ runner: RunnerSettings) -> String { "\(runner.stateDir)/uids" }
+package enum JobSlots {
+    package static func directory(_ runner: RunnerSettings) -> String { "\(runner.stateDir)/uids" }
 
     /// The uid the job holds, allocating one when it holds none. A free uid whose builds directory
     /// for this project and class already exists is preferred, so checkouts and caches are reused.
     /// - Throws: `AirlockFailure` (system) when every uid of the range belongs to a running job.
-    static func acquire(runner: RunnerSettings, job: JobContext, refClass: RefClass) throws(AirlockFailure) -> UInt32 {
+    package static func acquire(runner: RunnerSettings, job: JobContext, refClass: RefClass) throws(AirlockFailure) -> UInt32 {
         let dir = directory(runner)
         try Files.makeDirectory(runner.stateDir, mode: 0o700)
         try Files.makeDirectory(dir, mode: 0o700)
@@ -42,7 +42,7 @@ enum JobSlots {
     }
 
     /// Gives the job's uid back (cleanup, sweep); a uid another job holds by now is left alone.
-    static func release(runner: RunnerSettings, jobID: String, uid: UInt32) {
+    package static func release(runner: RunnerSettings, jobID: String, uid: UInt32) {
         let dir = directory(runner)
         _ = try? withLock(dir) { () throws(AirlockFailure) in
             if owner(dir, uid) == jobID { unlink("\(dir)/\(uid)") }
@@ -65,10 +65,10 @@ enum JobSlots {
 }
 
 /// Directory ownership for a job's uid.
-enum Ownership {
+package enum Ownership {
     /// Creates (or takes back) a directory the job owns: parents root-owned 0711 (traversable, not
     /// listable), the directory itself `uid:uid` 0700. A symlink in its place is refused.
-    static func give(_ path: String, to uid: UInt32) throws(AirlockFailure) {
+    package static func give(_ path: String, to uid: UInt32) throws(AirlockFailure) {
         let parent = (path as NSString).deletingLastPathComponent
         try Files.makeDirectories(parent, mode: 0o711)
         // bubblewrap runs as the job's uid and must reach the directory to mount it.
@@ -83,7 +83,7 @@ enum Ownership {
 
     /// After the job: the directory is root's again, so that the uid's next job (maybe another
     /// project's) cannot reach it, even knowing its path.
-    static func takeBack(_ path: String) {
+    package static func takeBack(_ path: String) {
         var st = stat()
         guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return }
         lchown(path, 0, 0)

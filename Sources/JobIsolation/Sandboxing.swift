@@ -1,27 +1,27 @@
-import AirlockConfiguration
-import Delivery
+package import AirlockConfiguration
+package import Delivery
 import Foundation
-import RunnerContract
+package import RunnerContract
 
 /// Builds the sandbox for a stage from the config and the job: what is hidden, what is writable,
 /// and the job's environment, made from scratch.
-enum Sandboxing {
+package enum Sandboxing {
     /// The inside path of the stage script.
-    static let scriptInside = "/tmp/.airlock-stage.sh"
+    package static let scriptInside = "/tmp/.airlock-stage.sh"
     /// Where the stage's secret files appear inside the sandbox (under its private /run).
-    static let secretsInside = "/run/airlock/secrets"
+    package static let secretsInside = "/run/airlock/secrets"
 
     /// - Throws: `AirlockFailure` (system) when bubblewrap is configured but absent.
-    static func requireBubblewrap(_ runner: RunnerSettings) throws(AirlockFailure) {
+    package static func requireBubblewrap(_ runner: RunnerSettings) throws(AirlockFailure) {
         if installed(runner.bwrap) { return }
         throw AirlockFailure(.system, "bubblewrap (\(runner.bwrap)) is not installed: `apt-get install bubblewrap`, or set [runner] bwrap to its path, or isolation = \"none\" (weaker: jobs then see the host)")
     }
 
     /// Whether `name` (a path, or a command found on PATH) is an executable.
-    static func installed(_ name: String) -> Bool { resolve(name) != nil }
+    package static func installed(_ name: String) -> Bool { resolve(name) != nil }
 
     /// The absolute path of `name` (a path, or a command found on PATH), if it is an executable.
-    static func resolve(_ name: String) -> String? {
+    package static func resolve(_ name: String) -> String? {
         if name.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: name) ? name : nil }
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
         for dir in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
@@ -31,7 +31,7 @@ enum Sandboxing {
     }
 
     /// - Throws: `AirlockFailure` (system) when Airlock cannot give the job its own uid.
-    static func requireRoot(_ runner: RunnerSettings) throws(AirlockFailure) {
+    package static func requireRoot(_ runner: RunnerSettings) throws(AirlockFailure) {
         guard geteuid() == 0 else {
             throw AirlockFailure(.system, "Airlock runs as uid \(geteuid()), and must run as root to give each job its own unprivileged uid from [runner] job_uids (gitlab-runner's packages run the service as root); isolation = \"none\" skips this and is unsafe")
         }
@@ -39,7 +39,7 @@ enum Sandboxing {
 
     /// The job's environment: PATH, HOME, LANG, TMPDIR and what the stage is delivered. No
     /// `CUSTOM_ENV_*`, no runner variables, no Airlock variables.
-    static func environment(config: AirlockConfig, env: RunnerEnvironment, paths: JobPaths, extra: [String: String]) -> [String: String] {
+    package static func environment(config: AirlockConfig, env: RunnerEnvironment, paths: JobPaths, extra: [String: String]) -> [String: String] {
         var e: [String: String] = [
             "PATH": config.runner.jobPath ?? env.raw["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
             "HOME": paths.homeView,
@@ -53,7 +53,7 @@ enum Sandboxing {
     /// The allow-listed view: the system read-only; the job's own builds dir, cache dir and HOME at
     /// the paths every job sees; a private /tmp and /run; and nothing of Airlock's, the runner's or
     /// another job's. Files it needs (script, secrets) arrive as descriptors.
-    static func spec(config: AirlockConfig, env: RunnerEnvironment, paths: JobPaths, scriptPath: String, scriptFD: Int32?,
+    package static func spec(config: AirlockConfig, env: RunnerEnvironment, paths: JobPaths, scriptPath: String, scriptFD: Int32?,
                      dataFiles: [(fd: Int32, inside: String)], extraEnvironment: [String: String]) -> SandboxSpec {
         let r = config.runner
         let bw = r.isolation == .bubblewrap

@@ -1,0 +1,47 @@
+public import Foundation
+package import JobIsolation
+import Ledger
+public import RunnerContract
+
+/// The version printed as the driver version and in audit records.
+public let airlockVersion = "0.1.0"
+
+/// What prepare leaves for later stages in the job's state directory.
+package struct JobRecord: Codable {
+    package var job: JobContext
+    package var paths: JobPaths
+    package var preparedAt: Date
+
+    /// The job a state directory belongs to (for the credential server).
+    package static func jobContext(state: String) throws(AirlockFailure) -> JobContext {
+        guard let r = load(state: state) else { throw AirlockFailure(.system, "no job record in \(state)") }
+        return r.job
+    }
+
+    /// The record `save` wrote; nil when absent or unreadable.
+    package static func load(state: String) -> JobRecord? {
+        let dec = JSONDecoder()
+        dec.dateDecodingStrategy = .iso8601
+        return FileManager.default.contents(atPath: "\(state)/\(JobStateStore.File.record)").flatMap { try? dec.decode(JobRecord.self, from: $0) }
+    }
+
+    package static func save(_ record: JobRecord, paths: JobPaths) throws(AirlockFailure) {
+        let enc = JSONEncoder()
+        enc.dateEncodingStrategy = .iso8601
+        guard let data = try? enc.encode(record) else { throw AirlockFailure(.system, "cannot encode job state") }
+        try Files.writeAtomically(data, to: "\(paths.state)/\(JobStateStore.File.record)")
+    }
+}
+
+/// Audit field helpers.
+package enum Audit {
+    /// The job identity every record carries.
+    /// `job_id` and `project_id` are the runner's payload's; what only the job's variables say is
+    /// named `ci_*` (a job can set it to anything), and a verified token adds the real `project_path`.
+    package static func identity(_ job: JobContext) -> [String: JSONValue] {
+        var f: [String: JSONValue] = ["job_id": .string(job.jobID), "project_id": .string(job.projectID),
+                                      "ci_project_path": .string(job.projectPath), "airlock_version": .string(airlockVersion)]
+        if let p = job.pipelineID { f["ci_pipeline_id"] = .string(p) }
+        return f
+    }
+}
