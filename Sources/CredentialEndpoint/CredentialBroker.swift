@@ -10,7 +10,7 @@ public import RunnerContract
 /// `minValidity` left is replaced by federating again with the job's ID token. Concurrent requests
 /// share one exchange. Each new credential is in the ledger (and so masked in the job log) before it
 /// is served; the one it replaces is then revoked where the provider can.
-public actor CredentialBroker {
+public actor CredentialBroker: CredentialSource {
     let config: AirlockConfig
     let session: EndpointSession
     let ledger: JobLedger

@@ -1,19 +1,34 @@
-import AirlockConfiguration
+public import AirlockConfiguration
 public import AirlockCore
 import Delivery
-import Federation
+public import Federation
 import Foundation
 import Synchronization
 import Ledger
 import Logging
 import HTTPTypes
-import Hummingbird
+public import Hummingbird
 public import HummingbirdCore
-import NIOCore
+public import NIOCore
 import RunnerContract
 #if canImport(Glibc)
 import Glibc
 #endif
+
+/// What the credential server serves: the job's credentials and secret. `CredentialBroker` is the
+/// real one; tests give their own.
+public protocol CredentialSource: Sendable {
+    /// The job's secret, which every request must carry (or come from the job's own uid).
+    var secret: String { get }
+    var servedProfiles: [String] { get }
+    /// The profile's configuration (scopes, service account, resource...).
+    func spec(_ profile: String) -> ProfileSpec?
+    /// The profile's credential, fresh.
+    func credential(_ profile: String) async throws -> IssuedCredential
+    /// Counts a refused request for the audit log (per reason and minute).
+    func refused(_ reason: String, _ detail: String)
+    func countRequest()
+}
 
 /// One job's credential server (Hummingbird 2), on 127.0.0.1 outside the sandbox, speaking the
 /// endpoints the official SDKs already use (federation.md B1-B3):
@@ -25,20 +40,51 @@ import Glibc
 ///   itself, whatever the firewall says); from anyone else, or for a job without a uid of its own,
 ///   only under `/<job secret>/` (google-auth cannot send a custom header, so the secret is then
 ///   part of GCE_METADATA_HOST).
-/// Anything without the job's secret gets 401 before it touches the rate limit, counted in the audit log per reason and minute. The server logs request kinds and
-/// statuses, never a credential.
+/// The router sends each route through its own gate (`SecretGate`: the secret where that route's
+/// SDK carries it, or the job's own uid for metadata at the root; then the rate limit). Anything
+/// without the job's secret gets 401 before it touches the rate limit, counted in the audit log per
+/// reason and minute. The server logs request kinds and statuses, never a credential.
 public struct EndpointServer: Sendable {
-    let broker: CredentialBroker
+    let source: any CredentialSource
     let limiter: RateLimiter
-    let secret: String
+    var secret: String { source.secret }
     /// The job's own uid (sandboxed jobs): its connections may ask GCE metadata without the secret.
     let ownerUID: UInt32?
+    /// Who owns the client's socket (`LoopbackPeer` from the connection's ports by default).
+    let peerUID: @Sendable (EndpointContext) -> UInt32?
 
-    public init(broker: CredentialBroker, requestsPerSecond: Double, ownerUID: UInt32? = nil) {
-        self.broker = broker
-        secret = broker.secret
+    public init(source: any CredentialSource, requestsPerSecond: Double, ownerUID: UInt32? = nil,
+                peerUID: (@Sendable (EndpointContext) -> UInt32?)? = nil) {
+        self.source = source
         self.ownerUID = ownerUID
+        self.peerUID = peerUID ?? { context in
+            guard let client = context.remoteAddress?.port, let local = context.localPort else { return nil }
+            return LoopbackPeer.uid(clientPort: client, serverPort: local)
+        }
         limiter = RateLimiter(rate: requestsPerSecond, burst: requestsPerSecond * 2)
+    }
+
+    /// The routes, each behind the gate its SDK's way of carrying the secret needs.
+    public func router() -> Router<EndpointContext> {
+        let router = Router(context: EndpointContext.self)
+        router.add(middleware: Intake(source: source))
+        // AWS: the secret in Authorization (botocore: AWS_CONTAINER_AUTHORIZATION_TOKEN[_FILE]).
+        router.group("aws").add(middleware: SecretGate(server: self, kind: "aws") { request, _ in request.headers[.authorization] })
+            .get(":profile") { request, context in try await self.aws(request, profile: context.parameters.require("profile")) }
+        // Azure: the secret in X-IDENTITY-HEADER (azure-identity: IDENTITY_HEADER).
+        router.group("azure").add(middleware: SecretGate(server: self, kind: "azure") { request, _ in request.headers[Self.identityHeader] })
+            .get { request, _ in try await self.azure(request) }
+        // GCE metadata under /<secret>/ (GCE_METADATA_HOST = 127.0.0.1:PORT/<secret>).
+        let prefixed = router.group(":prefix").add(middleware: SecretGate(server: self, kind: "metadata") { _, context in context.parameters.get("prefix") })
+        prefixed.get { request, context in try await self.google(request, rest: "") }
+        prefixed.get("computeMetadata/**") { request, context in
+            try await self.google(request, rest: String(request.uri.path.dropFirst(1 + (context.parameters.get("prefix")?.count ?? 0))))
+        }
+        // GCE metadata at the root, to the job's own uid only.
+        let root = router.group().add(middleware: SecretGate(server: self, kind: "metadata", ownerMayAsk: true) { _, _ in nil })
+        root.get { request, _ in try await self.google(request, rest: "") }
+        root.get("computeMetadata/**") { request, _ in try await self.google(request, rest: request.uri.path) }
+        return router
     }
 
     static func json(_ obj: Any, status: HTTPResponse.Status = .ok) -> Response {
@@ -72,65 +118,14 @@ public struct EndpointServer: Sendable {
     static let identityHeader = HTTPField.Name("X-IDENTITY-HEADER")!
     static let metadataFlavor = HTTPField.Name("Metadata-Flavor")!
 
-    /// `peerUID` finds the uid that owns the client's socket; it is asked only for a metadata
-    /// request without the secret.
-    public func respond(_ request: Request, peerUID: @Sendable () -> UInt32? = { nil }) async -> Response {
-        broker.countRequest()
-        if let length = request.headers[.contentLength].flatMap(Int.init), length > 1024 {
-            return Self.json(["message": "request body too large"], status: .contentTooLarge)
-        }
-        let path = request.uri.path
-        // The job's secret first: a request without it costs the job nothing, neither a token of its
-        // rate limit nor an audit line of its own (refusals are counted per minute).
-        guard carriesSecret(request, path: path, peerUID: peerUID) else {
-            broker.refused("bad_secret", Self.kind(path))
-            return Self.json(["message": "this endpoint serves one job; the request does not carry its secret"], status: .unauthorized)
-        }
-        guard await limiter.allow() else {
-            broker.refused("rate_limited", Self.kind(path))
-            return Self.json(["message": "too many requests for this job's credential server"], status: .tooManyRequests)
-        }
-        do {
-            if path.hasPrefix("/aws/") { return try await aws(request, profile: String(path.dropFirst(5))) }
-            if path == "/azure" || path == "/azure/" { return try await azure(request) }
-            return try await google(request, path: path)
-        } catch let e as any BlamedError {
-            return Self.json(["message": "\(e)"], status: e.fault == .job ? .badRequest : .serviceUnavailable)
-        } catch {
-            return Self.json(["message": "\(error)"], status: .serviceUnavailable)
-        }
-    }
-
-    /// Where each route carries the job's secret: AWS in `Authorization`, Azure in
-    /// `X-IDENTITY-HEADER`, GCE metadata as the path's first segment, or, for metadata at the root,
-    /// a connection from the job's own uid.
-    func carriesSecret(_ request: Request, path: String, peerUID: @Sendable () -> UInt32?) -> Bool {
-        if path.hasPrefix("/aws/") { return Self.same(request.headers[.authorization], secret) }
-        if path == "/azure" || path == "/azure/" { return Self.same(request.headers[Self.identityHeader], secret) }
-        let first = path.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: true).first.map(String.init)
-        if Self.same(first, secret) { return true }
-        guard Self.isMetadataRoot(path), let owner = ownerUID else { return false }
-        return peerUID() == owner
-    }
-
-    /// The metadata paths a client asks without a prefix: the detection ping and `/computeMetadata/`.
-    static func isMetadataRoot(_ path: String) -> Bool {
-        path == "/" || path == "" || path == "/computeMetadata" || path.hasPrefix("/computeMetadata/")
-    }
-
-    /// The route a request was for, fit for the audit log (never a path that may hold a secret).
-    static func kind(_ path: String) -> String {
-        path.hasPrefix("/aws/") ? "aws" : path == "/azure" || path == "/azure/" ? "azure" : "metadata"
-    }
-
     // MARK: AWS (federation.md B1)
 
     func aws(_ request: Request, profile: String) async throws -> Response {
-        guard broker.servedProfiles.contains(profile), broker.spec(profile)?.settings(as: AWSRoleProfile.self) != nil else {
-            broker.refused("not_granted", "aws profile \(profile)")
+        guard source.servedProfiles.contains(profile), source.spec(profile)?.settings(as: AWSRoleProfile.self) != nil else {
+            source.refused("not_granted", "aws profile \(profile)")
             return Self.json(["message": "profile \(profile) is not an AWS profile served to this job"], status: .notFound)
         }
-        return Self.json(AWSContainerCredentials.body(try await broker.credential(profile)))
+        return Self.json(AWSContainerCredentials.body(try await source.credential(profile)))
     }
 
     // MARK: Azure (federation.md B2)
@@ -144,34 +139,32 @@ public struct EndpointServer: Sendable {
             return Self.json(["statusCode": 400, "message": "resource is required"], status: .badRequest)
         }
         let wanted = AzureManagedIdentity.wanted(resource)
-        let azureProfiles = broker.servedProfiles.compactMap { p in broker.spec(p)?.settings(as: AzureProfile.self).map { (name: p, profile: $0) } }
+        let azureProfiles = source.servedProfiles.compactMap { p in source.spec(p)?.settings(as: AzureProfile.self).map { (name: p, profile: $0) } }
         guard let profile = AzureManagedIdentity.profile(serving: wanted, among: azureProfiles),
-              let spec = broker.spec(profile)?.settings(as: AzureProfile.self) else {
-            broker.refused("resource_not_granted", "azure resource \(wanted)")
+              let spec = source.spec(profile)?.settings(as: AzureProfile.self) else {
+            source.refused("resource_not_granted", "azure resource \(wanted)")
             let granted = AzureManagedIdentity.granted(azureProfiles.map(\.profile))
             return Self.json(["statusCode": 400, "message": "resource \(wanted) is not granted to this job; granted: \(granted.joined(separator: ", "))"], status: .badRequest)
         }
         let client = q["client_id"].map(String.init)
         guard AzureManagedIdentity.clientAllowed(client, spec) else {
-            broker.refused("client_not_granted", "azure client_id \(client ?? "")")
+            source.refused("client_not_granted", "azure client_id \(client ?? "")")
             return Self.json(["statusCode": 400, "message": "client_id \(client ?? "") is not the identity granted to this job"], status: .badRequest)
         }
-        return Self.json(AzureManagedIdentity.body(try await broker.credential(profile), resource: wanted, profile: spec))
+        return Self.json(AzureManagedIdentity.body(try await source.credential(profile), resource: wanted, profile: spec))
     }
 
     // MARK: Google (federation.md B3)
 
-    func google(_ request: Request, path: String) async throws -> Response {
-        // `respond` has checked that the path starts with "/<job secret>", or that it needs none.
-        let prefix = "/" + secret
+    /// `rest`: the path below the secret prefix (or the whole path at the root).
+    func google(_ request: Request, rest: String) async throws -> Response {
         let flavor: HTTPFields = [Self.metadataFlavor: "Google"]
         guard request.headers[Self.metadataFlavor] == "Google" else {
             return Self.text("Missing required header \"Metadata-Flavor\": \"Google\"", status: .forbidden, headers: flavor)
         }
-        let rest = path == prefix || path.hasPrefix(prefix + "/") ? String(path.dropFirst(prefix.count)) : path
         if rest == "" || rest == "/" { return Self.text("", headers: flavor) }
-        guard let profile = broker.servedProfiles.first(where: { broker.spec($0)?.settings(as: GCPProfile.self) != nil }),
-              let spec = broker.spec(profile)?.settings(as: GCPProfile.self) else {
+        guard let profile = source.servedProfiles.first(where: { source.spec($0)?.settings(as: GCPProfile.self) != nil }),
+              let spec = source.spec(profile)?.settings(as: GCPProfile.self) else {
             return Self.text("not found", status: .notFound, headers: flavor)
         }
         let base = "/computeMetadata/v1/"
@@ -184,21 +177,70 @@ public struct EndpointServer: Sendable {
         switch GCEMetadata.answer(String(rest.dropFirst(base.count)), profile: spec) {
         case .text(let t): return Self.text(t, headers: flavor)
         case .json(let o): return json(o)
-        case .token: return json(GCEMetadata.tokenBody(try await broker.credential(profile)))
+        case .token: return json(GCEMetadata.tokenBody(try await source.credential(profile)))
         case .notFound: return Self.text("not found", status: .notFound, headers: flavor)
         }
     }
 }
 
 /// The endpoint's request context: the client's address and the server's port, for the peer check.
-struct EndpointContext: RequestContext, RemoteAddressRequestContext {
-    var coreContext: CoreRequestContextStorage
-    let remoteAddress: SocketAddress?
+public struct EndpointContext: RequestContext, RemoteAddressRequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
     let localPort: Int?
-    init(source: ApplicationRequestContextSource) {
+    public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
         localPort = source.channel.localAddress?.port
+    }
+}
+
+/// Every request: counted, its body bounded, and a failure to federate turned into the JSON answer
+/// the SDKs read (the job's fault 400, the system's 503).
+struct Intake: RouterMiddleware {
+    typealias Context = EndpointContext
+    let source: any CredentialSource
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        source.countRequest()
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > 1024 {
+            return EndpointServer.json(["message": "request body too large"], status: .contentTooLarge)
+        }
+        do {
+            return try await next(request, context)
+        } catch let e as HTTPError {
+            throw e  // the router's own: no such route (404), a path it cannot read (400)
+        } catch let e as any BlamedError {
+            return EndpointServer.json(["message": "\(e)"], status: e.fault == .job ? .badRequest : .serviceUnavailable)
+        } catch {
+            return EndpointServer.json(["message": "\(error)"], status: .serviceUnavailable)
+        }
+    }
+}
+
+/// One route's gate: the job's secret where that route's SDK carries it (`presented`) or, for
+/// metadata at the root (`ownerMayAsk`), a connection from the job's own uid; then the job's rate
+/// limit. A request without the secret costs the job nothing: no token of its rate limit, no audit
+/// line of its own (refusals are counted per minute).
+struct SecretGate: RouterMiddleware {
+    typealias Context = EndpointContext
+    let server: EndpointServer
+    /// The route, for the audit log (never a path that may hold a secret).
+    let kind: String
+    var ownerMayAsk = false
+    let presented: @Sendable (Request, Context) -> String?
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let owner = ownerMayAsk && server.ownerUID != nil && server.peerUID(context) == server.ownerUID
+        guard owner || EndpointServer.same(presented(request, context), server.secret) else {
+            server.source.refused("bad_secret", kind)
+            return EndpointServer.json(["message": "this endpoint serves one job; the request does not carry its secret"], status: .unauthorized)
+        }
+        guard await server.limiter.allow() else {
+            server.source.refused("rate_limited", kind)
+            return EndpointServer.json(["message": "too many requests for this job's credential server"], status: .tooManyRequests)
+        }
+        return try await next(request, context)
     }
 }
 
@@ -276,17 +318,11 @@ public enum EndpointMain {
             let job = try JobRecord.jobContext(state: state)
             let broker = try CredentialBroker(config: config, state: state, session: session, job: job, transport: transport())
             let ownerUID = EndpointProcess.ownerUID(state: state)
-            let server = EndpointServer(broker: broker, requestsPerSecond: config.runner.endpointRequestsPerSecond,
+            let server = EndpointServer(source: broker, requestsPerSecond: config.runner.endpointRequestsPerSecond,
                                         ownerUID: config.runner.isolation == .bubblewrap ? ownerUID : nil)
             let listening = ListeningPort()
             let app = Application(
-                responder: CallbackResponder<EndpointContext> { request, context in
-                    let client = context.remoteAddress?.port, local = context.localPort
-                    return await server.respond(request, peerUID: {
-                        guard let client, let local else { return nil }
-                        return LoopbackPeer.uid(clientPort: client, serverPort: local)
-                    })
-                },
+                router: server.router(),
                 // A connection idle for 5 s is closed: a half-open or stalled client cannot hold one of
                 // the 32 connections for long.
                 server: .http1(configuration: .init(idleTimeout: .seconds(5))),
