@@ -105,6 +105,14 @@ let package = Package(
         .testTarget(name: "FederationTests", dependencies: ["Federation", "AirlockTesting", "Identity", "HTTPClient", "RunnerContract", "Delivery",
                                                            .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "AirlockTesting", "Federation", "RunnerContract"], swiftSettings: strict),
+        // The credential server's routes in process (HummingbirdTesting's router framework), with a
+        // stub credential source: secrets, the owner rule, rate limit, answers, failures.
+        .testTarget(name: "CredentialEndpointTests", dependencies: [
+            "CredentialEndpoint", "AirlockConfiguration", "Federation", "RunnerContract",
+            .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ], swiftSettings: strict),
+        // Ledger, job state, audit log and revocation, against a stub provider.
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Federation", "RunnerContract", "Identity"], swiftSettings: strict),
         .testTarget(name: "EndToEndTests", dependencies: ["AirlockCore", "AirlockAdmin", "AirlockTesting", "RunnerContract", "Delivery", "Identity"], swiftSettings: strict),
     ]
 )

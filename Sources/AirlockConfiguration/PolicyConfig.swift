@@ -15,6 +15,14 @@ public struct ProfileSpec: Sendable {
     public var deliver: DeliveryMode
     public var settings: any ProfileSettings
 
+    public init(name: String, provider: String, stages: [String]? = nil, deliver: DeliveryMode, settings: any ProfileSettings) {
+        self.name = name
+        self.provider = provider
+        self.stages = stages
+        self.deliver = deliver
+        self.settings = settings
+    }
+
     /// The provider-specific part as `T`, or nil when the profile is of another kind.
     public func settings<T: ProfileSettings>(as type: T.Type) -> T? { settings as? T }
 }
