@@ -49,7 +49,7 @@ let package = Package(
             "RunnerContract", "Identity", "Policy", "ConfigSyntax", .product(name: "JWTKit", package: "jwt-kit"),
         ], swiftSettings: strict),
         .target(name: "Ledger", dependencies: [
-            "RunnerContract", "Federation", "Identity",
+            "RunnerContract", "Federation", "Identity", "CSupport",
         ], swiftSettings: strict),
         .target(name: "Delivery", dependencies: ["RunnerContract", "Federation", "Ledger", "CSupport"], swiftSettings: strict),
         // The configuration as written (TOML, every key and line checked) and as resolved.

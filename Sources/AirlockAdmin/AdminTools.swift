@@ -1,7 +1,6 @@
 import JobIsolation
 public import AirlockCore
 import ConfigSyntax
-import CoreFoundation
 public import AirlockConfiguration
 import Federation
 public import Foundation
@@ -168,15 +167,14 @@ extension AdminTools {
         ]
         var missing: [String] = []
         for d in dirs {
-            var st = stat()
-            guard lstat(d.path, &st) == 0 else { missing.append(d.key); continue }
-            let mode = st.st_mode & 0o7777
-            if st.st_mode & S_IFMT != S_IFDIR {
+            guard let st = Files.status(d.path) else { missing.append(d.key); continue }
+            let mode = st.permissions
+            if !st.isDirectory {
                 problems.append("[runner] \(d.key) \(d.path) is not a directory (a symlink or a file): remove it, and Airlock makes the directory")
                 continue
             }
-            if st.st_uid != me {
-                problems.append("[runner] \(d.key) \(d.path) belongs to uid \(st.st_uid), not to Airlock's user (\(me)): chown \(me):\(group) \(d.path)")
+            if st.uid != me {
+                problems.append("[runner] \(d.key) \(d.path) belongs to uid \(st.uid), not to Airlock's user (\(me)): chown \(me):\(group) \(d.path)")
             }
             if d.secret && mode & 0o077 != 0 {
                 problems.append("[runner] \(d.key) \(d.path) is open to group or others (mode \(String(mode, radix: 8))): jobs' ledgers and credentials are there; chmod 700 \(d.path)")
@@ -187,9 +185,8 @@ extension AdminTools {
             }
         }
         if !missing.isEmpty { notes.append("not there yet, made by the first job: \(missing.joined(separator: ", "))") }
-        var audit = stat()
-        if lstat(r.auditLog, &audit) == 0, audit.st_mode & 0o022 != 0 {
-            problems.append("[runner] audit_log \(r.auditLog) is writable by group or others (mode \(String(audit.st_mode & 0o777, radix: 8))): chmod 600 \(r.auditLog)")
+        if let audit = Files.status(r.auditLog), audit.mode & 0o022 != 0 {
+            problems.append("[runner] audit_log \(r.auditLog) is writable by group or others (mode \(String(audit.mode & 0o777, radix: 8))): chmod 600 \(r.auditLog)")
         }
         return problems
     }
@@ -263,22 +260,21 @@ extension AdminTools {
             if let root = jobVisible.first(where: { path.hasPrefix($0 + "/") }) {
                 problems.append("\(key) \(path) is inside \(root), where jobs can see or write: move it (e.g. to /etc/airlock, 0600)")
             }
-            var st = stat()
-            guard stat(path, &st) == 0 else {
+            guard let st = Files.status(path, follow: true) else {
                 if key != "the configuration" { problems.append("\(key) \(path) does not exist: jobs granted a profile that needs it would fail") }
                 continue
             }
             guard access(path, R_OK) == 0 else { problems.append("\(key) \(path) is not readable by this user"); continue }
-            let exposed = st.st_mode & 0o077 != 0
+            let exposed = st.mode & 0o077 != 0
             if key == "the configuration" {
                 // The sandbox covers the file with /dev/null, but an editor's save (write a copy, rename
                 // it over) replaces the file under a running job's mount: only its mode keeps it root's.
-                if exposed { problems.append("the configuration \(path) is readable or writable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it") }
+                if exposed { problems.append("the configuration \(path) is readable or writable by group or others (mode \(String(st.mode & 0o777, radix: 8))): chmod 600 it") }
                 continue
             }
             // A provider's own secret file (a client key): not exposed, and usable as the provider says.
             if let settings = config.providers.values.map(\.settings).first(where: { $0.secretFiles.contains { $0.path == path } }) {
-                if exposed { problems.append("\(key) \(path) is readable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 it") }
+                if exposed { problems.append("\(key) \(path) is readable by group or others (mode \(String(st.mode & 0o777, radix: 8))): chmod 600 it") }
                 switch await settings.checkSecretFile(path) {
                 case .success(let what): notes.append("\(key): \(what)")
                 case .failure(let p): problems.append("\(key) \(path) \(p.message)")

@@ -3,9 +3,6 @@ package import JobIsolation
 import Ledger
 public import RunnerContract
 
-/// The version printed as the driver version and in audit records.
-public let airlockVersion = "0.1.0"
-
 /// What prepare leaves for later stages in the job's state directory.
 package struct JobRecord: Codable {
     package var job: JobContext

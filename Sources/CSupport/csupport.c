@@ -50,3 +50,16 @@ pid_t airlock_spawn_tenant(unsigned int uid, const char *path, char *const argv[
     execve(path, argv, envp);
     _exit(127);
 }
+
+#include <sys/stat.h>
+
+int airlock_file_status_of(const char *path, int follow, airlock_file_status *out) {
+    struct stat st;
+    int r = follow ? stat(path, &st) : lstat(path, &st);
+    if (r != 0) return -1;
+    out->mode = (unsigned int)st.st_mode;
+    out->uid = (unsigned int)st.st_uid;
+    out->is_directory = S_ISDIR(st.st_mode) ? 1 : 0;
+    out->mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + (long long)st.st_mtim.tv_nsec;
+    return 0;
+}

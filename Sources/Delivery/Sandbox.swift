@@ -1,3 +1,4 @@
+import Ledger
 public import Foundation
 
 /// What a stage's sandbox looks like: the one place that decides what a job can see and write.
@@ -93,9 +94,8 @@ public struct SandboxSpec: Sendable {
     public static func unsearchableParent(of path: String) -> (path: String, mode: mode_t)? {
         var dir = (path as NSString).deletingLastPathComponent
         while dir.count > 1 {
-            var st = stat()
-            guard stat(dir, &st) == 0 else { return (dir, 0) }
-            if st.st_mode & 0o001 == 0 { return (dir, st.st_mode & 0o777) }
+            guard let st = Files.status(dir, follow: true) else { return (dir, 0) }
+            if st.mode & 0o001 == 0 { return (dir, mode_t(st.mode & 0o777)) }
             dir = (dir as NSString).deletingLastPathComponent
         }
         return nil

@@ -84,8 +84,7 @@ package enum Ownership {
     /// After the job: the directory is root's again, so that the uid's next job (maybe another
     /// project's) cannot reach it, even knowing its path.
     package static func takeBack(_ path: String) {
-        var st = stat()
-        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else { return }
+        guard let st = Files.status(path), st.isDirectory else { return }
         lchown(path, 0, 0)
         chmod(path, 0o700)
     }

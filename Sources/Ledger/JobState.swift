@@ -1,3 +1,4 @@
+public import CSupport
 public import Foundation
 public import RunnerContract
 
@@ -54,17 +55,33 @@ public struct JobStateStore: Sendable {
 
 /// Small file helpers with Airlock's permissions and messages.
 public enum Files {
+    /// A file's status: its mode (type and permission bits), owner, whether it is a directory, its
+    /// modification time. `follow`: stat (a symlink's target) instead of lstat. nil when absent.
+    public struct Status: Sendable {
+        public var mode: UInt32
+        public var uid: UInt32
+        public var isDirectory: Bool
+        public var modificationTimeNanoseconds: Int
+        /// The permission bits.
+        public var permissions: UInt32 { mode & 0o7777 }
+    }
+
+    public static func status(_ path: String, follow: Bool = false) -> Status? {
+        var s = airlock_file_status()
+        guard airlock_file_status_of(path, follow ? 1 : 0, &s) == 0 else { return nil }
+        return Status(mode: s.mode, uid: s.uid, isDirectory: s.is_directory != 0, modificationTimeNanoseconds: Int(s.mtime_ns))
+    }
+
     /// mkdir with `mode`; an existing directory has its mode enforced.
     /// - Throws: `AirlockFailure` (system) naming the path.
     public static func makeDirectory(_ path: String, mode: mode_t) throws(AirlockFailure) {
         if mkdir(path, mode) != 0 && errno != EEXIST {
             throw AirlockFailure(.system, "cannot create \(path): \(String(cString: strerror(errno)))")
         }
-        var st = stat()
-        guard lstat(path, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+        guard let st = status(path), st.isDirectory else {
             throw AirlockFailure(.system, "\(path) exists and is not a directory (a symlink is refused)")
         }
-        if st.st_mode & 0o777 != mode { chmod(path, mode) }
+        if st.mode & 0o777 != UInt32(mode) { chmod(path, mode) }
     }
 
     /// mkdir -p with `mode` for each created component.
@@ -128,18 +145,15 @@ public enum Files {
     /// - Throws: `AirlockFailure` (system) naming what could not be removed.
     /// A file's modification time in nanoseconds, nil when it does not exist.
     public static func modificationTime(_ path: String) -> Int? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        return Int(st.st_mtim.tv_sec) * 1_000_000_000 + Int(st.st_mtim.tv_nsec)
+        status(path, follow: true)?.modificationTimeNanoseconds
     }
 
     public static func removeTree(_ path: String) throws(AirlockFailure) {
-        var st = stat()
-        guard lstat(path, &st) == 0 else { return }
+        guard status(path) != nil else { return }
         do {
             try FileManager.default.removeItem(atPath: path)
         } catch {
-            if lstat(path, &st) != 0 { return }  // a concurrent cleanup removed it
+            if status(path) == nil { return }  // a concurrent cleanup removed it
             throw AirlockFailure(.system, "cannot remove \(path): \(error.localizedDescription)")
         }
     }

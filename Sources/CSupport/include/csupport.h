@@ -35,4 +35,17 @@ int airlock_skipped(const uint8_t *in, size_t n, size_t k);
 /// masker's hot loop: 8 bytes at a time with SSSE3 where the CPU has it, byte by byte otherwise.
 size_t airlock_compact_whitespace(const uint8_t *in, size_t n, uint8_t *out, size_t *block_starts, size_t block_size);
 
+/// What Airlock reads of a file's status. Swift sees this struct from this module alone: glibc's
+/// `struct stat` is owned by a different clang module in debug and static-stdlib builds, which
+/// MemberImportVisibility would make each Swift file name.
+typedef struct {
+    unsigned int mode;       // st_mode (type and permission bits)
+    unsigned int uid;
+    int is_directory;
+    long long mtime_ns;      // st_mtim in nanoseconds
+} airlock_file_status;
+
+/// lstat(2) (follow = 0) or stat(2) (follow != 0) of `path` into `out`. Returns 0, or -1 with errno set.
+int airlock_file_status_of(const char *path, int follow, airlock_file_status *out);
+
 #endif

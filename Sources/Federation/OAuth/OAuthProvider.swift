@@ -53,13 +53,15 @@ public struct ClientKey: Sendable {
     /// Loads the key into a collection that signs with it.
     /// - Throws: `FederationError` (system) for a missing, unreadable, group/world-readable or unparsable key.
     public func load(profile: String, provider: String) async throws -> (JWTKeyCollection, String) {
-        var st = stat()
-        guard stat(path, &st) == 0, let pem = FileManager.default.contents(atPath: path) else {
+        // The mode through FileManager (lstat's struct is owned by a different clang module in debug
+        // and static builds, which MemberImportVisibility would make this file name).
+        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path), let mode = attributes[.posixPermissions] as? Int,
+              let pem = FileManager.default.contents(atPath: path) else {
             throw FederationError(fault: .system, profile: profile, provider: provider, code: "ClientKeyUnreadable", message: "cannot read private_key_file \(path)")
         }
-        guard st.st_mode & 0o077 == 0 else {
+        guard mode & 0o077 == 0 else {
             throw FederationError(fault: .system, profile: profile, provider: provider, code: "ClientKeyExposed",
-                                  message: "private_key_file \(path) is readable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))); chmod 600 it")
+                                  message: "private_key_file \(path) is readable by group or others (mode \(String(mode & 0o777, radix: 8))); chmod 600 it")
         }
         let keys = JWTKeyCollection()
         let kid = keyID.map { JWKIdentifier(string: $0) }
