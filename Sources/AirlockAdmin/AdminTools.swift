@@ -309,9 +309,7 @@ extension AdminTools {
             // Revoked with the providers the job was prepared with (one since removed is still there).
             let jobConfig = ((try? AirlockConfig.snapshot(state: dir, path: config.path)) ?? nil) ?? config
             let failed = await Revoker.settleJob(config: jobConfig, job: record.job, paths: record.paths, state: dir, reason: "sweep", transport: transport)
-            var f = Audit.identity(record.job)
-            f["outcome"] = .string(failed == 0 ? "settled" : "revoke_failed")
-            try? AuditLog(path: config.runner.auditLog).append(event: "swept", f)
+            try? AuditLog(path: config.runner.auditLog).append(SweptRecord(subject: Audit.identity(record.job), outcome: failed == 0 ? "settled" : "revoke_failed"))
             lines.append("job \(id): " + (failed == 0 ? "ledger settled, state removed" : "\(failed) credential(s) could not be revoked, kept"))
         }
         return lines

@@ -32,18 +32,14 @@ public enum Authorizer {
     public static func authorize(config: AirlockConfig, env: RunnerEnvironment, job: JobContext, now: Date,
                                  transport: any HTTPTransport, warn: @escaping @Sendable (String) -> Void) async throws -> Authorization {
         let audit = AuditLog(path: config.runner.auditLog)
-        var base = Audit.identity(job)
+        let base = Audit.identity(job)
         guard let gitlab = config.gitlab else {
-            base["decision"] = .string("no_policy")
-            base["profiles"] = .array([])
-            try audit.append(event: "decision", base, now: now)
+            try audit.append(DecisionRecord(subject: base, decision: .noPolicy, profiles: []), now: now)
             return Authorization(verified: nil, decision: nil, grants: [], token: nil)
         }
         guard let token = env.jobVariables[gitlab.tokenVariable], !token.isEmpty else {
             if gitlab.requireToken {
-                base["decision"] = .string("denied")
-                base["reason"] = .string("no_token")
-                try audit.append(event: "decision", base, now: now)
+                try audit.append(DecisionRecord(subject: base, decision: .denied, reason: "no_token"), now: now)
                 throw AirlockFailure(.job, """
                 this runner requires a GitLab ID token and the job declares none. Add to the job:
                   id_tokens:
@@ -51,9 +47,7 @@ public enum Authorizer {
                       aud: \(gitlab.audience)
                 """)
             }
-            base["decision"] = .string("no_token")
-            base["profiles"] = .array([])
-            try audit.append(event: "decision", base, now: now)
+            try audit.append(DecisionRecord(subject: base, decision: .noToken, profiles: []), now: now)
             return Authorization(verified: nil, decision: nil, grants: [], token: nil)
         }
         let store = config.jwksStore(gitlab, transport: transport, warn: warn)
@@ -68,34 +62,27 @@ public enum Authorizer {
                 throw TokenRejection(.wrongJob, "the token belongs to job \(verified["job_id"] ?? "?") of project \(tokenProject(verified) ?? "?"), not to this job \(job.jobID) of project \(job.projectID) (as the runner's payload says)")
             }
         } catch let r as TokenRejection {
-            base["decision"] = .string("denied")
-            base["reason"] = .string("token_\(r.check.rawValue)")
-            base["detail"] = .string(r.detail)
-            base["token_fingerprint"] = .string(Fingerprint.of(token))
-            try audit.append(event: "decision", base, now: now)
+            try audit.append(DecisionRecord(subject: base, decision: .denied, reason: "token_\(r.check.rawValue)", detail: r.detail,
+                                            tokenFingerprint: Fingerprint.of(token)), now: now)
             throw r
         } catch let e as KeySetUnavailable {
-            base["decision"] = .string("error")
-            base["reason"] = .string("jwks_unavailable")
-            base["detail"] = .string(e.message)
-            try audit.append(event: "decision", base, now: now)
+            try audit.append(DecisionRecord(subject: base, decision: .error, reason: "jwks_unavailable", detail: e.message), now: now)
             throw e
         }
         let decision = config.policy.evaluate(verified)
-        var fields = identity(verified, job: job)
-        fields["rules"] = .array(decision.matchedRules.map { .string($0) })
         let requested = (env.jobVariables["AIRLOCK_PROFILES"] ?? "").split(separator: ",")
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        var record = DecisionRecord(subject: identity(verified, job: job), decision: .granted, rules: decision.matchedRules,
+                                    requestedProfiles: requested.isEmpty ? nil : requested)
         var grants = decision.grants
         if !requested.isEmpty {
-            fields["requested_profiles"] = .array(requested.map { .string($0) })
             do {
                 grants = try config.policy.narrow(decision, to: requested)
             } catch {
-                fields["decision"] = .string("denied")
-                fields["reason"] = .string("profile_not_granted")
-                fields["detail"] = .string(error.message)
-                try audit.append(event: "decision", fields, now: now)
+                record.decision = .denied
+                record.reason = "profile_not_granted"
+                record.detail = error.message
+                try audit.append(record, now: now)
                 throw error
             }
         }
@@ -104,15 +91,15 @@ public enum Authorizer {
             providerTokens = try await audienceTokens(config: config, gitlab: gitlab, env: env, job: job, primary: verified,
                                                       grants: grants, store: store, now: now)
         } catch let e as any BlamedError {
-            fields["decision"] = .string(e.fault == .job ? "denied" : "error")
-            fields["reason"] = .string("provider_token")
-            fields["detail"] = .string("\(e)")
-            try audit.append(event: "decision", fields, now: now)
+            record.decision = e.fault == .job ? .denied : .error
+            record.reason = "provider_token"
+            record.detail = "\(e)"
+            try audit.append(record, now: now)
             throw e
         }
-        fields["decision"] = .string(grants.isEmpty ? "no_grant" : "granted")
-        fields["profiles"] = .array(grants.map { .string($0.profile) })
-        try audit.append(event: "decision", fields, now: now)
+        record.decision = grants.isEmpty ? .noGrant : .granted
+        record.profiles = grants.map(\.profile)
+        try audit.append(record, now: now)
         return Authorization(verified: verified, decision: decision, grants: grants, token: Secret(token), providerTokens: providerTokens)
     }
 

@@ -74,22 +74,10 @@ package enum Federator {
         }
         if failure == nil { failure = Self.unmaskable(issued, config: config) }
         for c in issued {
-            var f = identity
-            f.merge(issuedFields(c)) { $1 }
-            if let took = durations[c.id] { f["duration_ms"] = .string(String(Int((took * 1000).rounded()))) }
-            try audit.append(event: "issued", f)
+            try audit.append(IssuedRecord(subject: identity, credential: c, duration: durations[c.id]))
         }
         if let failure {
-            var f = identity
-            f["profiles"] = .array(auth.grants.map { .string($0.profile) })
-            if let fe = failure as? FederationError {
-                f["profile"] = .string(fe.profile)
-                f["provider"] = .string(fe.provider)
-                f["code"] = .string(fe.code)
-                f["fault"] = .string(fe.fault.rawValue)
-            }
-            f["detail"] = .string("\(failure)")
-            try audit.append(event: "federation_failed", f)
+            try audit.append(FederationFailedRecord(subject: identity, failure: failure, profiles: auth.grants.map(\.profile)))
             // Nothing reaches the job: take back what was issued.
             await Revoker.revokeAll(audit: audit, ledger: ledger, providers: providers, identity: identity,
                                     reason: "rollback", now: Date())
@@ -120,13 +108,6 @@ package enum Federator {
         return nil
     }
 
-    package static func issuedFields(_ c: IssuedCredential) -> [String: JSONValue] {
-        var f: [String: JSONValue] = ["profile": .string(c.profile), "provider": .string(c.provider),
-                                      "provider_type": .string(c.providerType), "credential_id": .string(c.id),
-                                      "expires_at": .string(ISO8601.format(c.expiresAt)), "fingerprint": .string(c.fingerprint)]
-        for (k, v) in c.details { f[k] = .string(v) }
-        return f
-    }
 }
 
 /// A job's end, shared by cleanup and sweep: its server stopped, its ledger revoked, its files removed.

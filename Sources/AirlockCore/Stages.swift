@@ -32,9 +32,7 @@ public enum Stages {
     /// A prepare that failed before the policy decided: without this line the audit would not show
     /// the job at all (the decision, federation and rollback write their own).
     static func auditPrepareFailure(_ job: JobContext, _ error: any Error, config: AirlockConfig) {
-        var f = Audit.identity(job)
-        f["detail"] = .string("\(error)")
-        try? AuditLog(path: config.runner.auditLog).append(event: "prepare_failed", f)
+        try? AuditLog(path: config.runner.auditLog).append(PrepareFailedRecord(subject: Audit.identity(job), detail: "\(error)"))
     }
 
     /// prepare_exec: the job's directories and state; identity and federation plug in here.
@@ -236,9 +234,8 @@ public enum Stages {
                                              reason: "cleanup", transport: transport) {
             print("airlock-cleanup: job \(job.jobID): \($0)")
         }
-        var fields = Audit.identity(record?.job ?? job)
-        fields["state"] = .string(existed ? (failed == 0 ? "removed" : "kept_for_sweep") : "already-clean")
-        try AuditLog(path: config.runner.auditLog).append(event: "cleanup", fields)
+        try AuditLog(path: config.runner.auditLog).append(CleanupRecord(subject: Audit.identity(record?.job ?? job),
+                                                                      state: existed ? (failed == 0 ? "removed" : "kept_for_sweep") : "already-clean"))
         if failed > 0 {
             throw AirlockFailure(.system, "job \(job.jobID): \(failed) credential(s) could not be revoked; the ledger is kept for `airlock sweep`")
         }

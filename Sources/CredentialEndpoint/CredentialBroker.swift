@@ -75,13 +75,7 @@ public actor CredentialBroker: CredentialSource {
         do {
             c = try await provider.issue(request)
         } catch {
-            var f = identity
-            f["profile"] = .string(profile)
-            f["reason"] = .string("refresh")
-            f["provider"] = .string(spec.provider)
-            if let fe = error as? FederationError { f["code"] = .string(fe.code) }
-            f["detail"] = .string("\(error)")
-            try? audit.append(event: "federation_failed", f)
+            try? audit.append(FederationFailedRecord(subject: identity, failure: error, profile: profile, provider: spec.provider, reason: "refresh"))
             throw error
         }
         // Ledger first: the run stage masks it from there before the job can print it.
@@ -91,11 +85,7 @@ public actor CredentialBroker: CredentialSource {
             _ = try? await provider.revoke(c, now: Date())
             throw error
         }
-        var f = identity
-        f.merge(Federator.issuedFields(c)) { $1 }
-        f["reason"] = .string("refresh")
-        f["duration_ms"] = .string(String(Int((Date().timeIntervalSince(now) * 1000).rounded())))
-        try? audit.append(event: "issued", f)
+        try? audit.append(IssuedRecord(subject: identity, credential: c, duration: Date().timeIntervalSince(now), reason: "refresh"))
         if let old {
             _ = await Revoker.revoke(old, provider: provider, ledger: ledger, audit: audit, identity: identity, reason: "refreshed", now: Date())
         }
@@ -117,12 +107,7 @@ public actor CredentialBroker: CredentialSource {
     private nonisolated func writeRefusals(_ minute: Date, _ counts: [String: (count: Int, detail: String)]) {
         let audit = AuditLog(path: config.runner.auditLog)
         for (reason, c) in counts.sorted(by: { $0.key < $1.key }) {
-            var f = identity
-            f["reason"] = .string(reason)
-            f["count"] = .int(c.count)
-            f["minute"] = .string(ISO8601.format(minute))
-            f["detail"] = .string(c.detail)
-            try? audit.append(event: "endpoint_refused", f)
+            try? audit.append(EndpointRefusedRecord(subject: identity, reason: reason, count: c.count, minute: minute, detail: c.detail))
         }
     }
 

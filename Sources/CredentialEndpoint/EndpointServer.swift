@@ -298,9 +298,8 @@ public enum EndpointMain {
         broker.flushRefusals()
         let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
         let hwm = status.split(separator: "\n").first { $0.hasPrefix("VmHWM:") }?.split(separator: " ").dropFirst().first.map(String.init) ?? "0"
-        let f: [String: JSONValue] = ["job_id": .string(job.jobID), "project_id": .string(job.projectID),
-                                      "requests": .string(String(broker.requestCount)), "peak_rss_kib": .string(hwm)]
-        try? AuditLog(path: config.runner.auditLog).append(event: "endpoint_stopped", f)
+        try? AuditLog(path: config.runner.auditLog).append(EndpointStoppedRecord(jobID: job.jobID, projectID: job.projectID,
+                                                                                 requests: broker.requestCount, peakRSSKiB: hwm))
     }
 
     public static func run(transport: @escaping TransportFactory) async -> Int32 {

@@ -13,7 +13,7 @@ public struct AuditLog: Sendable {
     /// Appends one record with `time` and `event` set.
     /// - Throws: `AirlockFailure` (system) when the log cannot be written: an unaudited credential
     ///   must not be issued, so callers treat this as fatal.
-    public func append(event: String, _ fields: [String: JSONValue], now: Date = Date()) throws(AirlockFailure) {
+    func append(event: String, _ fields: [String: JSONValue], now: Date = Date()) throws(AirlockFailure) {
         var record = fields
         // Which key made the record's fingerprints (Fingerprint: keyed per host).
         if record["fingerprint"] != nil || record["token_fingerprint"] != nil { record["fingerprint_key"] = .string(Fingerprint.keyID) }

@@ -108,7 +108,7 @@ struct AuditLogTests {
         let log = AuditLog(path: s.dir + "/log/audit.jsonl")
         await withTaskGroup(of: Void.self) { g in
             for i in 0..<200 {
-                g.addTask { try? log.append(event: "test", ["n": .int(i), "pad": .string(String(repeating: "x", count: 3000))]) }
+                g.addTask { try? log.append(PrepareFailedRecord(subject: ["n": .int(i)], detail: String(repeating: "x", count: 3000))) }
             }
         }
         let lines = try String(contentsOfFile: log.path, encoding: .utf8).split(separator: "\n")
@@ -121,11 +121,17 @@ struct AuditLogTests {
     @Test func aRecordWithAFingerprintNamesTheKeyThatMadeIt() throws {
         let s = try Scratch()
         let log = AuditLog(path: s.dir + "/audit.jsonl")
-        try log.append(event: "issued", ["fingerprint": .string("fp")])
-        try log.append(event: "decision", ["decision": .string("deny")])
+        let c = credential("deploy")
+        try log.append(IssuedRecord(subject: ["job_id": .string("42")], credential: c, duration: 0.25))
+        try log.append(DecisionRecord(subject: ["job_id": .string("42")], decision: .noGrant, rules: [], profiles: []))
         let r = log.records()
         #expect(r[0]["fingerprint_key"] != nil && r[0]["event"] == .string("issued") && r[0]["time"] != nil)
-        #expect(r[1]["fingerprint_key"] == nil)
+        #expect(r[0]["fingerprint"] == .string(c.fingerprint) && r[0]["duration_ms"] == .string("250") && r[0]["role"] == .string("r-deploy"))
+        #expect(r[0]["profile"] == .string("deploy") && r[0]["provider_type"] == .string("stub") && r[0]["credential_id"] == .string(c.id))
+        #expect(r[1]["fingerprint_key"] == nil && r[1]["decision"] == .string("no_grant") && r[1]["profiles"] == .array([]))
+        #expect(r[1]["reason"] == nil && r[1]["token_fingerprint"] == nil)
+        let leaked = (try String(contentsOfFile: log.path, encoding: .utf8)).contains(c.secrets["token"]!)
+        #expect(!leaked)
     }
 }
 
