@@ -28,7 +28,9 @@ let package = Package(
     ],
     targets: [
         .target(name: "RunnerContract", swiftSettings: strict),
-        // keyctl(2) for the stage's own session keyring (syscall(2) is variadic, so C).
+        // C: keyctl(2) for the stage's own session keyring (syscall(2) is variadic), the tenant spawn,
+        // the masker's inner loop, and stat(2) (glibc's struct stat is owned by different clang modules
+        // in debug and static builds, which MemberImportVisibility would make each file name).
         .target(name: "CSupport"),
         .target(name: "Identity", dependencies: [
             "RunnerContract",

@@ -8,7 +8,6 @@ public import RunnerContract
 import Glibc
 #endif
 
-
 /// Arguments every executor takes: `[--config FILE] [positional...]`.
 public struct ExecutorArguments: Sendable {
     public var configPath: String = AirlockConfig.defaultPath

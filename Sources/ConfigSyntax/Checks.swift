@@ -23,7 +23,7 @@ extension TOMLCursor {
     }
 
     /// An optional https (or loopback http) URL under `key`.
-    package mutating func secureURL(_ key: String, default d: String? = nil, example: String? = nil) throws(ConfigError) -> String? {
+    package mutating func secureURL(_ key: String, default d: String? = nil) throws(ConfigError) -> String? {
         guard let v = try string(key) ?? d else { return nil }
         guard Self.isSecureURL(v) else {
             throw error(key, "must be an https URL (http only on loopback), got \(v.quoted)")

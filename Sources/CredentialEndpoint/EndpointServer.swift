@@ -209,7 +209,10 @@ struct Intake: RouterMiddleware {
         do {
             return try await next(request, context)
         } catch let e as HTTPError {
-            throw e  // the router's own: no such route (404), a path it cannot read (400)
+            // The router's own: no such route (404, counted as a refusal so that probing shows in the
+            // audit log), a path it cannot read (400).
+            if e.status == .notFound { source.refused("no_route", "\(request.method)") }
+            throw e
         } catch let e as any BlamedError {
             return EndpointServer.json(["message": "\(e)"], status: e.fault == .job ? .badRequest : .serviceUnavailable)
         } catch {

@@ -98,6 +98,9 @@ public struct InjectionPlan: Sendable {
             guard let rule = rules[c.profile], rule.applies(to: stage) else { continue }
             plan.profiles.append(c.profile)
             let d = c.delivery
+            guard !d.fromOlderLedger else {
+                throw AirlockFailure(.system, "profile \(c.profile): its credential was issued by an earlier Airlock (upgraded while this job ran), whose ledger does not say how to deliver it; retry the job")
+            }
             if rule.viaEndpoint {
                 // No credential in the stage: only where to ask, and the job's secret (federation.md B1-B3).
                 guard let endpoint else {

@@ -74,6 +74,9 @@ public struct DeliveryContract: Sendable, Codable, Equatable {
     /// The values are long-lived ones Airlock only copied (a Vault KV field, a Key Vault secret):
     /// not Airlock's to revoke, so a value too short to mask may still go out as a file.
     public var copiedValues: Bool
+    /// Read from a ledger an earlier Airlock wrote (upgraded while the job ran): it says nothing of
+    /// what to deliver, so the run stage refuses it rather than deliver nothing in silence.
+    public var fromOlderLedger: Bool = false
 
     public init(secrets: [Secret] = [], file: File? = nil, environment: [String: String] = [:],
                 endpoint: EndpointKind? = nil, endpointEnvironment: [String: String] = [:], copiedValues: Bool = false) {

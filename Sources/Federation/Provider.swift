@@ -62,7 +62,7 @@ public struct IssuedCredential: Sendable, Codable, Equatable {
     }
 
     /// A ledger written before the delivery contract (an upgrade mid-job) still loads, so that
-    /// cleanup and sweep can revoke what it holds; such a credential delivers nothing.
+    /// cleanup and sweep can revoke what it holds; the run stage refuses to deliver it.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         id = try c.decode(String.self, forKey: .id)
@@ -73,7 +73,7 @@ public struct IssuedCredential: Sendable, Codable, Equatable {
         details = try c.decode([String: String].self, forKey: .details)
         expiresAt = try c.decode(Date.self, forKey: .expiresAt)
         revocationHandle = try c.decodeIfPresent(String.self, forKey: .revocationHandle)
-        delivery = try c.decodeIfPresent(DeliveryContract.self, forKey: .delivery) ?? DeliveryContract()
+        delivery = try c.decodeIfPresent(DeliveryContract.self, forKey: .delivery) ?? { var d = DeliveryContract(); d.fromOlderLedger = true; return d }()
         summary = try c.decodeIfPresent(String.self, forKey: .summary) ?? providerType
     }
 

@@ -155,6 +155,22 @@ struct EndpointRouteTests {
         }
     }
 
+    /// A path or method no route serves: 404, and counted, so that probing shows in the audit log.
+    @Test func unknownRoutesAre404AndCounted() async throws {
+        try await withServer { client, source in
+            for (uri, method) in [("/\(source.secret)/foo", HTTPRequest.Method.get), ("/aws", .get), ("/computeMetadata", .get),
+                                  ("/aws/deploy", .post), ("/aws/deploy", .head)] {
+                let r = try await client.execute(uri: uri, method: method, headers: [.authorization: source.secret])
+                #expect(r.status == .notFound, "\(method) \(uri)")
+            }
+            #expect(source.refusals == ["no_route GET", "no_route GET", "no_route GET", "no_route POST", "no_route HEAD"])
+            // One segment that is not the secret is the metadata ping with a wrong prefix: 401.
+            #expect(try await client.execute(uri: "/foo", method: .get, headers: Self.flavor).status == .unauthorized)
+            #expect(source.refusals.last == "bad_secret metadata")
+            #expect(source.issued == 0)
+        }
+    }
+
     @Test func aLargeBodyIsRefusedBeforeAnything() async throws {
         try await withServer { client, source in
             let r = try await client.execute(uri: "/aws/deploy", method: .get, headers: [.authorization: source.secret],

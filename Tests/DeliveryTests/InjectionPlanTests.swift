@@ -101,6 +101,13 @@ struct InjectionPlanTests {
         #expect(file.environment == ["EXAMPLE_API_KEY": "\(Self.dir)/ci-example-key", "EXAMPLE_CERT_FILE": "\(Self.dir)/ci-example.pem",
                                      "EXAMPLE_ENDPOINT": "https://api.example.com"])
         #expect(file.files == ["ci-example-key": "example-api-key-0123456789", "ci-example.pem": "-----BEGIN CERT-----0123456789"])
+        // From a ledger an earlier Airlock wrote: refused, not delivered as nothing.
+        var old = c
+        old.delivery = DeliveryContract()
+        old.delivery.fromOlderLedger = true
+        #expect(throws: AirlockFailure.self) {
+            _ = try InjectionPlan.make(stage: "build_script", credentials: [old], rules: ["ci": DeliveryRule(profile: "ci", asFile: false, stages: nil)], secretsDir: Self.dir)
+        }
         // No endpoint in its contract: endpoint delivery is refused, not guessed.
         let access = EndpointAccess(port: 40123, secret: "endpoint-secret-0123456789abcdef")
         #expect(throws: AirlockFailure.self) {

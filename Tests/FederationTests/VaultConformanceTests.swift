@@ -1,4 +1,5 @@
 import AirlockTesting
+import Delivery
 import Federation
 import Foundation
 import HTTPClient
@@ -36,6 +37,7 @@ struct VaultConformanceTests {
             try bao.writeRole("oidc-role", audience: audience, policies: ["ci"], roleType: nil, namespace: namespace)
             try bao.writeRole("ci-43", audience: audience, boundClaims: ["project_id": "43"], policies: ["ci"], namespace: namespace)
             try bao.putKV("ci/42", ["api_key": "kv-secret-value-0123456789"], namespace: namespace)
+            try bao.putKV("ci/token-field", ["token": "kv-token-field-value-0123456789", "username": "ci-user-0123456789"], namespace: namespace)
             try bao.enableLeasedPKI(namespace: namespace)
             let pki = ["common_name": "p{project_id}-j{job_id}.ci.test", "ttl": "10m"]
             provider = VaultProvider(name: "vault", address: URL(string: bao.address)!, authMount: "jwt", namespace: namespace, profiles: [
@@ -50,6 +52,7 @@ struct VaultConformanceTests {
                 "oidc-role": VaultProfile(role: "oidc-role", secret: nil, kv: "secret/ci/42", env: ["API_KEY": "api_key"], token: false),
                 "wrong-role": VaultProfile(role: "ci-nope", secret: nil, kv: "secret/ci/42", env: ["U": "api_key"], token: false),
                 "other-project": VaultProfile(role: "ci-43", secret: nil, kv: "secret/ci/42", env: ["U": "api_key"], token: false),
+                "token-field": VaultProfile(role: "kv-only", secret: nil, kv: "secret/ci/token-field", env: ["DB_USER": "username"], token: false),
                 "missing-field": VaultProfile(role: "ci-{project_id}", secret: "pki/issue/ci", secretParams: pki, kv: nil, env: ["U": "nope"], token: false),
             ], transport: URLSessionTransport())
             var job = SimulatedJob(script: [])
@@ -91,6 +94,20 @@ struct VaultConformanceTests {
             while serials.count > count && Date() < until { Thread.sleep(forTimeInterval: 0.1) }
             return serials.count
         }
+    }
+
+    /// A secret's own field called "token" is not the child token: with token = false the job gets
+    /// only the fields its profile maps, and no VAULT_TOKEN (review of issue 16's delivery contract).
+    @Test func aFieldNamedTokenIsNotDeliveredAsTheVaultToken() async throws {
+        let w = try World()
+        let c = try await w.issue("token-field")
+        #expect(c.delivery.secrets.map(\.key) == ["username"] && c.delivery.environment.isEmpty)
+        let plan = try InjectionPlan.make(stage: "build_script", credentials: [c],
+                                          rules: ["token-field": DeliveryRule(profile: "token-field", asFile: false, stages: nil)], secretsDir: "/run/airlock/secrets")
+        #expect(plan.environment.keys.sorted() == ["DB_USER"])
+        let leaked = plan.environment.values.contains("kv-token-field-value-0123456789")
+        #expect(!leaked)
+        _ = try await w.provider.revoke(c, now: Date())
     }
 
     @Test func aServiceLoginIsRevokedWithItsChildAndItsLeasedCertificate() async throws {

@@ -6,9 +6,9 @@ public import Identity
 package enum AWSKind: ProviderKind {
     package static let endpoint: EndpointKind? = .awsContainer
     package static let typeName = "aws"
-    public static let defaultEndpoint = "https://sts.amazonaws.com"
-    public static let minimumDuration = 900.0
-    public static let defaultMaxDuration = 3600.0
+    package static let defaultEndpoint = "https://sts.amazonaws.com"
+    package static let minimumDuration = 900.0
+    package static let defaultMaxDuration = 3600.0
     /// An IAM role ARN, each part possibly a {claim} template.
     static let roleARN = #"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::([0-9]{12}|\{[a-z_]+\}):role/([A-Za-z0-9+=,.@_/-]|\{[a-z_]+\})+$"#
     static let policyARN = #"^arn:aws(-cn|-us-gov|-iso|-iso-b)?:iam::([0-9]{12}|aws):policy/[A-Za-z0-9+=,.@_/-]+$"#

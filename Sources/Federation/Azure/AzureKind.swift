@@ -6,9 +6,9 @@ public import Identity
 package enum AzureKind: ProviderKind {
     package static let endpoint: EndpointKind? = .azureManagedIdentity
     package static let typeName = "azure"
-    public static let defaultAuthority = "https://login.microsoftonline.com"
-    public static let defaultTokenVariable = "AZURE_ID_TOKEN"
-    public static let defaultTokenAudience = "api://AzureADTokenExchange"
+    package static let defaultAuthority = "https://login.microsoftonline.com"
+    package static let defaultTokenVariable = "AZURE_ID_TOKEN"
+    package static let defaultTokenAudience = "api://AzureADTokenExchange"
     static let guid = #"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"#
     static let domain = #"^[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$"#
 
@@ -87,7 +87,7 @@ public struct AzureSettings: ProviderSettings {
 
 /// The App Service managed identity endpoint (federation.md B2), as azure-identity speaks it.
 public enum AzureManagedIdentity {
-    public static let apiVersion = "2019-08-01"
+    package static let apiVersion = "2019-08-01"
 
     /// The resource a request names, without `/.default`.
     public static func wanted(_ resource: String) -> String {

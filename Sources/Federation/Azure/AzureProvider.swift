@@ -139,8 +139,8 @@ public struct AzureProvider: CredentialProvider {
         }
         details["key_vault"] = vault.absoluteString
         details["delivers"] = "key_vault_secrets"
-        // The values outlive the job in Key Vault; the job's copies live until cleanup.
-        // Key Vault values under the profile's variable names; the token stays with Airlock.
+        // Key Vault values under the profile's variable names; the token stays with Airlock. The
+        // values outlive the job in Key Vault; the job's copies live until cleanup.
         let delivery = DeliveryContract(secrets: secrets.keys.sorted().map { .token($0, variable: $0, file: "\(r.profile)-\($0)") },
                                         copiedValues: true)
         return IssuedCredential(profile: r.profile, provider: name, providerType: "azure", secrets: secrets, details: details,

@@ -7,8 +7,8 @@ public import RunnerContract
 package enum GCPKind: ProviderKind {
     package static let typeName = "gcp"
     package static let endpoint: EndpointKind? = .gceMetadata
-    public static let defaultSTS = "https://sts.googleapis.com/v1/token"
-    public static let defaultIAMCredentials = "https://iamcredentials.googleapis.com"
+    package static let defaultSTS = "https://sts.googleapis.com/v1/token"
+    package static let defaultIAMCredentials = "https://iamcredentials.googleapis.com"
 
     package static func settings(name: String, _ c: inout TOMLCursor, warnings: inout [String]) throws(ConfigError) -> GCPSettings {
         let wip = try c.string("workload_identity_provider")

@@ -249,12 +249,13 @@ public struct VaultProvider: CredentialProvider {
                                   profile: r.profile, now: Date())
             throw error
         }
-        // The fields the profile maps, under its variable names; the child token with where to use it.
+        // The fields the profile maps, under its variable names; the child token (token = true only: a
+        // secret's own field called "token" is not it) with where to use it. `details` stay audit facts.
         var delivery = DeliveryContract(copiedValues: kvPath != nil)
         for (variable, field) in p.env.sorted(by: { $0.key < $1.key }) {
             delivery.secrets.append(.token(field, variable: variable, file: "\(r.profile)-\(variable)"))
         }
-        if secrets["token"] != nil {
+        if p.token {
             delivery.secrets.append(.init(key: "token", variables: ["VAULT_TOKEN"], file: "\(r.profile)-vault-token", fileVariable: "VAULT_TOKEN_FILE"))
             delivery.environment["VAULT_ADDR"] = address.absoluteString
             if let namespace { delivery.environment["VAULT_NAMESPACE"] = namespace }
