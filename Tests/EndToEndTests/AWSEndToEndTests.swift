@@ -16,11 +16,7 @@ struct AWSEndToEndTests {
         issuer = "\(issuer.issuer)"
         audience = "\(audience)"
 
-        [providers.aws-main]
-        type = "aws"
-        sts_endpoint = "\(sts)"
-        region = "eu-west-1"
-
+        \(PeerTables.aws("aws-main", sts: sts, region: "eu-west-1"))
         [profiles.deploy-prod]
         provider = "aws-main"
         role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"

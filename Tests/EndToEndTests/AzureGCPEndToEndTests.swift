@@ -27,18 +27,7 @@ struct AzureGCPEndToEndTests {
             issuer = "\(issuer.issuer)"
             audience = "\(AzureGCPEndToEndTests.audience)"
 
-            [providers.azure]
-            type = "azure"
-            authority_host = "\(azure.authorityHost)"
-            tenant_id = "\(azure.tenant)"
-
-            [providers.gcp]
-            type = "gcp"
-            sts_endpoint = "\(google.stsEndpoint)"
-            iam_credentials_endpoint = "\(google.baseURL)"
-            token_variable = "GCP_ID_TOKEN"
-            token_audience = "https:\(AzureGCPEndToEndTests.wip)"
-
+            \(PeerTables.azure(azure))\(PeerTables.gcp(google, audienceToken: ("GCP_ID_TOKEN", "https:\(AzureGCPEndToEndTests.wip)")))
             [profiles.orders-db]
             provider = "azure"
             client_id = "\(AzureGCPEndToEndTests.client)"

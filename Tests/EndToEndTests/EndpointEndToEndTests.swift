@@ -38,20 +38,7 @@ struct EndpointEndToEndTests {
             issuer = "\(issuer.issuer)"
             audience = "\(EndpointEndToEndTests.audience)"
 
-            [providers.aws]
-            type = "aws"
-            sts_endpoint = "\(moto.url)"
-
-            [providers.azure]
-            type = "azure"
-            authority_host = "\(azure.authorityHost)"
-            tenant_id = "\(azure.tenant)"
-
-            [providers.gcp]
-            type = "gcp"
-            sts_endpoint = "\(google.stsEndpoint)"
-            iam_credentials_endpoint = "\(google.baseURL)"
-
+            \(PeerTables.aws(moto: moto))\(PeerTables.azure(azure))\(PeerTables.gcp(google))
             [profiles.deploy]
             provider = "aws"
             role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"

@@ -69,11 +69,7 @@ struct HostileJobTests {
             issuer = "\(issuer.issuer)"
             audience = "\(HostileJobTests.audience)"
 
-            [providers.aws]
-            type = "aws"
-            sts_endpoint = "\(moto.url)"
-            region = "eu-west-1"
-
+            \(PeerTables.aws(moto: moto, region: "eu-west-1"))
             [providers.azure]
             type = "azure"
 

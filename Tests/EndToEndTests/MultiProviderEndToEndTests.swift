@@ -56,27 +56,7 @@ struct MultiProviderEndToEndTests {
             issuer = "\(issuer.issuer)"
             audience = "\(MultiProviderEndToEndTests.audience)"
 
-            [providers.aws]
-            type = "aws"
-            sts_endpoint = "\(moto.url)"
-
-            [providers.vault]
-            type = "vault"
-            address = "\(vaultAddress)"
-
-            [providers.auth0]
-            type = "oauth2"
-            token_endpoint = "\(auth0.tokenEndpoint)"
-            revocation_endpoint = "\(auth0.baseURL)/oauth/revoke"
-            introspection_endpoint = "\(auth0.baseURL)/oauth/introspect"
-            client_id = "\(oauthClient)"
-            private_key_file = "\(keyFile)"
-
-            [providers.plain]
-            type = "oauth2"
-            token_endpoint = "\(plain.tokenEndpoint)"
-            client_id = "public-client"
-
+            \(PeerTables.aws(moto: moto))\(PeerTables.vault(address: vaultAddress))\(PeerTables.oauth("auth0", auth0, clientID: oauthClient, keyFile: keyFile, revocation: true, introspection: true))\(PeerTables.oauth("plain", plain, clientID: "public-client"))
             [profiles.deploy]
             provider = "aws"
             role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"

@@ -233,10 +233,7 @@ struct RunnerFidelityTests {
         issuer = "\(issuer.issuer)"
         audience = "https://airlock.test"
 
-        [providers.aws]
-        type = "aws"
-        sts_endpoint = "\(moto.url)"
-
+        \(PeerTables.aws(moto: moto))
         [profiles.deploy]
         provider = "aws"
         role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"

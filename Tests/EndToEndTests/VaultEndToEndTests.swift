@@ -31,12 +31,7 @@ struct VaultEndToEndTests {
         issuer = "\(issuer.issuer)"
         audience = "\(Self.audience)"
 
-        [providers.vault]
-        type = "vault"
-        address = "\(vault.address)"
-        auth_mount = "jwt"
-        namespace = "platform"
-
+        \(PeerTables.vault(address: vault.address, namespace: "platform"))
         [profiles.tls-client]
         provider = "vault"
         role = "ci-{project_id}"
@@ -96,10 +91,7 @@ struct VaultEndToEndTests {
         issuer = "\(issuer.issuer)"
         audience = "\(Self.audience)"
 
-        [providers.vault]
-        type = "vault"
-        address = "\(address)"
-
+        \(PeerTables.vault(address: address))
         [profiles.vault-token]
         provider = "vault"
         role = "ci-{project_id}"
@@ -157,10 +149,7 @@ struct VaultEndToEndTests {
         issuer = "\(issuer.issuer)"
         audience = "\(Self.audience)"
 
-        [providers.vault]
-        type = "vault"
-        address = "\(vault.address)"
-
+        \(PeerTables.vault(address: vault.address))
         [profiles.tls-client]
         provider = "vault"
         role = "batch-{project_id}"
@@ -230,10 +219,7 @@ struct VaultEndToEndTests {
         issuer = "\(issuer.issuer)"
         audience = "\(Self.audience)"
 
-        [providers.vault]
-        type = "vault"
-        address = "\(vault.address)"
-
+        \(PeerTables.vault(address: vault.address))
         [profiles.pin]
         provider = "vault"
         role = "ci-{project_id}"
