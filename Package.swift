@@ -108,9 +108,10 @@ let package = Package(
                                                            .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "AirlockTesting", "Federation", "RunnerContract"], swiftSettings: strict),
         // The credential server's routes in process (HummingbirdTesting's router framework), with a
-        // stub credential source: secrets, the owner rule, rate limit, answers, failures.
+        // stub credential source: secrets, the owner rule, rate limit, answers, failures; its broker
+        // with a scripted provider.
         .testTarget(name: "CredentialEndpointTests", dependencies: [
-            "CredentialEndpoint", "AirlockConfiguration", "Federation", "RunnerContract",
+            "CredentialEndpoint", "AirlockConfiguration", "AirlockCore", "Federation", "Identity", "Ledger", "RunnerContract",
             .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTesting", package: "hummingbird"),
         ], swiftSettings: strict),
         // Ledger, job state, audit log and revocation, against a stub provider.

@@ -25,6 +25,15 @@ public struct EndpointSession: Codable, Sendable {
     public var profiles: [String]
     public var jobTimeoutSeconds: Int
 
+    package init(secret: String, idToken: String, providerTokens: [String: String], verified: VerifiedJob, profiles: [String], jobTimeoutSeconds: Int) {
+        self.secret = secret
+        self.idToken = idToken
+        self.providerTokens = providerTokens
+        self.verified = verified
+        self.profiles = profiles
+        self.jobTimeoutSeconds = jobTimeoutSeconds
+    }
+
     public static func load(state: String) -> EndpointSession? {
         guard let d = FileManager.default.contents(atPath: "\(state)/\(file)") else { return nil }
         return try? JSONDecoder().decode(EndpointSession.self, from: d)

@@ -3,7 +3,7 @@ public import AirlockCore
 public import Federation
 import Foundation
 public import Identity
-import Ledger
+package import Ledger
 public import RunnerContract
 
 /// The credentials a job's server hands out, kept fresh: a credential with less than
@@ -22,11 +22,18 @@ public actor CredentialBroker: CredentialSource {
     public private(set) var federations = 0
 
     public init(config: AirlockConfig, state: String, session: EndpointSession, job: JobContext, transport: any HTTPTransport) throws {
+        try self.init(config: config, state: state, session: session, identity: Authorizer.identity(session.verified, job: job),
+                      providers: config.credentialProviders(transport: transport))
+    }
+
+    /// With the providers given (tests: a stub provider).
+    package init(config: AirlockConfig, state: String, session: EndpointSession, identity: AuditSubject,
+                 providers: [String: any CredentialProvider]) throws {
         self.config = config
         self.session = session
         ledger = JobLedger(stateDirectory: state)
-        providers = config.credentialProviders(transport: transport)
-        identity = Authorizer.identity(session.verified, job: job)
+        self.providers = providers
+        self.identity = identity
         minValidity = config.runner.endpointMinValidity
         for e in try ledger.entries() where e.state == .issued && session.profiles.contains(e.credential.profile) {
             current[e.credential.profile] = e.credential
