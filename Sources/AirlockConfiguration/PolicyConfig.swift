@@ -1,5 +1,5 @@
 public import Federation
-public import ConfigSyntax
+import ConfigSyntax
 import Foundation
 import Identity
 import Policy

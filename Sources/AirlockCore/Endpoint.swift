@@ -1,12 +1,12 @@
 import JobIsolation
 public import AirlockConfiguration
 import Delivery
-public import Federation
+import Federation
 import Foundation
 public import Identity
 import Ledger
 import Policy
-public import RunnerContract
+import RunnerContract
 #if canImport(Glibc)
 import Glibc
 #endif

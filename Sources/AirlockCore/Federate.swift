@@ -1,6 +1,6 @@
 package import JobIsolation
 package import AirlockConfiguration
-package import Federation
+import Federation
 import Delivery
 import Foundation
 package import Identity

@@ -1,7 +1,7 @@
-public import Foundation
+package import Foundation
 package import JobIsolation
 import Ledger
-public import RunnerContract
+package import RunnerContract
 
 /// What prepare leaves for later stages in the job's state directory.
 package struct JobRecord: Codable {

@@ -1,4 +1,4 @@
-package import JobIsolation
+import JobIsolation
 import Policy
 public import AirlockConfiguration
 import CSupport

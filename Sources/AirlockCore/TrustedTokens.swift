@@ -1,3 +1,4 @@
+import Federation
 import Identity
 import AirlockConfiguration
 import Foundation

@@ -8,7 +8,7 @@ import Ledger
 import Logging
 import HTTPTypes
 public import Hummingbird
-public import HummingbirdCore
+import HummingbirdCore
 public import NIOCore
 import RunnerContract
 #if canImport(Glibc)

@@ -1,4 +1,4 @@
-public import ConfigSyntax
+package import ConfigSyntax
 import Foundation
 public import Identity
 import Policy

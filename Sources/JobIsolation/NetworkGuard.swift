@@ -1,5 +1,5 @@
 package import AirlockConfiguration
-package import Delivery
+import Delivery
 import Foundation
 import Ledger
 package import RunnerContract

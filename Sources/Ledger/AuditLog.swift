@@ -1,6 +1,6 @@
-public import Foundation
+import Foundation
 public import RunnerContract
-public import Identity
+import Identity
 
 /// The append-only audit trail: one JSON object per line, written with a single `write` under an
 /// exclusive lock so that concurrent jobs never interleave. Records carry fingerprints, never secrets.

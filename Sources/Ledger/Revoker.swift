@@ -1,6 +1,6 @@
 public import Federation
 public import Foundation
-public import RunnerContract
+import RunnerContract
 
 /// Revocation, shared by rollback, cleanup, sweep and the credential server's refresh: idempotent,
 /// every outcome audited, every ledger entry settled.

@@ -1,6 +1,6 @@
 package import ConfigSyntax
-public import Foundation
-public import Identity
+import Foundation
+package import Identity
 
 /// `type = "aws"`: AWS STS AssumeRoleWithWebIdentity (federation.md A1).
 package enum AWSKind: ProviderKind {

@@ -1,6 +1,6 @@
 package import ConfigSyntax
-public import Foundation
-public import Identity
+import Foundation
+package import Identity
 
 /// `type = "azure"`: Microsoft Entra ID workload identity federation (federation.md A2).
 package enum AzureKind: ProviderKind {

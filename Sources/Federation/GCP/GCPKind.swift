@@ -1,6 +1,6 @@
 package import ConfigSyntax
 public import Foundation
-public import Identity
+package import Identity
 public import RunnerContract
 
 /// `type = "gcp"`: Google Cloud workload identity federation (federation.md A3).

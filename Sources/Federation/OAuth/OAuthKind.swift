@@ -1,6 +1,6 @@
 package import ConfigSyntax
 import Foundation
-public import Identity
+package import Identity
 
 /// `type = "oauth2"`: a generic OAuth 2.0 server such as Auth0 (federation.md A5).
 package enum OAuthKind: ProviderKind {

@@ -1,6 +1,6 @@
 package import ConfigSyntax
 import Foundation
-public import Identity
+package import Identity
 
 /// `type = "vault"`: HashiCorp Vault (and OpenBao) JWT auth (federation.md A4).
 package enum VaultKind: ProviderKind {
