@@ -84,7 +84,7 @@ let package = Package(
         ], swiftSettings: strict),
         .executableTarget(name: "airlock-endpoint", dependencies: ["CredentialEndpoint", "HTTPClient"], swiftSettings: strict),
         .executableTarget(name: "airlock", dependencies: [
-            "AirlockAdmin", "AirlockCore", "AirlockConfiguration", "HTTPClient", "Delivery",
+            "AirlockAdmin", "AirlockCore", "AirlockConfiguration", "HTTPClient", "Delivery", "Identity", "RunnerContract",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         // Not installed: the simulator, the demo and the benchmarks, with the test peers they use.
@@ -99,7 +99,9 @@ let package = Package(
         ], swiftSettings: strict),
         .testTarget(name: "RunnerContractTests", dependencies: ["RunnerContract"], swiftSettings: strict),
         .testTarget(name: "PolicyTests", dependencies: ["Policy", "Identity"], swiftSettings: strict),
-        .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockAdmin", "AirlockConfiguration", "AirlockTesting", "Identity", "Policy", "Ledger", "RunnerContract", "Delivery", "HTTPClient", "Federation", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
+        .testTarget(name: "AirlockCoreTests", dependencies: ["AirlockCore", "AirlockAdmin", "AirlockConfiguration", "AirlockTesting", "ConfigSyntax", "Identity", "Policy", "Ledger", "RunnerContract", "Delivery", "HTTPClient", "Federation",
+                                                            .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto"),
+                                                            .product(name: "JWTKit", package: "jwt-kit")], swiftSettings: strict),
         // Tests mirror the modules they test (issue 16): Identity, Federation (the provider conformance
         // suites, against OpenBao and moto where a real server exists), Delivery (the masker).
         .testTarget(name: "AirlockConfigurationTests", dependencies: ["AirlockConfiguration", "ConfigSyntax", "Federation", "Policy", "Identity"], swiftSettings: strict),

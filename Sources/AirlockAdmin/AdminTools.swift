@@ -139,6 +139,9 @@ public enum AdminTools {
         } else {
             notes.append("no [gitlab] section: jobs run sandboxed with no credentials")
         }
+        if let issuer = config.issuer {
+            problems += await IssuerTools.problems(issuer, transport: makeTransport(), notes: &notes)
+        }
         notes.append("\(config.policy.rules.count) rule(s), \(config.profiles.count) profile(s), \(config.providers.count) provider(s)")
         return (problems, notes)
     }

@@ -83,6 +83,8 @@ public struct AirlockConfig: Sendable {
     public var runner: RunnerSettings
     /// `[gitlab]`; nil when absent (then jobs run with no grants).
     public var gitlab: IssuerSettings?
+    /// `[issuer]`: Airlock as its own OIDC issuer (issue 17); nil when absent.
+    public var issuer: AirlockIssuerSettings? = nil
     public var providers: [String: ProviderSpec]
     public var profiles: [String: ProfileSpec]
     public var policy: Policy
@@ -218,14 +220,18 @@ public struct AirlockConfig: Sendable {
         if var g = try top.table("gitlab") {
             gitlab = try parseGitLab(&g)
         }
+        var issuer: AirlockIssuerSettings?
+        if var i = try top.table("issuer") {
+            issuer = try parseIssuer(&i)
+        }
         let providers = try top.table("providers").map { c throws(ConfigError) in try parseProviders(c, warnings: &warnings) } ?? [:]
         let profiles = try top.table("profiles").map { c throws(ConfigError) in try parseProfiles(c, providers: providers) } ?? [:]
         let rules = try parseRules(try top.tableArray("rules"), profiles: profiles, warnings: &warnings)
         if !rules.isEmpty && gitlab == nil {
             throw top.error("rules", "rules need a [gitlab] section (issuer, audience) to verify the tokens they match")
         }
-        try top.finish(allowed: ["runner", "gitlab", "providers", "profiles", "rules"])
-        return AirlockConfig(
+        try top.finish(allowed: ["runner", "gitlab", "issuer", "providers", "profiles", "rules"])
+        var config = AirlockConfig(
             path: path,
             runner: RunnerSettings(
                 buildsRoot: buildsRoot, cacheRoot: cacheRoot, stateDir: stateDir, homesRoot: homesRoot,
@@ -235,6 +241,8 @@ public struct AirlockConfig: Sendable {
                 blockMetadata: blockMetadata, nft: nft, hiddenPaths: hidden),
             gitlab: gitlab, providers: providers, profiles: profiles,
             policy: Policy(rules: rules), warnings: warnings, source: text)
+        config.issuer = issuer
+        return config
     }
 
     /// Every file the configuration names that a job must never read: the config itself, keys,
@@ -242,6 +250,10 @@ public struct AirlockConfig: Sendable {
     public var referencedFiles: [(key: String, path: String)] {
         var out: [(String, String)] = [("the configuration", path)]
         if let j = gitlab?.jwksFile { out.append(("[gitlab] jwks_file", j)) }
+        if let issuer {
+            out.append(("[issuer] signing_key_file", issuer.signingKeyFile))
+            for p in issuer.previousKeyFiles { out.append(("[issuer] previous_key_files", p)) }
+        }
         for (name, p) in providers.sorted(by: { $0.key < $1.key }) {
             for f in p.settings.secretFiles { out.append(("[providers.\(name)] \(f.key)", f.path)) }
         }
@@ -330,5 +342,48 @@ extension AirlockConfig {
     public var consumedTokenVariables: [String] {
         guard let gitlab else { return [] }
         return [gitlab.tokenVariable] + providers.values.compactMap(\.audienceToken?.variable).sorted()
+    }
+}
+
+/// `[issuer]`: Airlock as its own OIDC issuer (issue 17). Providers that trust it trust only jobs that
+/// passed Airlock on these runners. Its documents are published with `airlock issuer publish`.
+public struct AirlockIssuerSettings: Sendable {
+    public static let defaultTokenLifetime = 300.0
+    public static let maximumTokenLifetime = 900.0
+    /// The issuer (`iss`), where `.well-known/openid-configuration` and `jwks.json` are served.
+    public var url: String
+    /// The key tokens are signed with now.
+    public var signingKeyFile: String
+    /// Keys still published during a rotation, so that tokens they signed stay verifiable.
+    public var previousKeyFiles: [String]
+    public var tokenLifetime: Double
+    /// Every key the published JWKS must hold: the signing key first.
+    public var keyFiles: [String] { [signingKeyFile] + previousKeyFiles }
+}
+
+extension AirlockConfig {
+    static func parseIssuer(_ c: inout TOMLCursor) throws(ConfigError) -> AirlockIssuerSettings {
+        let url = try c.requiredString("url", hint: "where its documents are served, e.g. \"https://airlock.example.com\"")
+        guard TOMLCursor.isSecureURL(url), let u = URL(string: url), u.query == nil, u.fragment == nil else {
+            throw c.error("url", "must be an https URL without query or fragment (http only on loopback, for tests), got \(url.quoted)")
+        }
+        let key = try c.requiredString("signing_key_file", hint: "a 0600 PEM private key, P-256 (ES256) or RSA of at least 2048 bits (RS256), e.g. \"/etc/airlock/issuer.pem\"")
+        let previous = try c.stringArray("previous_key_files") ?? []
+        for (k, p) in [("signing_key_file", key)] + previous.map({ ("previous_key_files", $0) }) {
+            guard p.hasPrefix("/") else { throw c.error(k, "must be an absolute path, got \(p.quoted)") }
+            guard let st = Files.status(p, follow: true) else {
+                throw c.error(k, "\(p) does not exist: create it (openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out \(p); chmod 600 \(p))")
+            }
+            guard st.mode & 0o077 == 0 else {
+                throw c.error(k, "\(p) is readable by group or others (mode \(String(st.mode & 0o777, radix: 8))): it signs every job's identity; chmod 600 \(p)")
+            }
+        }
+        if previous.contains(key) { throw c.error("previous_key_files", "lists the signing key itself (\(key))") }
+        let lifetime = try c.duration("token_lifetime") ?? AirlockIssuerSettings.defaultTokenLifetime
+        guard lifetime >= 60, lifetime <= AirlockIssuerSettings.maximumTokenLifetime else {
+            throw c.error("token_lifetime", "must be between 1m and 15m: a token lives only for its exchange")
+        }
+        try c.finish()
+        return AirlockIssuerSettings(url: url, signingKeyFile: key, previousKeyFiles: previous, tokenLifetime: lifetime)
     }
 }

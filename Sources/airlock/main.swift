@@ -5,6 +5,8 @@ import ArgumentParser
 import Delivery
 import Foundation
 import HTTPClient
+import Identity
+import RunnerContract
 
 /// `airlock`: the platform team's admin tool.
 @main
@@ -12,7 +14,7 @@ struct Airlock: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Airlock: scoped, short-lived cloud credentials for GitLab CI jobs (a custom executor).",
         version: airlockVersion,
-        subcommands: [Check.self, Explain.self, Sweep.self, MetricsCommand.self, Mask.self])
+        subcommands: [Check.self, Explain.self, Sweep.self, MetricsCommand.self, Mask.self, IssuerCommand.self])
 }
 
 /// Writes to stdout unbuffered, so that it interleaves correctly with the job log the simulator streams.
@@ -165,5 +167,65 @@ struct Mask: ParsableCommand {
             ChildProcess.writeAll(1, masker.feed(buf[0..<n]))
         }
         ChildProcess.writeAll(1, masker.flush())
+    }
+}
+
+/// `airlock issuer`: Airlock as its own OIDC issuer (issue 17).
+struct IssuerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "issuer",
+        abstract: "Airlock's own OIDC issuer: publish its documents, rotate its key.",
+        subcommands: [Publish.self, Rotate.self])
+
+    struct Publish: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write DIR/.well-known/openid-configuration and DIR/jwks.json for [issuer], ready for static hosting at its url.",
+            discussion: "Serve DIR at [issuer] url (a bucket, a web server); airlock check fetches the documents from there and compares them with the configured keys.")
+
+        @Option(help: "The Airlock configuration.")
+        var config: String = AirlockConfig.defaultPath
+
+        @Option(help: "The directory to write the documents into.")
+        var out: String
+
+        func run() async throws {
+            let c = try AirlockConfig.load(path: config)
+            for f in try IssuerTools.publish(config: c, out: out) { say("wrote \(f)") }
+            say("serve \(out) at \(c.issuer?.url ?? "?") (jwks_uri \(IssuerDocuments.jwksURI(c.issuer?.url ?? "")))")
+        }
+    }
+
+    struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a new P-256 signing key and print the three steps that rotate to it with overlap.",
+            discussion: "Providers cache an issuer's keys: a new key is published before it signs, and the old one stays published until every token it signed has expired.")
+
+        @Option(help: "The Airlock configuration.")
+        var config: String = AirlockConfig.defaultPath
+
+        @Option(help: "Where to create the new key (0600; an existing file is never replaced).")
+        var newKey: String
+
+        func run() async throws {
+            let c = try AirlockConfig.load(path: config)
+            guard let s = c.issuer else { throw AirlockFailure(.system, "\(config) has no [issuer] section") }
+            let key = try IssuerKey.generateP256(path: newKey)
+            let lifetime = Int(s.tokenLifetime / 60)
+            say("""
+            created \(newKey) (ES256, kid \(key.kid)). Rotate in three steps, publishing after each:
+            1. publish the new key beside the current one, still signing with the current one:
+                 previous_key_files = [\((s.previousKeyFiles + [newKey]).map { "\"\($0)\"" }.joined(separator: ", "))]
+               airlock issuer publish --config \(config) --out DIR, serve DIR, and wait until the providers' key
+               caches have it (AWS and Entra refetch within a day; an hour is usually enough).
+            2. sign with the new key, keep the old one published:
+                 signing_key_file = "\(newKey)"
+                 previous_key_files = ["\(s.signingKeyFile)"]
+               publish again.
+            3. after \(lifetime) minute(s) (token_lifetime) no token the old key signed is valid: drop it
+                 previous_key_files = []
+               publish again, and remove \(s.signingKeyFile).
+            airlock check compares the served documents with the configured keys at every step.
+            """)
+        }
     }
 }
