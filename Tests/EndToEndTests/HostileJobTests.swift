@@ -62,12 +62,20 @@ struct HostileJobTests {
             }
             _ = TestWorld.launch("/usr/bin/openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", keyFile], environment: nil)
             chmod(keyFile, 0o644)
+            // Airlock's own issuer key (issue 17): 0600 as the configuration demands, hidden all the same.
+            let issuerKey = "\(base)-keys/issuer.pem"
+            _ = TestWorld.launch("/usr/bin/openssl", ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", issuerKey], environment: nil)
+            chmod(issuerKey, 0o600)
             FileManager.default.createFile(atPath: runnerConfig, contents: Data("[[runners]]\ntoken = \"glrt-runner-secret-token\"\n".utf8),
                                            attributes: [.posixPermissions: 0o644])
             world = try TestWorld(runnerExtra: "hide = [\"\((runnerConfig as NSString).deletingLastPathComponent)\"]", extra: """
             [gitlab]
             issuer = "\(issuer.issuer)"
             audience = "\(HostileJobTests.audience)"
+
+            [issuer]
+            url = "http://127.0.0.1:9"
+            signing_key_file = "\(issuerKey)"
 
             \(PeerTables.aws(moto: moto, region: "eu-west-1"))
             [providers.azure]
@@ -167,7 +175,7 @@ struct HostileJobTests {
             let id = "\(victim.jobID)"
             let state = "\(world.stateDir)/jobs/\(id)"
             var f = ["VICTIM_JOB": id, "STATE": world.stateDir, "CFG": world.configPath, "AUDIT": world.auditLog,
-                     "RUNNER_TMP": world.runnerTemp, "KEY": keyFile, "RUNNER_CONF": runnerConfig,
+                     "RUNNER_TMP": world.runnerTemp, "KEY": keyFile, "ISSUER_KEY": (keyFile as NSString).deletingLastPathComponent + "/issuer.pem", "RUNNER_CONF": runnerConfig,
                      "BUILDS_ROOT": "\(world.root)/builds", "CACHE_ROOT": "\(world.root)/cache",
                      "VICTIM_BUILDS_HOST": victimBuilds ?? "/nonexistent", "SECRETS_ROOT": secretsRoot,
                      "VICTIM_HOME_HOST": "\(world.root)/homes/job-\(id)", "HOMES_ROOT": "\(world.root)/homes"]
@@ -264,6 +272,7 @@ struct HostileJobTests {
                }),
         Attack(name: "audit-log", script: [#"probe audit-log 'cat "$AUDIT"; ls -A "$(dirname "$AUDIT")"'"#]),
         Attack(name: "oauth-private-key", script: [#"probe oauth-private-key 'cat "$KEY"'"#]),
+        Attack(name: "issuer-signing-key", script: [#"probe issuer-signing-key 'cat "$ISSUER_KEY"'"#]),
         Attack(name: "runner-config", script: [#"probe runner-config 'cat "$RUNNER_CONF"'"#]),
         Attack(name: "shadow-and-root", victim: false, script: [#"probe shadow-and-root 'cat /etc/shadow; ls -A /root'"#]),
         // -- the host's cloud identity (a stand-in metadata service on lo; see MetadataService)
