@@ -224,7 +224,7 @@ public struct AirlockConfig: Sendable {
         if var i = try top.table("issuer") {
             issuer = try parseIssuer(&i)
         }
-        let providers = try top.table("providers").map { c throws(ConfigError) in try parseProviders(c, warnings: &warnings) } ?? [:]
+        let providers = try top.table("providers").map { c throws(ConfigError) in try parseProviders(c, issuer: issuer != nil, warnings: &warnings) } ?? [:]
         let profiles = try top.table("profiles").map { c throws(ConfigError) in try parseProfiles(c, providers: providers) } ?? [:]
         let rules = try parseRules(try top.tableArray("rules"), profiles: profiles, warnings: &warnings)
         if !rules.isEmpty && gitlab == nil {

@@ -65,10 +65,14 @@ extension AirlockConfig {
         return s
     }
 
-    static func parseProviders(_ p: TOMLCursor, warnings: inout [String]) throws(ConfigError) -> [String: ProviderSpec] {
+    static func parseProviders(_ p: TOMLCursor, issuer: Bool, warnings: inout [String]) throws(ConfigError) -> [String: ProviderSpec] {
         var out: [String: ProviderSpec] = [:]
         for (name, var c) in try p.subtables() {
-            out[name] = try ProviderKinds.spec(name: name, &c, warnings: &warnings)
+            let spec = try ProviderKinds.spec(name: name, &c, warnings: &warnings)
+            if spec.identity.isAirlock && !issuer {
+                throw c.error("identity", "\"airlock\" presents a token Airlock signs: add an [issuer] section (url, signing_key_file) and register it with the provider")
+            }
+            out[name] = spec
             try c.finish()
         }
         return out

@@ -21,6 +21,7 @@ package enum Federator {
             throw AirlockFailure(.system, "prepare received signal \(sig) from the runner (job timeout or cancel) before federating: nothing was issued")
         }
         let providers = config.credentialProviders(transport: transport)
+        let identities = try ExchangeIdentity(config: config)
         let audit = AuditLog(path: config.runner.auditLog)
         let identity = Authorizer.identity(verified, job: job)
         let deadline = now.addingTimeInterval(config.runner.federationTimeout)
@@ -33,14 +34,18 @@ package enum Federator {
                     failure = failure ?? AirlockFailure(.system, "profile \(grant.profile) has no provider")
                     continue
                 }
-                // A provider with its own audience gets the job's second ID token (verified at authorization).
-                let idToken = auth.providerTokens[profile.provider] ?? token
-                let request = IssueRequest(profile: grant.profile, job: verified, idToken: idToken.value,
-                                           jobTimeoutSeconds: job.jobTimeoutSeconds, now: now, deadline: deadline)
+                let providerTokens = auth.providerTokens.mapValues(\.value)
                 group.addTask {
                     do {
                         let started = Date()
-                        let c = try await provider.issue(request)
+                        // GitLab's token (a provider with its own audience gets the job's second ID token,
+                        // verified at authorization), or one Airlock mints for this exchange.
+                        let (idToken, minted) = try await identities.token(profile: grant.profile, job: verified, gitlab: token.value,
+                                                                           providerTokens: providerTokens, now: Date())
+                        let request = IssueRequest(profile: grant.profile, job: verified, idToken: idToken,
+                                                   jobTimeoutSeconds: job.jobTimeoutSeconds, now: now, deadline: deadline)
+                        var c = try await provider.issue(request)
+                        ExchangeIdentity.note(minted, in: &c)
                         let took = Date().timeIntervalSince(started)
                         do {
                             try ledger.record(c, at: Date())

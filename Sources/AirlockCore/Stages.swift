@@ -305,8 +305,14 @@ extension Stages {
     static func startEndpoint(config: AirlockConfig, paths: JobPaths, job: JobContext, auth: Authorization) throws(AirlockFailure) {
         let served = auth.grants.map(\.profile).filter { config.profiles[$0]?.deliver == .endpoint }.sorted()
         guard !served.isEmpty, let verified = auth.verified, let token = auth.token else { return }
-        let session = EndpointSession(secret: EndpointSession.newSecret(), idToken: token.value,
-                                      providerTokens: auth.providerTokens.mapValues(\.value), verified: verified,
+        // GitLab's ID token is kept only for a served profile whose provider is shown it; with
+        // identity = "airlock" every refresh mints Airlock's own, and GitLab's is not written down.
+        let needing = Set(served.compactMap { name -> String? in
+            guard let p = config.profiles[name], let spec = config.providers[p.provider], spec.needsGitLabToken(p.settings) else { return nil }
+            return spec.name
+        })
+        let session = EndpointSession(secret: EndpointSession.newSecret(), idToken: needing.isEmpty ? "" : token.value,
+                                      providerTokens: auth.providerTokens.filter { needing.contains($0.key) }.mapValues(\.value), verified: verified,
                                       profiles: served, jobTimeoutSeconds: job.jobTimeoutSeconds)
         guard let data = try? JSONEncoder().encode(session) else { throw AirlockFailure(.system, "cannot encode the endpoint session") }
         try Files.writeAtomically(data, to: "\(paths.state)/\(EndpointSession.file)", mode: 0o600)

@@ -17,6 +17,7 @@ public actor CredentialBroker: CredentialSource {
     let providers: [String: any CredentialProvider]
     let identity: [String: JSONValue]
     let minValidity: Double
+    let identities: ExchangeIdentity
     private var current: [String: IssuedCredential] = [:]
     private var inflight: [String: Task<IssuedCredential, any Error>] = [:]
     public private(set) var federations = 0
@@ -35,6 +36,7 @@ public actor CredentialBroker: CredentialSource {
         self.providers = providers
         self.identity = identity
         minValidity = config.runner.endpointMinValidity
+        identities = try ExchangeIdentity(config: config)
         for e in try ledger.entries() where e.state == .issued && session.profiles.contains(e.credential.profile) {
             current[e.credential.profile] = e.credential
         }
@@ -75,12 +77,16 @@ public actor CredentialBroker: CredentialSource {
         }
         federations += 1
         let now = Date()
-        let request = IssueRequest(profile: profile, job: session.verified, idToken: session.providerTokens[spec.provider] ?? session.idToken,
-                                   jobTimeoutSeconds: session.jobTimeoutSeconds, now: now, deadline: now.addingTimeInterval(config.runner.federationTimeout))
         let audit = AuditLog(path: config.runner.auditLog)
-        let c: IssuedCredential
+        var c: IssuedCredential
         do {
+            // A new token for every exchange when the provider trusts Airlock's issuer (GitLab's is then not kept).
+            let (idToken, minted) = try await identities.token(profile: profile, job: session.verified, gitlab: session.idToken,
+                                                               providerTokens: session.providerTokens, now: now)
+            let request = IssueRequest(profile: profile, job: session.verified, idToken: idToken, jobTimeoutSeconds: session.jobTimeoutSeconds,
+                                       now: now, deadline: now.addingTimeInterval(config.runner.federationTimeout))
             c = try await provider.issue(request)
+            ExchangeIdentity.note(minted, in: &c)
         } catch {
             try? audit.append(FederationFailedRecord(subject: identity, failure: error, profile: profile, provider: spec.provider, reason: "refresh"))
             throw error

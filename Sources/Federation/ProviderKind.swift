@@ -11,6 +11,9 @@ public protocol ProviderSettings: Sendable {
     var secretFiles: [(key: String, path: String)] { get }
     /// `airlock check`'s look at one of `secretFiles`: a note on what it is, or the problem.
     func checkSecretFile(_ path: String) async -> Result<String, SecretFileProblem>
+    /// The `aud` Airlock's own token carries for this provider with `identity = "airlock"`, unless
+    /// its profile or the provider's `audience` says otherwise; nil: none (the config must say).
+    var airlockAudience: String? { get }
 }
 
 public struct SecretFileProblem: Error, Sendable {
@@ -22,10 +25,33 @@ extension ProviderSettings {
     public var audienceToken: AudienceToken? { nil }
     public var secretFiles: [(key: String, path: String)] { [] }
     public func checkSecretFile(_ path: String) async -> Result<String, SecretFileProblem> { .success("present") }
+    public var airlockAudience: String? { nil }
 }
 
 /// The provider-specific part of a `[profiles.NAME]`, as its kind read it.
-public protocol ProfileSettings: Sendable {}
+public protocol ProfileSettings: Sendable {
+    /// This profile's own default `aud` for Airlock's token (GCP: its pool provider); nil: the provider's.
+    var airlockAudience: String? { get }
+    /// Whether issuing it presents the job's identity at all (an OAuth client_credentials grant does not).
+    var presentsJobIdentity: Bool { get }
+}
+
+extension ProfileSettings {
+    public var airlockAudience: String? { nil }
+    public var presentsJobIdentity: Bool { true }
+}
+
+/// Which identity a provider is shown (issue 17): GitLab's ID token as the job brought it, or a
+/// token Airlock mints for each exchange, signed by its `[issuer]` key, that only jobs which passed
+/// Airlock's checks on these runners get.
+public enum JobIdentity: Sendable, Equatable {
+    case gitlab
+    /// `audience`: the provider's `audience` override; `subject`: the `sub` template.
+    case airlock(audience: String?, subject: String)
+
+    public static let defaultSubject = "{sub}"
+    public var isAirlock: Bool { if case .airlock = self { true } else { false } }
+}
 
 /// A second `id_tokens:` entry with the audience a provider insists on (Entra wants
 /// `api://AzureADTokenExchange`). Airlock verifies it like the first (same issuer, keys, job, sub).
@@ -89,8 +115,22 @@ public struct ProviderSpec: Sendable {
     public let name: String
     public let typeName: String
     public let settings: any ProviderSettings
+    /// `identity`: GitLab's token (default) or Airlock's own.
+    public let identity: JobIdentity
 
-    public var audienceToken: AudienceToken? { settings.audienceToken }
+    /// The second ID token a job declares for this provider; none when Airlock presents its own token.
+    public var audienceToken: AudienceToken? { identity.isAirlock ? nil : settings.audienceToken }
+
+    /// The `aud` of Airlock's token for `profile`; nil with `identity = "gitlab"` or when nothing says.
+    public func airlockAudience(for profile: any ProfileSettings) -> String? {
+        guard case .airlock(let override, _) = identity else { return nil }
+        return override ?? profile.airlockAudience ?? settings.airlockAudience
+    }
+
+    /// Whether issuing `profile` needs the job's GitLab ID token (and so whether it must be kept).
+    public func needsGitLabToken(_ profile: any ProfileSettings) -> Bool {
+        !identity.isAirlock && profile.presentsJobIdentity
+    }
 }
 
 /// The provider kinds this build supports. A new kind is a folder under Federation and one line in `all`.
@@ -114,7 +154,29 @@ public enum ProviderKinds {
         guard let kind = named(type) else {
             throw c.error("type", "unknown provider type \(type.quoted); this build supports: " + list)
         }
-        return ProviderSpec(name: name, typeName: type, settings: try kind.settings(name, &c, &warnings))
+        let identity = try Self.identity(&c)
+        return ProviderSpec(name: name, typeName: type, settings: try kind.settings(name, &c, &warnings), identity: identity)
+    }
+
+    /// `identity`, `audience` and `subject`: which token the provider is shown (issue 17).
+    static func identity(_ c: inout TOMLCursor) throws(ConfigError) -> JobIdentity {
+        let text = try c.string("identity") ?? "gitlab"
+        let audience = try c.string("audience")
+        let subject = try c.string("subject")
+        switch text {
+        case "gitlab":
+            if audience != nil { throw c.error("audience", "is the aud of Airlock's own token: it needs identity = \"airlock\"") }
+            if subject != nil { throw c.error("subject", "is the sub of Airlock's own token: it needs identity = \"airlock\"") }
+            return .gitlab
+        case "airlock":
+            if let audience, audience.isEmpty { throw c.error("audience", "must not be empty") }
+            let sub = subject ?? JobIdentity.defaultSubject
+            guard !sub.isEmpty else { throw c.error("subject", "must not be empty") }
+            try c.checkClaims(sub, key: "subject")
+            return .airlock(audience: audience, subject: sub)
+        default:
+            throw c.error("identity", "expected \"gitlab\" (the job's GitLab ID token) or \"airlock\" (a token Airlock mints, signed by its [issuer] key), got \(text.quoted)")
+        }
     }
 
     /// Reads a profile's own keys for its provider `spec`.
@@ -124,7 +186,12 @@ public enum ProviderKinds {
             let served = all.filter { $0.endpoint != nil }.map(\.typeName).joined(separator: ", ")
             throw c.error("deliver", "\"endpoint\" serves profiles of types \(served) (the SDKs' container, managed identity and metadata endpoints); use env or file for \(spec.typeName)")
         }
-        return try kind.profile(name, spec.name, spec.settings, deliver, &c)
+        let profile = try kind.profile(name, spec.name, spec.settings, deliver, &c)
+        if spec.identity.isAirlock && profile.presentsJobIdentity && spec.airlockAudience(for: profile) == nil {
+            throw c.error("provider", "[providers.\(spec.name)] has identity = \"airlock\" but nothing says the aud of Airlock's token for it: set audience on [providers.\(spec.name)] to what the provider expects"
+                          + (spec.typeName == "vault" ? " (a value of the JWT role's bound_audiences)" : ""))
+        }
+        return profile
     }
 
     /// The providers a configuration defines, each knowing its profiles (`profiles`: name → its

@@ -115,7 +115,7 @@ public enum IssuerDocuments {
             "id_token_signing_alg_values_supported": Array(Set(algorithms)).sorted(),
             "response_types_supported": ["id_token"], "subject_types_supported": ["public"],
             "claims_supported": ["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "project_id", "namespace_id", "ref", "ref_protected",
-                                 "environment", "pipeline_source", "job_id", "runner_id", "airlock_profile"],
+                                 "environment", "pipeline_source", "job_id", "runner_id", "runner_host", "airlock_profile"],
         ]
         return (try? JSONSerialization.data(withJSONObject: doc, options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])) ?? Data()
     }

@@ -80,6 +80,8 @@ package enum AWSKind: ProviderKind {
 public struct AWSSettings: ProviderSettings {
     public var stsEndpoint: String
     public var region: String
+    /// IAM's default client ID (audience) for an OIDC provider used with STS.
+    public var airlockAudience: String? { "sts.amazonaws.com" }
 }
 
 /// The container credentials endpoint's answer (federation.md B1), as botocore reads it.

@@ -83,6 +83,8 @@ public struct AzureSettings: ProviderSettings {
     /// Entra takes only a token with its own audience: jobs declare a second ID token.
     public var token: AudienceToken
     public var audienceToken: AudienceToken? { token }
+    /// What Microsoft recommends a federated identity credential's audiences be.
+    public var airlockAudience: String? { "api://AzureADTokenExchange" }
 }
 
 /// The App Service managed identity endpoint (federation.md B2), as azure-identity speaks it.

@@ -26,6 +26,9 @@ public struct GCPProfile: ProfileSettings {
         self.projectID = projectID
     }
 
+    /// A pool provider without allowed audiences accepts its own resource name with `https:`.
+    public var airlockAudience: String? { "https:" + workloadIdentityProvider }
+
     /// Project number, pool and provider from the audience, for audit records and messages.
     public var poolParts: (project: String, pool: String, provider: String)? {
         let p = workloadIdentityProvider.split(separator: "/").map(String.init)

@@ -64,6 +64,12 @@ public struct OAuthSettings: ProviderSettings {
     /// server accepts it: Auth0 does not).
     public var assertionAlgorithm: String
 
+    /// The token endpoint's origin (scheme, host and port): the server Airlock's token is for.
+    public var airlockAudience: String? {
+        guard let u = URLComponents(string: tokenEndpoint), let scheme = u.scheme, let host = u.host else { return nil }
+        return "\(scheme)://\(host)" + (u.port.map { ":\($0)" } ?? "")
+    }
+
     var clientKey: ClientKey? {
         privateKeyFile.map { ClientKey(path: $0, keyID: keyID, es256: assertionAlgorithm == "ES256") }
     }

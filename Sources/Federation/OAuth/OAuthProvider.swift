@@ -24,6 +24,8 @@ public struct OAuthProfile: ProfileSettings {
     public var variable: String
     /// Ask the introspection endpoint whether the token is active before handing it out.
     public var introspect: Bool
+    /// Only token exchange sends the job's identity (as the subject token).
+    public var presentsJobIdentity: Bool { grant == .tokenExchange }
 
     public init(grant: OAuthGrant, audience: String?, scope: String?, subjectTokenType: String, variable: String, introspect: Bool) {
         self.grant = grant

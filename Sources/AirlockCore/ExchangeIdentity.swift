@@ -1,0 +1,76 @@
+package import AirlockConfiguration
+package import Federation
+package import Foundation
+package import Identity
+import Policy
+package import RunnerContract
+
+/// Which token each exchange presents (issue 17): GitLab's ID token as the job brought it, or, for
+/// a provider with `identity = "airlock"`, a token minted for that exchange alone, signed with the
+/// `[issuer]` key. Prepare and the credential server (every refresh) both choose here.
+package struct ExchangeIdentity: Sendable {
+    let config: AirlockConfig
+    let minter: IdentityMinter?
+
+    /// Loads the signing key when a provider presents Airlock's identity.
+    /// - Throws: the system's failure when the key cannot be used (nothing is issued).
+    package init(config: AirlockConfig) throws(AirlockFailure) {
+        self.config = config
+        guard let issuer = config.issuer, config.providers.values.contains(where: \.identity.isAirlock) else {
+            minter = nil
+            return
+        }
+        let key: IssuerKey
+        do {
+            key = try IssuerKey.load(path: issuer.signingKeyFile)
+        } catch {
+            throw AirlockFailure(.system, "[issuer] signing_key_file: \(error.description); nothing was issued")
+        }
+        minter = IdentityMinter(issuer: issuer.url, key: key, lifetime: issuer.tokenLifetime, runnerHost: ProcessInfo.processInfo.hostName)
+    }
+
+    /// The token `profile`'s exchange presents and, when Airlock minted it, what it minted.
+    /// `gitlab`: the job's GitLab ID token (nil once dropped); `providerTokens`: second ID tokens by provider.
+    /// - Throws: `FederationError` (the job's fault when the `subject` template names a claim the job lacks).
+    package func token(profile name: String, job: VerifiedJob, gitlab: String?, providerTokens: [String: String],
+                       now: Date) async throws -> (token: String, minted: MintedIdentity?) {
+        guard let profile = config.profiles[name], let spec = config.providers[profile.provider] else {
+            throw FederationError(fault: .system, profile: name, provider: "?", code: "ProfileMissing", message: "profile \(name) has no provider")
+        }
+        guard case .airlock(_, let subjectTemplate) = spec.identity, profile.settings.presentsJobIdentity else {
+            guard let token = providerTokens[spec.name] ?? gitlab, !token.isEmpty else {
+                throw FederationError(fault: .system, profile: name, provider: spec.name, code: "IdentityTokenDropped",
+                                      message: "the job's GitLab ID token is no longer kept for this job; its credentials cannot be renewed")
+            }
+            return (token, nil)
+        }
+        guard let minter, let audience = spec.airlockAudience(for: profile.settings) else {
+            throw FederationError(fault: .system, profile: name, provider: spec.name, code: "IssuerMissing",
+                                  message: "identity = \"airlock\" needs [issuer] and an audience")
+        }
+        let subject: String
+        do {
+            subject = try Template.render(subjectTemplate, claims: job, escaping: .none)
+        } catch {
+            throw FederationError(fault: .job, profile: name, provider: spec.name, code: "TemplateClaimMissing",
+                                  message: "[providers.\(spec.name)] subject: \(error)")
+        }
+        do {
+            let minted = try await minter.mint(job: job, audience: audience, subject: subject, profile: name, now: now)
+            return (minted.token, minted)
+        } catch {
+            throw FederationError(fault: .system, profile: name, provider: spec.name, code: "IssuerSigningFailed",
+                                  message: "cannot sign Airlock's token with \(minter.key.path): \(type(of: error))")
+        }
+    }
+
+    /// Records what was minted in the credential's audit facts (never the token).
+    package static func note(_ minted: MintedIdentity?, in c: inout IssuedCredential) {
+        guard let minted else { return }
+        c.details["identity"] = "airlock"
+        c.details["identity_jti"] = minted.jti
+        c.details["identity_kid"] = minted.kid
+        c.details["identity_audience"] = minted.audience
+        c.details["identity_subject"] = minted.subject
+    }
+}
