@@ -104,7 +104,7 @@ let package = Package(
                                                             .product(name: "JWTKit", package: "jwt-kit")], swiftSettings: strict),
         // Tests mirror the modules they test (issue 16): Identity, Federation (the provider conformance
         // suites, against OpenBao and moto where a real server exists), Delivery (the masker).
-        .testTarget(name: "AirlockConfigurationTests", dependencies: ["AirlockConfiguration", "ConfigSyntax", "Federation", "Policy", "Identity"], swiftSettings: strict),
+        .testTarget(name: "AirlockConfigurationTests", dependencies: ["AirlockConfiguration", "ConfigSyntax", "Federation", "Policy", "Identity", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(name: "IdentityTests", dependencies: ["Identity", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(name: "FederationTests", dependencies: ["Federation", "AirlockTesting", "Identity", "HTTPClient", "RunnerContract", "Delivery",
                                                            .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")], swiftSettings: strict),
@@ -113,7 +113,7 @@ let package = Package(
         // stub credential source: secrets, the owner rule, rate limit, answers, failures; its broker
         // with a scripted provider.
         .testTarget(name: "CredentialEndpointTests", dependencies: [
-            "CredentialEndpoint", "AirlockConfiguration", "AirlockCore", "Federation", "Identity", "Ledger", "RunnerContract",
+            "CredentialEndpoint", "AirlockConfiguration", "AirlockCore", "Federation", "Identity", "Ledger", "RunnerContract", .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Hummingbird", package: "hummingbird"), .product(name: "HummingbirdTesting", package: "hummingbird"),
         ], swiftSettings: strict),
         // Ledger, job state, audit log and revocation, against a stub provider.

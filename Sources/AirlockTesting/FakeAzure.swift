@@ -41,7 +41,7 @@ public final class FakeAzure: @unchecked Sendable {
     public private(set) var entra: LoopbackHTTPServer!
     public private(set) var cosmos: LoopbackHTTPServer!
     public private(set) var keyVault: LoopbackHTTPServer!
-    private let issuer: TestIssuer
+    private let issuer: any TrustedIssuer
     private let lock = NSLock()
     private var apps: [String: [FederatedCredential]] = [:]
     private var tokens: [String: Token] = [:]
@@ -66,7 +66,7 @@ public final class FakeAzure: @unchecked Sendable {
     /// The scopes Entra was asked for, in order.
     public var requestedScopes: [String] { lock.withLock { requests.map(\.scope) } }
 
-    public init(issuer: TestIssuer, tenant: String = "72f988bf-86f1-41af-91ab-2d7cd011db47", cosmosAccount: String = "orders-db") throws {
+    public init(issuer: any TrustedIssuer, tenant: String = "72f988bf-86f1-41af-91ab-2d7cd011db47", cosmosAccount: String = "orders-db") throws {
         self.issuer = issuer
         self.tenant = tenant
         self.cosmosAccount = cosmosAccount

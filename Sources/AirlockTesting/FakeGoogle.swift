@@ -29,7 +29,7 @@ public final class FakeGoogle: @unchecked Sendable {
     struct Token { var kind: String; var subject: String; var email: String?; var expires: Date; var revoked: Bool; var scopes: [String] }
 
     public private(set) var server: LoopbackHTTPServer!
-    private let issuer: TestIssuer
+    private let issuer: any TrustedIssuer
     private let lock = NSLock()
     private var providers: [String: PoolProvider] = [:]
     /// Service account email → subjects allowed to impersonate it.
@@ -43,7 +43,7 @@ public final class FakeGoogle: @unchecked Sendable {
     public var stsEndpoint: String { "\(server.baseURL)/v1/token" }
     public var revokeEndpoint: String { "\(server.baseURL)/revoke" }
 
-    public init(issuer: TestIssuer) throws {
+    public init(issuer: any TrustedIssuer) throws {
         self.issuer = issuer
         server = try LoopbackHTTPServer { [unowned self] in self.handle($0) }
     }

@@ -30,7 +30,7 @@ public final class FakeOAuthServer: @unchecked Sendable {
 
     public private(set) var server: LoopbackHTTPServer!
     private let lock = NSLock()
-    private let issuer: TestIssuer
+    private let issuer: any TrustedIssuer
     private var clients: [String: Client] = [:]
     private var seenJTI: Set<String> = []
     private var tokens: [String: Issued] = [:]
@@ -56,7 +56,7 @@ public final class FakeOAuthServer: @unchecked Sendable {
     /// Auth0's client assertion audience: the tenant origin with its trailing slash.
     public var assertionAudience: String { baseURL + "/" }
 
-    public init(issuer: TestIssuer, subjectAudience: String) throws {
+    public init(issuer: any TrustedIssuer, subjectAudience: String) throws {
         self.issuer = issuer
         self.subjectAudience = subjectAudience
         server = try LoopbackHTTPServer { [unowned self] in self.handle($0) }

@@ -170,4 +170,54 @@ struct IssuerTests {
         #expect(throws: IssuerKey.Problem.self) { _ = try IssuerKey.generateP256(path: path) }
         #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == before)
     }
+
+    /// Issue 17, part 3: the token Airlock presents for a job. It verifies (jwt-kit, against the
+    /// published JWKS) for ES256 and RS256 keys; it carries Airlock's iss, the provider's aud, the
+    /// given sub, the job's verified GitLab claims as GitLab sent them (runner_id a number, lists as
+    /// lists) but not GitLab's own iss/aud/exp/nbf/iat/jti, plus runner_host and airlock_profile;
+    /// its life is the configured lifetime; each token has its own jti.
+    @Test func aMintedTokenCarriesTheVerifiedJobAndVerifiesWithThePublishedKeys() async throws {
+        let w = try World()
+        let job = VerifiedJob(claims: ["iss": "https://gitlab.example.com", "aud": "https://airlock.example.com", "sub": "project_path:g/p:ref_type:branch:ref:main",
+                                       "exp": "1999999999", "iat": "1700000000", "nbf": "1700000000", "jti": "gitlab-jti",
+                                       "project_id": "42", "namespace_id": "7", "ref": "main", "ref_protected": "true", "environment": "production",
+                                       "pipeline_source": "push", "job_id": "901", "runner_id": "5"],
+                              listClaims: ["groups_direct": ["platform", "platform/ops"]])
+        struct Claims: JWTPayload {
+            var iss: IssuerClaim
+            var aud: AudienceClaim
+            var exp: ExpirationClaim
+            func verify(using algorithm: some JWTAlgorithm) throws {
+                try exp.verifyNotExpired()
+                try aud.verifyIntendedAudience(includes: "sts.amazonaws.com")
+            }
+        }
+        let ec = try IssuerKey.load(path: w.key("ec.pem", pem: P256.Signing.PrivateKey().pemRepresentation))
+        let rsa = try IssuerKey.load(path: w.key("rsa.pem", pem: try _RSA.Signing.PrivateKey(keySize: .bits2048).pemRepresentation))
+        var jtis: Set<String> = []
+        for key in [ec, rsa] {
+            let minter = IdentityMinter(issuer: "https://airlock.example.com", key: key, lifetime: 300, runnerHost: "runner-7")
+            let now = Date()
+            let minted = try await minter.mint(job: job, audience: "sts.amazonaws.com", subject: "project_path:g/p:ref_type:branch:ref:main", profile: "deploy", now: now)
+            jtis.insert(minted.jti)
+            let verifier = JWTKeyCollection()
+            try await verifier.add(jwks: try JSONDecoder().decode(JWKS.self, from: IssuerDocuments.jwks([key])))
+            let verified = try await verifier.verify(minted.token, as: Claims.self)
+            #expect(verified.iss.value == "https://airlock.example.com" && minted.kid == key.kid)
+            let payload = try #require(try JSONSerialization.jsonObject(with: Base64URL.decode(String(minted.token.split(separator: ".")[1]))!) as? [String: Any])
+            let t = Int(now.timeIntervalSince1970)
+            #expect(payload["sub"] as? String == "project_path:g/p:ref_type:branch:ref:main" && payload["aud"] as? String == "sts.amazonaws.com")
+            #expect(payload["iat"] as? Int == t && payload["nbf"] as? Int == t && payload["exp"] as? Int == t + 300)
+            #expect(payload["jti"] as? String == minted.jti && minted.jti != "gitlab-jti")
+            for (name, value) in ["project_id": "42", "namespace_id": "7", "ref": "main", "ref_protected": "true", "environment": "production",
+                                  "pipeline_source": "push", "job_id": "901", "runner_host": "runner-7", "airlock_profile": "deploy"] {
+                #expect(payload[name] as? String == value, "\(name)")
+            }
+            #expect(payload["runner_id"] as? Int == 5)
+            #expect(payload["groups_direct"] as? [String] == ["platform", "platform/ops"])
+            #expect(Set(payload.keys) == Set(["iss", "aud", "sub", "iat", "nbf", "exp", "jti", "project_id", "namespace_id", "ref", "ref_protected",
+                                               "environment", "pipeline_source", "job_id", "runner_id", "groups_direct", "runner_host", "airlock_profile"]))
+        }
+        #expect(jtis.count == 2)
+    }
 }

@@ -8,6 +8,7 @@ import Ledger
 import RunnerContract
 import Synchronization
 import Testing
+import Crypto
 
 /// A provider that issues what the test says, slowly if asked, and records revocations.
 final class ScriptedProvider: CredentialProvider {
@@ -17,6 +18,8 @@ final class ScriptedProvider: CredentialProvider {
         var revoked: [String] = []
         var lifetimes: [Double] = []
         var failure: FederationError?
+        /// The identity token each exchange presented.
+        var presented: [String] = []
     }
     let state = Mutex(State())
     let delay: Double
@@ -27,6 +30,7 @@ final class ScriptedProvider: CredentialProvider {
 
     func issue(_ request: IssueRequest) async throws -> IssuedCredential {
         if delay > 0 { try await Task.sleep(nanoseconds: UInt64(delay * 1e9)) }
+        state.withLock { $0.presented.append(request.idToken) }
         if let f = state.withLock({ $0.failure }) { throw f }
         let lifetime = state.withLock { $0.lifetimes.isEmpty ? 3600 : $0.lifetimes.removeFirst() }
         let c = IssuedCredential(profile: request.profile, provider: name, providerType: "aws",
@@ -53,8 +57,12 @@ struct CredentialBrokerTests {
         var state: String { dir + "/state/jobs/7" }
         var audit: AuditLog { AuditLog(path: dir + "/audit.jsonl") }
 
-        init() throws {
+        /// `airlockIdentity`: the provider is shown Airlock's own token (issue 17), signed with `keyFile`.
+        init(airlockIdentity: Bool = false) throws {
             try FileManager.default.createDirectory(atPath: dir + "/state/jobs/7", withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: dir + "/issuer.pem", contents: Data(P256.Signing.PrivateKey().pemRepresentation.utf8),
+                                           attributes: [.posixPermissions: 0o600])
+            let issuer = airlockIdentity ? "[issuer]\nurl = \"https://airlock.example.com\"\nsigning_key_file = \"\(dir)/issuer.pem\"\n" : ""
             let toml = """
             [runner]
             builds_root = "\(dir)/builds"
@@ -63,9 +71,11 @@ struct CredentialBrokerTests {
             audit_log = "\(dir)/audit.jsonl"
             isolation = "none"
 
+            \(issuer)
             [providers.aws]
             type = "aws"
             sts_endpoint = "http://127.0.0.1:9"
+            identity = "\(airlockIdentity ? "airlock" : "gitlab")"
 
             [profiles.deploy]
             provider = "aws"
@@ -77,8 +87,9 @@ struct CredentialBrokerTests {
         }
         deinit { try? FileManager.default.removeItem(atPath: dir) }
 
-        func broker(_ provider: ScriptedProvider) throws -> CredentialBroker {
-            let session = EndpointSession(secret: "s", idToken: "id-token", providerTokens: [:], verified: VerifiedJob(claims: ["project_id": "42"]),
+        func broker(_ provider: ScriptedProvider, idToken: String = "id-token") throws -> CredentialBroker {
+            let session = EndpointSession(secret: "s", idToken: idToken, providerTokens: [:],
+                                          verified: VerifiedJob(claims: ["project_id": "42", "sub": "project_path:platform/api:ref_type:branch:ref:main", "runner_id": "5"]),
                                           profiles: ["deploy"], jobTimeoutSeconds: 600)
             return try CredentialBroker(config: config, state: state, session: session, identity: ["job_id": .string("7")], providers: ["aws": provider])
         }
@@ -124,5 +135,48 @@ struct CredentialBrokerTests {
         let failed = w.audit.records().first { $0["event"] == .string("federation_failed") }
         #expect(failed?["reason"] == .string("refresh") && failed?["code"] == .string("AccessDenied") && failed?["fault"] == .string("job"))
         #expect(try JobLedger(stateDirectory: w.state).entries().isEmpty)
+    }
+
+    /// Issue 17, part 4: with identity = "airlock" the server keeps no GitLab token (prepare writes
+    /// none) and every exchange presents a token minted for it: its own jti, Airlock's iss, the
+    /// provider's aud, GitLab's sub, and the claims as verified at prepare.
+    @Test func withAirlocksIdentityEveryRefreshMintsItsOwnTokenAndNoGitLabTokenIsKept() async throws {
+        let w = try World(airlockIdentity: true)
+        let provider = ScriptedProvider(lifetimes: [1.5, 3600])
+        let broker = try w.broker(provider, idToken: "")
+        let first = try await broker.credential("deploy")
+        try await Task.sleep(nanoseconds: 700_000_000)
+        let second = try await broker.credential("deploy")
+        #expect(second.id != first.id)
+        let presented = provider.state.withLock { $0.presented }
+        #expect(presented.count == 2)
+        let claims = presented.map { t -> [String: Any] in
+            let part = String(t.split(separator: ".")[1])
+            return (Base64URL.decode(part).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }) ?? [:]
+        }
+        #expect(claims.allSatisfy { $0["iss"] as? String == "https://airlock.example.com" && $0["aud"] as? String == "sts.amazonaws.com" })
+        #expect(claims.allSatisfy { $0["sub"] as? String == "project_path:platform/api:ref_type:branch:ref:main" && $0["project_id"] as? String == "42" })
+        #expect(claims.allSatisfy { $0["runner_id"] as? Int == 5 && $0["airlock_profile"] as? String == "deploy" })
+        #expect(Set(claims.compactMap { $0["jti"] as? String }).count == 2)
+        // Each credential's audit facts carry its token's jti and kid, never the token.
+        let key = try IssuerKey.load(path: w.dir + "/issuer.pem")
+        #expect(first.details["identity_jti"] == claims[0]["jti"] as? String && second.details["identity_jti"] == claims[1]["jti"] as? String)
+        #expect(first.details["identity_kid"] == key.kid && first.details["identity_audience"] == "sts.amazonaws.com")
+        let issued = w.audit.records().filter { $0["event"] == .string("issued") }
+        #expect(issued.count == 2 && issued.allSatisfy { $0["identity_kid"] == .string(key.kid) && $0["identity"] == .string("airlock") })
+        let auditText = (try? String(contentsOfFile: w.dir + "/audit.jsonl", encoding: .utf8)) ?? ""
+        let leaked = presented.contains { auditText.contains($0) }
+        #expect(!leaked)
+    }
+
+    /// With GitLab's identity and no GitLab token kept (it was dropped), a refresh fails as the
+    /// system's fault, and says so; it never presents an empty token.
+    @Test func withoutAKeptGitLabTokenARefreshFailsClearly() async throws {
+        let w = try World()
+        let provider = ScriptedProvider(lifetimes: [])
+        let broker = try w.broker(provider, idToken: "")
+        await #expect(throws: FederationError.self) { _ = try await broker.credential("deploy") }
+        #expect(provider.state.withLock { $0.presented }.isEmpty)
+        #expect(w.audit.records().contains { $0["event"] == .string("federation_failed") && $0["code"] == .string("IdentityTokenDropped") })
     }
 }
