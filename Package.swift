@@ -36,6 +36,7 @@ let package = Package(
             "RunnerContract",
             .product(name: "JWTKit", package: "jwt-kit"),
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "_CryptoExtras", package: "swift-crypto"),
         ], swiftSettings: strict),
         .target(name: "Policy", dependencies: ["Identity"], swiftSettings: strict),
         // TOML read table by table, every key and line accounted for: the syntax each provider's

@@ -141,6 +141,9 @@ public enum AdminTools {
         }
         if let issuer = config.issuer {
             problems += await IssuerTools.problems(issuer, transport: makeTransport(), notes: &notes)
+            if let key = try? IssuerKey.load(path: issuer.signingKeyFile) {
+                problems += config.providers.values.sorted { $0.name < $1.name }.compactMap { $0.refusesSignatures(key.algorithm.rawValue) }
+            }
         }
         notes.append("\(config.policy.rules.count) rule(s), \(config.profiles.count) profile(s), \(config.providers.count) provider(s)")
         return (problems, notes)

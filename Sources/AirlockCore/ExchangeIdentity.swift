@@ -48,6 +48,9 @@ package struct ExchangeIdentity: Sendable {
             throw FederationError(fault: .system, profile: name, provider: spec.name, code: "IssuerMissing",
                                   message: "identity = \"airlock\" needs [issuer] and an audience")
         }
+        if let why = spec.refusesSignatures(minter.key.algorithm.rawValue) {
+            throw FederationError(fault: .system, profile: name, provider: spec.name, code: "IssuerKeyAlgorithm", message: why)
+        }
         let subject: String
         do {
             subject = try Template.render(subjectTemplate, claims: job, escaping: .none)

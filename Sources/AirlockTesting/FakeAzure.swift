@@ -144,6 +144,12 @@ public final class FakeAzure: @unchecked Sendable {
         guard issuerReachable else {
             return aadError(501661, "invalid_request", "Unable to retrieve the OpenID Connect metadata for issuer '\(iss)': the discovery document at '\(iss)/.well-known/openid-configuration' could not be fetched.")
         }
+        // Entra takes RSA-signed external tokens only (AzureAD/microsoft-identity-web#3467: ES256 is
+        // refused with AADSTS5002738).
+        let alg = Base64URL.decode(segs[0]).flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }?["alg"] as? String ?? ""
+        guard ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"].contains(alg) else {
+            return aadError(5002738, "invalid_request", "Invalid JWT token. '\(alg)' is not a supported signature algorithm.")
+        }
         guard issuer.verifiedClaims(assertion) != nil else {
             return aadError(700027, "invalid_client", "Client assertion failed signature validation.")
         }

@@ -14,6 +14,8 @@ public protocol ProviderSettings: Sendable {
     /// The `aud` Airlock's own token carries for this provider with `identity = "airlock"`, unless
     /// its profile or the provider's `audience` says otherwise; nil: none (the config must say).
     var airlockAudience: String? { get }
+    /// The JWS algorithms the provider verifies an external token with; nil: any Airlock signs with.
+    var airlockAlgorithms: [String]? { get }
 }
 
 public struct SecretFileProblem: Error, Sendable {
@@ -26,6 +28,7 @@ extension ProviderSettings {
     public var secretFiles: [(key: String, path: String)] { [] }
     public func checkSecretFile(_ path: String) async -> Result<String, SecretFileProblem> { .success("present") }
     public var airlockAudience: String? { nil }
+    public var airlockAlgorithms: [String]? { nil }
 }
 
 /// The provider-specific part of a `[profiles.NAME]`, as its kind read it.
@@ -125,6 +128,12 @@ public struct ProviderSpec: Sendable {
     public func airlockAudience(for profile: any ProfileSettings) -> String? {
         guard case .airlock(let override, _) = identity else { return nil }
         return override ?? profile.airlockAudience ?? settings.airlockAudience
+    }
+
+    /// Why this provider would refuse tokens signed with `algorithm`; nil when it takes them.
+    public func refusesSignatures(_ algorithm: String) -> String? {
+        guard identity.isAirlock, let accepted = settings.airlockAlgorithms, !accepted.contains(algorithm) else { return nil }
+        return "[providers.\(name)] (\(typeName)) verifies only \(accepted.joined(separator: ", ")) tokens, and [issuer] signing_key_file signs \(algorithm): use an RSA key of at least 2048 bits (openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out FILE; chmod 600 FILE), published before it signs (airlock issuer rotate explains the overlap)"
     }
 
     /// Whether issuing `profile` needs the job's GitLab ID token (and so whether it must be kept).

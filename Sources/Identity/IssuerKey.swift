@@ -1,3 +1,4 @@
+import _CryptoExtras
 import Crypto
 public import Foundation
 public import JWTKit
@@ -63,7 +64,21 @@ public struct IssuerKey: Sendable {
     /// Writes a new P-256 private key to `path` (0600, created exclusively: an existing file is never
     /// replaced) and loads it.
     public static func generateP256(path: String) throws(Problem) -> IssuerKey {
-        let pem = Data(P256.Signing.PrivateKey().pemRepresentation.utf8)
+        try generate(.es256, path: path)
+    }
+
+    /// Writes a new key for `algorithm` (P-256, or RSA of 3072 bits) to `path` (0600, created
+    /// exclusively) and loads it.
+    public static func generate(_ algorithm: Algorithm, path: String) throws(Problem) -> IssuerKey {
+        let text: String
+        switch algorithm {
+        case .es256: text = P256.Signing.PrivateKey().pemRepresentation
+        case .rs256:
+            do { text = try _RSA.Signing.PrivateKey(keySize: .bits3072).pemRepresentation } catch {
+                throw Problem(description: "cannot generate an RSA key: \(error)")
+            }
+        }
+        let pem = Data(text.utf8)
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw Problem(description: "cannot create \(path): \(String(cString: strerror(errno))) (an existing key is never replaced)") }
         let written = pem.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }

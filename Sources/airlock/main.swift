@@ -197,7 +197,7 @@ struct IssuerCommand: AsyncParsableCommand {
 
     struct Rotate: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Create a new P-256 signing key and print the three steps that rotate to it with overlap.",
+            abstract: "Create a new signing key and print the three steps that rotate to it with overlap.",
             discussion: "Providers cache an issuer's keys: a new key is published before it signs, and the old one stays published until every token it signed has expired.")
 
         @Option(help: "The Airlock configuration.")
@@ -206,17 +206,24 @@ struct IssuerCommand: AsyncParsableCommand {
         @Option(help: "Where to create the new key (0600; an existing file is never replaced).")
         var newKey: String
 
+        @Option(help: "ES256 (a P-256 key) or RS256 (RSA, 3072 bits); default: the current key's. Entra verifies RSA only.")
+        var algorithm: String?
+
         func run() async throws {
             let c = try AirlockConfig.load(path: config)
             guard let s = c.issuer else { throw AirlockFailure(.system, "\(config) has no [issuer] section") }
-            let key = try IssuerKey.generateP256(path: newKey)
+            let current = try? IssuerKey.load(path: s.signingKeyFile)
+            guard let algorithm = algorithm.map({ IssuerKey.Algorithm(rawValue: $0.uppercased()) }) ?? .some(current?.algorithm ?? .es256) else {
+                throw ValidationError("--algorithm must be ES256 or RS256, got \(self.algorithm ?? "")")
+            }
+            let key = try IssuerKey.generate(algorithm, path: newKey)
             let lifetime = Int(s.tokenLifetime / 60)
             say("""
-            created \(newKey) (ES256, kid \(key.kid)). Rotate in three steps, publishing after each:
+            created \(newKey) (\(key.algorithm.rawValue), kid \(key.kid)). Rotate in three steps, publishing after each:
             1. publish the new key beside the current one, still signing with the current one:
                  previous_key_files = [\((s.previousKeyFiles + [newKey]).map { "\"\($0)\"" }.joined(separator: ", "))]
                airlock issuer publish --config \(config) --out DIR, serve DIR, and wait until the providers' key
-               caches have it (AWS and Entra refetch within a day; an hour is usually enough).
+               caches have it (each provider caches an issuer's keys for its own time).
             2. sign with the new key, keep the old one published:
                  signing_key_file = "\(newKey)"
                  previous_key_files = ["\(s.signingKeyFile)"]

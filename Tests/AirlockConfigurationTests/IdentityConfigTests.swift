@@ -148,4 +148,14 @@ struct IdentityConfigTests {
         let airlock = try AirlockConfig.parse(text.replacingOccurrences(of: "type = \"oauth2\"\n", with: "type = \"oauth2\"\nidentity = \"airlock\"\n"))
         #expect(!(try #require(airlock.providers["auth0"])).needsGitLabToken(try #require(airlock.profiles["api"]).settings))
     }
+
+    /// Entra verifies RSA-signed external tokens only; the others take ES256 as well.
+    @Test func entraRefusesAnES256Issuer() throws {
+        let c = try AirlockConfig.parse(Self.head + Self.issuer + Self.providers)
+        #expect(c.providers["azure"]?.refusesSignatures("ES256")?.contains("verifies only RS256") == true)
+        #expect(c.providers["azure"]?.refusesSignatures("RS256") == nil)
+        for name in ["aws", "gcp", "auth0", "vault"] { #expect(c.providers[name]?.refusesSignatures("ES256") == nil, "\(name)") }
+        let gitlab = try AirlockConfig.parse(Self.head + "[providers.azure]\ntype = \"azure\"\ntenant_id = \"72f988bf-86f1-41af-91ab-2d7cd011db47\"\n")
+        #expect(gitlab.providers["azure"]?.refusesSignatures("ES256") == nil)  // shown GitLab's token: not Airlock's key
+    }
 }

@@ -1,5 +1,6 @@
 import _CryptoExtras
 import AirlockTesting
+import Crypto
 import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -37,13 +38,14 @@ struct AirlockIssuerEndToEndTests {
         let keyA: String
         var kidA: String { (try? IssuerKey.load(path: keyA).kid) ?? "?" }
 
-        init(endpoint: Bool = false) throws {
+        /// `p256`: the signing key is P-256 (ES256) rather than RSA.
+        init(endpoint: Bool = false, p256: Bool = false) throws {
             gitlab = try TestIssuer()
             world = try TestWorld()
             site = try StaticSite(root: world.root + "/site")
             keyA = world.root + "/etc/issuer-a.pem"
-            FileManager.default.createFile(atPath: keyA, contents: Data(try _RSA.Signing.PrivateKey(keySize: .bits2048).pemRepresentation.utf8),
-                                           attributes: [.posixPermissions: 0o600])
+            let pem = p256 ? P256.Signing.PrivateKey().pemRepresentation : try _RSA.Signing.PrivateKey(keySize: .bits2048).pemRepresentation
+            FileManager.default.createFile(atPath: keyA, contents: Data(pem.utf8), attributes: [.posixPermissions: 0o600])
             trust = PublishedIssuer(issuer: site.url)
             moto = try MotoServer()
             azure = try FakeAzure(issuer: trust)
@@ -215,6 +217,7 @@ struct AirlockIssuerEndToEndTests {
         #expect(rotate.code == 0, "\(rotate.stderr)")
         #expect(rotate.stdout.contains("airlock issuer publish"), "\(rotate.stdout)")
         let kidB = try IssuerKey.load(path: keyB).kid
+        #expect(try IssuerKey.load(path: keyB).algorithm == .rs256)  // the current key's type: Entra verifies RSA only
         try p.writeConfig(signing: keyB, previous: [p.keyA])
         // Not yet published: airlock check names the key.
         let before = p.world.run(["check", "--config", p.world.configPath])
@@ -263,5 +266,31 @@ struct AirlockIssuerEndToEndTests {
         let r = try #require(box.result)
         #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         #expect(r.output.contains("boto3 arn:aws:sts::123456789012:assumed-role/gitlab-42/"), "\(TestWorld.redacted(r.output))")
+    }
+
+    /// Entra verifies RSA-signed tokens only (AADSTS5002738 for ES256). With a P-256 issuer key the
+    /// Azure exchange fails before anything is sent, as the system's fault, nothing reaches the job
+    /// and nothing issued survives, and `airlock check` says what to do; the providers that take
+    /// ES256 (Google, OpenBao, the OAuth server) get their credentials.
+    @Test func anIssuerKeyEntraCannotVerifyIsCaughtBeforeTheExchange() async throws {
+        let p = try Peers(p256: true)
+        let ok = p.world.simulate(p.job(["echo ok"], profiles: "gcs,plain,vault-token")) { $0.runnerMasking = false }
+        #expect(ok.status == "success", "\(TestWorld.redacted(ok.log))")
+        let r = p.world.simulate(p.job(["echo ran"], profiles: "arm,gcs")) { $0.runnerMasking = false }
+        #expect(r.status == "failed" && !r.output.contains("ran\n"))
+        #expect(r.log.contains("verifies only RS256") && r.log.contains("openssl genpkey -algorithm RSA"), "\(TestWorld.redacted(r.log))")
+        let failed = p.world.auditRecords().filter { $0["event"] as? String == "federation_failed" }
+        #expect(failed.contains { $0["code"] as? String == "IssuerKeyAlgorithm" && $0["fault"] as? String == "system" }, "\(failed)")
+        #expect(p.azure.requestedScopes.isEmpty)
+        let check = p.world.run(["check", "--config", p.world.configPath])
+        #expect(check.code != 0 && (check.stdout + check.stderr).contains("[providers.azure] (azure) verifies only RS256"), "\(check.stdout)\(check.stderr)")
+        // The fake refuses such a token as Entra does, had Airlock sent it.
+        let minter = IdentityMinter(issuer: p.site.url, key: try IssuerKey.load(path: p.keyA), lifetime: 300, runnerHost: "runner")
+        let es256 = try await minter.mint(job: VerifiedJob(claims: ["sub": Self.subject]), audience: "api://AzureADTokenExchange",
+                                          subject: Self.subject, profile: "arm", now: Date()).token
+        let entra = try await Self.post("\(p.azure.authorityHost)/\(p.azure.tenant)/oauth2/v2.0/token", form: [
+            ("grant_type", "client_credentials"), ("client_id", Self.client), ("scope", "https://management.azure.com/.default"),
+            ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"), ("client_assertion", es256)])
+        #expect(entra.status == 400 && entra.body.contains("AADSTS5002738"), "\(entra.body)")
     }
 }

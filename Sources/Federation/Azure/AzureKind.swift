@@ -85,6 +85,9 @@ public struct AzureSettings: ProviderSettings {
     public var audienceToken: AudienceToken? { token }
     /// What Microsoft recommends a federated identity credential's audiences be.
     public var airlockAudience: String? { "api://AzureADTokenExchange" }
+    /// Entra verifies external tokens signed with RSA keys only: ES256 is refused with AADSTS5002738
+    /// ("'ES256' is not a supported signature algorithm"; AzureAD/microsoft-identity-web#3467).
+    public var airlockAlgorithms: [String]? { ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"] }
 }
 
 /// The App Service managed identity endpoint (federation.md B2), as azure-identity speaks it.
