@@ -10,23 +10,21 @@ package import RunnerContract
 /// `[issuer]` key. Prepare and the credential server (every refresh) both choose here.
 package struct ExchangeIdentity: Sendable {
     let config: AirlockConfig
-    let minter: IdentityMinter?
+    /// The minter, or why the signing key cannot be used; nil when no provider presents Airlock's identity.
+    let minter: Result<IdentityMinter, IssuerKey.Problem>?
 
-    /// Loads the signing key when a provider presents Airlock's identity.
-    /// - Throws: the system's failure when the key cannot be used (nothing is issued).
-    package init(config: AirlockConfig) throws(AirlockFailure) {
+    /// Loads the signing key when a provider presents Airlock's identity. A key that cannot be used
+    /// fails only the exchanges that need it (the system's fault, audited), not every job.
+    package init(config: AirlockConfig) {
         self.config = config
         guard let issuer = config.issuer, config.providers.values.contains(where: \.identity.isAirlock) else {
             minter = nil
             return
         }
-        let key: IssuerKey
-        do {
-            key = try IssuerKey.load(path: issuer.signingKeyFile)
-        } catch {
-            throw AirlockFailure(.system, "[issuer] signing_key_file: \(error.description); nothing was issued")
+        minter = Result { () throws(IssuerKey.Problem) in
+            IdentityMinter(issuer: issuer.url, key: try IssuerKey.load(path: issuer.signingKeyFile), lifetime: issuer.tokenLifetime,
+                           runnerHost: ProcessInfo.processInfo.hostName)
         }
-        minter = IdentityMinter(issuer: issuer.url, key: key, lifetime: issuer.tokenLifetime, runnerHost: ProcessInfo.processInfo.hostName)
     }
 
     /// The token `profile`'s exchange presents and, when Airlock minted it, what it minted.
@@ -44,9 +42,16 @@ package struct ExchangeIdentity: Sendable {
             }
             return (token, nil)
         }
-        guard let minter, let audience = spec.airlockAudience(for: profile.settings) else {
+        guard let loaded = minter, let audience = spec.airlockAudience(for: profile.settings) else {
             throw FederationError(fault: .system, profile: name, provider: spec.name, code: "IssuerMissing",
                                   message: "identity = \"airlock\" needs [issuer] and an audience")
+        }
+        let minter: IdentityMinter
+        switch loaded {
+        case .success(let m): minter = m
+        case .failure(let problem):
+            throw FederationError(fault: .system, profile: name, provider: spec.name, code: "IssuerKeyUnusable",
+                                  message: "[issuer] signing_key_file: \(problem.description); nothing is issued for providers with identity = \"airlock\"")
         }
         if let why = spec.refusesSignatures(minter.key.algorithm.rawValue) {
             throw FederationError(fault: .system, profile: name, provider: spec.name, code: "IssuerKeyAlgorithm", message: why)
@@ -69,11 +74,24 @@ package struct ExchangeIdentity: Sendable {
 
     /// Records what was minted in the credential's audit facts (never the token).
     package static func note(_ minted: MintedIdentity?, in c: inout IssuedCredential) {
-        guard let minted else { return }
-        c.details["identity"] = "airlock"
-        c.details["identity_jti"] = minted.jti
-        c.details["identity_kid"] = minted.kid
-        c.details["identity_audience"] = minted.audience
-        c.details["identity_subject"] = minted.subject
+        for (k, v) in auditFacts(minted) { c.details[k] = v }
+    }
+
+    /// What identifies a minted token in the audit log: its jti, kid, audience and subject.
+    package static func auditFacts(_ minted: MintedIdentity?) -> [String: String] {
+        guard let minted else { return [:] }
+        return ["identity": "airlock", "identity_jti": minted.jti, "identity_kid": minted.kid,
+                "identity_audience": minted.audience, "identity_subject": minted.subject]
+    }
+}
+
+/// The tokens minted during one prepare, by profile: a failed exchange's record names the token it presented.
+final class PresentedTokens: @unchecked Sendable {
+    private let lock = NSLock()
+    private var minted: [String: MintedIdentity] = [:]
+    func add(_ m: MintedIdentity?, profile: String) { if let m { lock.withLock { minted[profile] = m } } }
+    func facts(for failure: any Error) -> [String: String] {
+        guard let fe = failure as? FederationError else { return [:] }
+        return ExchangeIdentity.auditFacts(lock.withLock { minted[fe.profile] })
     }
 }

@@ -21,7 +21,8 @@ package enum Federator {
             throw AirlockFailure(.system, "prepare received signal \(sig) from the runner (job timeout or cancel) before federating: nothing was issued")
         }
         let providers = config.credentialProviders(transport: transport)
-        let identities = try ExchangeIdentity(config: config)
+        let identities = ExchangeIdentity(config: config)
+        let presented = PresentedTokens()
         let audit = AuditLog(path: config.runner.auditLog)
         let identity = Authorizer.identity(verified, job: job)
         let deadline = now.addingTimeInterval(config.runner.federationTimeout)
@@ -42,6 +43,7 @@ package enum Federator {
                         // verified at authorization), or one Airlock mints for this exchange.
                         let (idToken, minted) = try await identities.token(profile: grant.profile, job: verified, gitlab: token.value,
                                                                            providerTokens: providerTokens, now: Date())
+                        presented.add(minted, profile: grant.profile)
                         let request = IssueRequest(profile: grant.profile, job: verified, idToken: idToken,
                                                    jobTimeoutSeconds: job.jobTimeoutSeconds, now: now, deadline: deadline)
                         var c = try await provider.issue(request)
@@ -82,7 +84,8 @@ package enum Federator {
             try audit.append(IssuedRecord(subject: identity, credential: c, duration: durations[c.id]))
         }
         if let failure {
-            try audit.append(FederationFailedRecord(subject: identity, failure: failure, profiles: auth.grants.map(\.profile)))
+            try audit.append(FederationFailedRecord(subject: identity, failure: failure, profiles: auth.grants.map(\.profile),
+                                                    presented: presented.facts(for: failure)))
             // Nothing reaches the job: take back what was issued.
             await Revoker.revokeAll(audit: audit, ledger: ledger, providers: providers, identity: identity,
                                     reason: "rollback", now: Date())

@@ -36,7 +36,7 @@ public actor CredentialBroker: CredentialSource {
         self.providers = providers
         self.identity = identity
         minValidity = config.runner.endpointMinValidity
-        identities = try ExchangeIdentity(config: config)
+        identities = ExchangeIdentity(config: config)
         for e in try ledger.entries() where e.state == .issued && session.profiles.contains(e.credential.profile) {
             current[e.credential.profile] = e.credential
         }
@@ -79,16 +79,19 @@ public actor CredentialBroker: CredentialSource {
         let now = Date()
         let audit = AuditLog(path: config.runner.auditLog)
         var c: IssuedCredential
+        var presented: MintedIdentity?
         do {
             // A new token for every exchange when the provider trusts Airlock's issuer (GitLab's is then not kept).
             let (idToken, minted) = try await identities.token(profile: profile, job: session.verified, gitlab: session.idToken,
                                                                providerTokens: session.providerTokens, now: now)
+            presented = minted
             let request = IssueRequest(profile: profile, job: session.verified, idToken: idToken, jobTimeoutSeconds: session.jobTimeoutSeconds,
                                        now: now, deadline: now.addingTimeInterval(config.runner.federationTimeout))
             c = try await provider.issue(request)
             ExchangeIdentity.note(minted, in: &c)
         } catch {
-            try? audit.append(FederationFailedRecord(subject: identity, failure: error, profile: profile, provider: spec.provider, reason: "refresh"))
+            try? audit.append(FederationFailedRecord(subject: identity, failure: error, profile: profile, provider: spec.provider, reason: "refresh",
+                                                     presented: ExchangeIdentity.auditFacts(presented)))
             throw error
         }
         // Ledger first: the run stage masks it from there before the job can print it.

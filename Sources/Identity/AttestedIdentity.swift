@@ -43,7 +43,8 @@ public struct IdentityMinter: Sendable {
         for (name, value) in job.claims where !Self.registered.contains(name) {
             c[name] = name == "runner_id" ? (Int(value).map(MintedClaim.number) ?? .string(value)) : .string(value)
         }
-        for (name, values) in job.listClaims where !Self.registered.contains(name) { c[name] = .list(values) }
+        // A list of objects (user_identities) was kept as an empty list of strings: not carried.
+        for (name, values) in job.listClaims where !Self.registered.contains(name) && !values.isEmpty { c[name] = .list(values) }
         let t = Int(now.timeIntervalSince1970)
         c["iss"] = .string(issuer)
         c["aud"] = .string(audience)

@@ -108,15 +108,18 @@ public struct FederationFailedRecord: AuditRecord {
     public var profile: String?
     public var provider: String?
     public var reason: String?
+    /// What identifies the token Airlock minted for the failed exchange (`identity_jti`, ...), never the token.
+    public var presented: [String: String]
 
     public init(subject: AuditSubject, failure: any Error, profiles: [String]? = nil, profile: String? = nil,
-                provider: String? = nil, reason: String? = nil) {
+                provider: String? = nil, reason: String? = nil, presented: [String: String] = [:]) {
         self.subject = subject
         self.failure = failure
         self.profiles = profiles
         self.profile = profile
         self.provider = provider
         self.reason = reason
+        self.presented = presented
     }
 
     public var event: String { "federation_failed" }
@@ -133,6 +136,7 @@ public struct FederationFailedRecord: AuditRecord {
             f["fault"] = .string(fe.fault.rawValue)
         }
         f["detail"] = .string("\(failure)")
+        for (k, v) in presented { f[k] = .string(v) }
         return f
     }
 }

@@ -212,9 +212,14 @@ struct IssuerCommand: AsyncParsableCommand {
         func run() async throws {
             let c = try AirlockConfig.load(path: config)
             guard let s = c.issuer else { throw AirlockFailure(.system, "\(config) has no [issuer] section") }
-            let current = try? IssuerKey.load(path: s.signingKeyFile)
-            guard let algorithm = algorithm.map({ IssuerKey.Algorithm(rawValue: $0.uppercased()) }) ?? .some(current?.algorithm ?? .es256) else {
-                throw ValidationError("--algorithm must be ES256 or RS256, got \(self.algorithm ?? "")")
+            let algorithm: IssuerKey.Algorithm
+            if let named = self.algorithm {
+                guard let a = IssuerKey.Algorithm(rawValue: named.uppercased()) else { throw ValidationError("--algorithm must be ES256 or RS256, got \(named)") }
+                algorithm = a
+            } else {
+                do { algorithm = try IssuerKey.load(path: s.signingKeyFile).algorithm } catch {
+                    throw AirlockFailure(.system, "cannot read the current signing key to make the new one of its type (\(error)); run as its owner, or pass --algorithm ES256 or RS256 (Entra verifies RSA only)")
+                }
             }
             let key = try IssuerKey.generate(algorithm, path: newKey)
             let lifetime = Int(s.tokenLifetime / 60)
@@ -228,7 +233,9 @@ struct IssuerCommand: AsyncParsableCommand {
                  signing_key_file = "\(newKey)"
                  previous_key_files = ["\(s.signingKeyFile)"]
                publish again.
-            3. after \(lifetime) minute(s) (token_lifetime) no token the old key signed is valid: drop it
+            3. once every job that started before step 2 has ended (a job's credential server keeps signing
+               refreshes with the key it started with) and \(lifetime) more minute(s) (token_lifetime) have
+               passed, no valid token needs the old key: drop it
                  previous_key_files = []
                publish again, and remove \(s.signingKeyFile).
             airlock check compares the served documents with the configured keys at every step.

@@ -182,7 +182,7 @@ struct IssuerTests {
                                        "exp": "1999999999", "iat": "1700000000", "nbf": "1700000000", "jti": "gitlab-jti",
                                        "project_id": "42", "namespace_id": "7", "ref": "main", "ref_protected": "true", "environment": "production",
                                        "pipeline_source": "push", "job_id": "901", "runner_id": "5"],
-                              listClaims: ["groups_direct": ["platform", "platform/ops"]])
+                              listClaims: ["groups_direct": ["platform", "platform/ops"], "user_identities": []])
         struct Claims: JWTPayload {
             var iss: IssuerClaim
             var aud: AudienceClaim

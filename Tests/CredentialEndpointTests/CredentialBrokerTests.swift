@@ -179,4 +179,17 @@ struct CredentialBrokerTests {
         #expect(provider.state.withLock { $0.presented }.isEmpty)
         #expect(w.audit.records().contains { $0["event"] == .string("federation_failed") && $0["code"] == .string("IdentityTokenDropped") })
     }
+
+    /// A signing key that became unusable after the config was read (here: readable by others) fails
+    /// the exchanges that need it as the system's fault, audited, and presents nothing.
+    @Test func anUnusableSigningKeyFailsTheExchangeAndIsAudited() async throws {
+        let w = try World(airlockIdentity: true)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: w.dir + "/issuer.pem")
+        let provider = ScriptedProvider(lifetimes: [])
+        let broker = try w.broker(provider, idToken: "")
+        let error = await #expect(throws: FederationError.self) { _ = try await broker.credential("deploy") }
+        #expect(error?.code == "IssuerKeyUnusable" && error?.fault == .system && error?.message.contains("chmod 600") == true, "\(String(describing: error))")
+        #expect(provider.state.withLock { $0.presented }.isEmpty)
+        #expect(w.audit.records().contains { $0["event"] == .string("federation_failed") && $0["code"] == .string("IssuerKeyUnusable") })
+    }
 }

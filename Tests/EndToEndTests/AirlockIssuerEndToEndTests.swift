@@ -29,7 +29,9 @@ struct AirlockIssuerEndToEndTests {
         let gitlab: TestIssuer
         let world: TestWorld
         let site: StaticSite
-        let trust: PublishedIssuer
+        /// Each verifying peer's own view of Airlock's issuer (so each one's fetches can be counted).
+        let trustAzure: PublishedIssuer, trustGoogle: PublishedIssuer, trustOAuth: PublishedIssuer
+        var trust: PublishedIssuer { trustAzure }
         let moto: MotoServer
         let azure: FakeAzure
         let google: FakeGoogle
@@ -46,14 +48,16 @@ struct AirlockIssuerEndToEndTests {
             keyA = world.root + "/etc/issuer-a.pem"
             let pem = p256 ? P256.Signing.PrivateKey().pemRepresentation : try _RSA.Signing.PrivateKey(keySize: .bits2048).pemRepresentation
             FileManager.default.createFile(atPath: keyA, contents: Data(pem.utf8), attributes: [.posixPermissions: 0o600])
-            trust = PublishedIssuer(issuer: site.url)
+            trustAzure = PublishedIssuer(issuer: site.url)
+            trustGoogle = PublishedIssuer(issuer: site.url)
+            trustOAuth = PublishedIssuer(issuer: site.url)
             moto = try MotoServer()
-            azure = try FakeAzure(issuer: trust)
+            azure = try FakeAzure(issuer: trustAzure)
             azure.addApp(AirlockIssuerEndToEndTests.client, [.init(issuer: site.url, subject: AirlockIssuerEndToEndTests.subject)])
-            google = try FakeGoogle(issuer: trust)
+            google = try FakeGoogle(issuer: trustGoogle)
             google.addProvider(AirlockIssuerEndToEndTests.wip, .init(issuer: site.url))
             google.addServiceAccount(AirlockIssuerEndToEndTests.sa, impersonators: [AirlockIssuerEndToEndTests.subject])
-            oauth = try FakeOAuthServer(issuer: trust, subjectAudience: "")
+            oauth = try FakeOAuthServer(issuer: trustOAuth, subjectAudience: "")
             oauth.subjectAudience = oauth.baseURL  // the token endpoint's origin
             oauth.revocationEnabled = false
             oauth.register(clientID: "public-client", .init())
@@ -171,10 +175,20 @@ struct AirlockIssuerEndToEndTests {
                              "plain": p.oauth.baseURL, "vault-token": Self.vaultAudience], "\(issued)")
         #expect(issued.allSatisfy { $0["identity"] as? String == "airlock" && $0["identity_kid"] as? String == p.kidA })
         #expect(Set(issued.compactMap { $0["identity_jti"] as? String }).count == 5)
-        // The peers that check signatures verified Airlock's documents: fetched from the static site.
-        #expect(p.trust.fetchCount >= 6)
-        // No token, Airlock's or GitLab's, is in the audit log.
-        #expect(!p.world.auditText.contains("eyJ"))
+        // Each peer that checks signatures fetched Airlock's documents (discovery, then JWKS) from the static site.
+        #expect(p.trustAzure.fetchCount >= 2 && p.trustGoogle.fetchCount >= 2 && p.trustOAuth.fetchCount >= 2)
+        // No token, Airlock's or GitLab's, is in the audit log or the job log.
+        let inAudit = p.world.auditText.contains("eyJ"), inLog = r.log.contains("eyJ")
+        #expect(!inAudit && !inLog)
+
+        // A provider that refuses Airlock's token: the failure names the token presented (jti, kid,
+        // audience) so that it can be found in the provider's own logs; nothing is issued.
+        p.google.addProvider(Self.wip, .init(issuer: p.site.url, condition: { $0["ref_protected"] == "false" }))
+        let refused = p.world.simulate(p.job(["echo ran"], profiles: "gcs")) { $0.runnerMasking = false }
+        #expect(refused.status == "failed" && !refused.output.contains("ran\n"))
+        let failed = p.world.auditRecords().last { $0["event"] as? String == "federation_failed" }
+        #expect(failed?["profile"] as? String == "gcs" && failed?["identity_kid"] as? String == p.kidA, "\(String(describing: failed))")
+        #expect(failed?["identity_audience"] as? String == "https:" + Self.wip && (failed?["identity_jti"] as? String)?.count == 36)
 
         // GitLab's token, for exactly the audience each expects, presented directly: refused by each.
         let entra = try await Self.post("\(p.azure.authorityHost)/\(p.azure.tenant)/oauth2/v2.0/token", form: [
@@ -282,6 +296,10 @@ struct AirlockIssuerEndToEndTests {
         let failed = p.world.auditRecords().filter { $0["event"] as? String == "federation_failed" }
         #expect(failed.contains { $0["code"] as? String == "IssuerKeyAlgorithm" && $0["fault"] as? String == "system" }, "\(failed)")
         #expect(p.azure.requestedScopes.isEmpty)
+        // What was issued before the failure (gcs) was taken back.
+        let gcs = p.world.auditRecords().filter { $0["profile"] as? String == "gcs" && ["issued", "revoked"].contains($0["event"] as? String) }
+        #expect(gcs.filter { $0["event"] as? String == "issued" }.count == gcs.filter { $0["event"] as? String == "revoked" }.count, "\(gcs)")
+        #expect(gcs.contains { $0["event"] as? String == "revoked" && $0["reason"] as? String == "rollback" }, "\(gcs)")
         let check = p.world.run(["check", "--config", p.world.configPath])
         #expect(check.code != 0 && (check.stdout + check.stderr).contains("[providers.azure] (azure) verifies only RS256"), "\(check.stdout)\(check.stderr)")
         // The fake refuses such a token as Entra does, had Airlock sent it.

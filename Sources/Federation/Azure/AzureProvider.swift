@@ -209,7 +209,7 @@ public struct AzureProvider: CredentialProvider {
         if let c = codes.first(where: { $0 == 700211 }) {
             return fail(.job, c, """
             \(app) has no federated identity credential for the issuer "\(iss)".
-              A credential's issuer must be this GitLab's URL exactly as tokens carry it (scheme and host, no trailing slash): "\(iss)".
+              A credential's issuer must be exactly the iss of the token Airlock presents (GitLab's URL, or Airlock's [issuer] url with identity = "airlock"; scheme and host, no trailing slash): "\(iss)".
               Add one with that issuer, subject "\(sub)" and audiences ["\(aud)"]; see README "Azure".
             """)
         }
