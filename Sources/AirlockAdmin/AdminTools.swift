@@ -144,6 +144,10 @@ public enum AdminTools {
             if let key = try? IssuerKey.load(path: issuer.signingKeyFile) {
                 problems += config.providers.values.sorted { $0.name < $1.name }.compactMap { $0.refusesSignatures(key.algorithm.rawValue) }
             }
+            for spec in config.providers.values.sorted(by: { $0.name < $1.name }) where spec.identity.isAirlock {
+                let audiences = Set(config.profiles.values.filter { $0.provider == spec.name }.compactMap { spec.airlockAudience(for: $0.settings) }).sorted()
+                notes.append("[providers.\(spec.name)] is shown Airlock's identity, not GitLab's (aud \(audiences.isEmpty ? "none: no profile" : audiences.joined(separator: ", ")))")
+            }
         }
         notes.append("\(config.policy.rules.count) rule(s), \(config.profiles.count) profile(s), \(config.providers.count) provider(s)")
         return (problems, notes)

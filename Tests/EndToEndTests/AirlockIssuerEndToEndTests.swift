@@ -239,6 +239,7 @@ struct AirlockIssuerEndToEndTests {
         try p.publish()
         let after = p.world.run(["check", "--config", p.world.configPath])
         #expect(!(after.stdout + after.stderr).contains("is not published"), "\(after.stdout)\(after.stderr)")
+        #expect(after.stdout.contains("[providers.azure] is shown Airlock's identity, not GitLab's (aud api://AzureADTokenExchange)"), "\(after.stdout)")
         #expect(p.trust.verifiedClaims(oldToken) != nil)
 
         // New jobs are signed with the new key, and every provider still accepts them.
