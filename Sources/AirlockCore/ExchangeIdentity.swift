@@ -3,7 +3,7 @@ package import Federation
 package import Foundation
 package import Identity
 import Policy
-package import RunnerContract
+import RunnerContract
 
 /// Which token each exchange presents (issue 17): GitLab's ID token as the job brought it, or, for
 /// a provider with `identity = "airlock"`, a token minted for that exchange alone, signed with the

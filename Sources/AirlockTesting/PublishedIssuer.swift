@@ -1,6 +1,6 @@
 import _CryptoExtras
 import Crypto
-public import Foundation
+import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif

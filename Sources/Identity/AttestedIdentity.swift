@@ -1,5 +1,6 @@
 public import Foundation
 import JWTKit
+public import RunnerContract
 
 /// A token Airlock minted for one exchange (issue 17). `token` goes to the provider and nowhere
 /// else; the rest is for the audit log.
@@ -38,20 +39,20 @@ public struct IdentityMinter: Sendable {
     }
 
     /// The claims of a token for `job`, granted `profile`, for `audience`.
-    public func claims(job: VerifiedJob, audience: String, subject: String, profile: String, now: Date, jti: String) -> [String: MintedClaim] {
-        var c: [String: MintedClaim] = [:]
+    public func claims(job: VerifiedJob, audience: String, subject: String, profile: String, now: Date, jti: String) -> [String: JSONValue] {
+        var c: [String: JSONValue] = [:]
         for (name, value) in job.claims where !Self.registered.contains(name) {
-            c[name] = name == "runner_id" ? (Int(value).map(MintedClaim.number) ?? .string(value)) : .string(value)
+            c[name] = name == "runner_id" ? (Int(value).map(JSONValue.int) ?? .string(value)) : .string(value)
         }
         // A list of objects (user_identities) was kept as an empty list of strings: not carried.
-        for (name, values) in job.listClaims where !Self.registered.contains(name) && !values.isEmpty { c[name] = .list(values) }
+        for (name, values) in job.listClaims where !Self.registered.contains(name) && !values.isEmpty { c[name] = .array(values.map(JSONValue.string)) }
         let t = Int(now.timeIntervalSince1970)
         c["iss"] = .string(issuer)
         c["aud"] = .string(audience)
         c["sub"] = .string(subject)
-        c["iat"] = .number(t)
-        c["nbf"] = .number(t)
-        c["exp"] = .number(t + Int(lifetime))
+        c["iat"] = .int(t)
+        c["nbf"] = .int(t)
+        c["exp"] = .int(t + Int(lifetime))
         c["jti"] = .string(jti)
         c["runner_host"] = .string(runnerHost)
         c["airlock_profile"] = .string(profile)
@@ -62,38 +63,17 @@ public struct IdentityMinter: Sendable {
     public func mint(job: VerifiedJob, audience: String, subject: String, profile: String, now: Date) async throws -> MintedIdentity {
         let jti = UUID().uuidString.lowercased()
         let claims = claims(job: job, audience: audience, subject: subject, profile: profile, now: now, jti: jti)
-        let token = try await key.sign(MintedClaims(values: claims))
+        let token = try await key.sign(MintedPayload(values: claims))
         return MintedIdentity(token: token, jti: jti, kid: key.kid, audience: audience, subject: subject,
                               expiresAt: Date(timeIntervalSince1970: TimeInterval(Int(now.timeIntervalSince1970) + Int(lifetime))))
     }
 }
 
-/// One claim's value in a minted token.
-public enum MintedClaim: Sendable, Equatable, Codable {
-    case string(String)
-    case number(Int)
-    case list([String])
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.singleValueContainer()
-        switch self {
-        case .string(let s): try c.encode(s)
-        case .number(let n): try c.encode(n)
-        case .list(let l): try c.encode(l)
-        }
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.singleValueContainer()
-        if let n = try? c.decode(Int.self) { self = .number(n) } else if let l = try? c.decode([String].self) { self = .list(l) } else { self = .string(try c.decode(String.self)) }
-    }
-}
-
 /// The payload jwt-kit signs: the claims as one JSON object.
-struct MintedClaims: JWTPayload {
-    var values: [String: MintedClaim]
+struct MintedPayload: JWTPayload {
+    var values: [String: JSONValue]
 
-    init(values: [String: MintedClaim]) { self.values = values }
+    init(values: [String: JSONValue]) { self.values = values }
 
     struct Key: CodingKey {
         var stringValue: String
@@ -109,8 +89,8 @@ struct MintedClaims: JWTPayload {
 
     init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: Key.self)
-        var v: [String: MintedClaim] = [:]
-        for k in c.allKeys { v[k.stringValue] = try c.decode(MintedClaim.self, forKey: k) }
+        var v: [String: JSONValue] = [:]
+        for k in c.allKeys { v[k.stringValue] = try c.decode(JSONValue.self, forKey: k) }
         values = v
     }
 
