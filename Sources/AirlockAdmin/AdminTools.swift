@@ -16,6 +16,8 @@ public struct ExplainReport: Sendable, Codable {
         public var matched: Bool
         public var firstFailure: String?
         public var grants: [String]
+        /// Where the rule is written: "team payments, /etc/airlock/policy.d/payments.toml:4", or the main file's line.
+        public var origin: String?
     }
     /// "verified", "claims given (not verified)", or the rejection.
     public var verification: String
@@ -27,14 +29,17 @@ public struct ExplainReport: Sendable, Codable {
     public var profiles: [String]
     /// The configuration's warnings (rules on claims GitLab may never send, and others).
     public var warnings: [String] = []
+    /// Team files left out, and why (their rules were not evaluated).
+    public var policyProblems: [String] = []
 
     /// Human-readable lines.
     public var text: String {
-        var out = warnings.map { "warning: \($0)" } + ["verification: \(verification)"]
+        var out = warnings.map { "warning: \($0)" } + policyProblems.map { "left out: \($0)" } + ["verification: \(verification)"]
         for r in rules {
+            let from = r.origin.map { " (\($0))" } ?? ""
             out.append(r.matched
-                ? "rule \(r.rule.quoted): matched → \(r.grants.joined(separator: ", "))"
-                : "rule \(r.rule.quoted): not matched: \(r.firstFailure ?? "")")
+                ? "rule \(r.rule.quoted)\(from): matched → \(r.grants.joined(separator: ", "))"
+                : "rule \(r.rule.quoted)\(from): not matched: \(r.firstFailure ?? "")")
         }
         out.append("granted profiles: \(profiles.isEmpty ? "(none)" : profiles.joined(separator: ", "))")
         return out.joined(separator: "\n")
@@ -90,12 +95,15 @@ public enum AdminTools {
         } else {
             throw AirlockFailure(.system, "give --token-file FILE (or - for stdin) or --claims FILE.json")
         }
-        guard let job else { return ExplainReport(verification: verification, verified: false, evaluated: false, rules: [], profiles: [], warnings: config.warnings) }
+        let problems = config.policyProblems.map(\.description)
+        guard let job else {
+            return ExplainReport(verification: verification, verified: false, evaluated: false, rules: [], profiles: [], warnings: config.warnings, policyProblems: problems)
+        }
         let d = config.policy.evaluate(job)
         return ExplainReport(
             verification: verification, verified: claimsJSON == nil, evaluated: true,
-            rules: d.evaluations.map { .init(rule: $0.rule, matched: $0.matched, firstFailure: $0.failure, grants: $0.grants) },
-            profiles: d.grants.map(\.profile), warnings: config.warnings)
+            rules: d.evaluations.map { .init(rule: $0.rule, matched: $0.matched, firstFailure: $0.failure, grants: $0.grants, origin: $0.origin?.description) },
+            profiles: d.grants.map(\.profile), warnings: config.warnings, policyProblems: problems)
     }
 
     /// `airlock check`: every problem a platform engineer should fix before rollout.
@@ -148,6 +156,12 @@ public enum AdminTools {
                 let audiences = Set(config.profiles.values.filter { $0.provider == spec.name }.compactMap { spec.airlockAudience(for: $0.settings) }).sorted()
                 notes.append("[providers.\(spec.name)] is shown Airlock's identity, not GitLab's (aud \(audiences.isEmpty ? "none: no profile" : audiences.joined(separator: ", ")))")
             }
+        }
+        problems += config.policyProblems.map { "[policy] \($0)" }
+        if !config.delegations.isEmpty {
+            notes.append("\(config.delegations.count) delegation(s): " + config.delegations.map { d in
+                "\(d.team) (\(d.scope); \(config.policy.rules.filter { $0.origin?.team == d.team }.count) rule(s) in effect)"
+            }.joined(separator: ", "))
         }
         notes.append("\(config.policy.rules.count) rule(s), \(config.profiles.count) profile(s), \(config.providers.count) provider(s)")
         return (problems, notes)

@@ -85,6 +85,12 @@ public struct AirlockConfig: Sendable {
     public var gitlab: IssuerSettings?
     /// `[issuer]`: Airlock as its own OIDC issuer (issue 17); nil when absent.
     public var issuer: AirlockIssuerSettings? = nil
+    /// `[[delegations]]`: the teams that write part of the policy (issue 18).
+    public var delegations: [Delegation] = []
+    /// The team files `[policy] include` found.
+    public var teamFiles: [String] = []
+    /// Team files that could not be used (their teams' rules are left out).
+    public var policyProblems: [PolicyProblem] = []
     public var providers: [String: ProviderSpec]
     public var profiles: [String: ProfileSpec]
     public var policy: Policy
@@ -226,11 +232,18 @@ public struct AirlockConfig: Sendable {
         }
         let providers = try top.table("providers").map { c throws(ConfigError) in try parseProviders(c, issuer: issuer != nil, warnings: &warnings) } ?? [:]
         let profiles = try top.table("profiles").map { c throws(ConfigError) in try parseProfiles(c, providers: providers) } ?? [:]
-        let rules = try parseRules(try top.tableArray("rules"), profiles: profiles, warnings: &warnings)
+        var rules = try parseRules(try top.tableArray("rules"), profiles: profiles, warnings: &warnings)
+        // Issue 18: teams' files, within what the platform team delegated to each.
+        var include: [String] = []
+        if var p = try top.table("policy") { include = try parsePolicy(&p) }
+        let delegations = try parseDelegations(try top.tableArray("delegations"), profiles: profiles)
+        let teamFiles = includedFiles(include)
+        let team = loadTeamRules(teamFiles, delegations: delegations, profiles: profiles, mainRules: rules, warnings: &warnings)
+        rules += team.rules
         if !rules.isEmpty && gitlab == nil {
             throw top.error("rules", "rules need a [gitlab] section (issuer, audience) to verify the tokens they match")
         }
-        try top.finish(allowed: ["runner", "gitlab", "issuer", "providers", "profiles", "rules"])
+        try top.finish(allowed: ["runner", "gitlab", "issuer", "policy", "delegations", "providers", "profiles", "rules"])
         var config = AirlockConfig(
             path: path,
             runner: RunnerSettings(
@@ -242,13 +255,16 @@ public struct AirlockConfig: Sendable {
             gitlab: gitlab, providers: providers, profiles: profiles,
             policy: Policy(rules: rules), warnings: warnings, source: text)
         config.issuer = issuer
+        config.delegations = delegations
+        config.teamFiles = teamFiles
+        config.policyProblems = team.problems
         return config
     }
 
     /// Every file the configuration names that a job must never read: the config itself, keys,
     /// JWKS files. Each is hidden from the sandbox and checked by `airlock check`.
     public var referencedFiles: [(key: String, path: String)] {
-        var out: [(String, String)] = [("the configuration", path)]
+        var out: [(String, String)] = [("the configuration", path)] + teamFiles.map { ("[policy] include", $0) }
         if let j = gitlab?.jwksFile { out.append(("[gitlab] jwks_file", j)) }
         if let issuer {
             out.append(("[issuer] signing_key_file", issuer.signingKeyFile))

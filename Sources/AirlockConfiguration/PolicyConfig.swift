@@ -101,17 +101,25 @@ extension AirlockConfig {
         return out
     }
 
-    static func parseRules(_ cursors: [TOMLCursor], profiles: [String: ProfileSpec], warnings: inout [String]) throws(ConfigError) -> [Rule] {
+    /// `[[rules]]` of the main file, or of a team's file (`delegation`: its rules grant only the
+    /// delegated profiles, may not name namespaces outside its scope, and are bound to that scope).
+    static func parseRules(_ cursors: [TOMLCursor], profiles: [String: ProfileSpec], warnings: inout [String],
+                           delegation: Delegation? = nil, takenNames: Set<String> = []) throws(ConfigError) -> [Rule] {
         var rules: [Rule] = []
-        var names = Set<String>()
+        var names = takenNames
         for var c in cursors {
             let name = try c.requiredString("name", hint: "a name for the audit log, e.g. \"protected main of platform projects\"")
-            guard names.insert(name).inserted else { throw c.error("name", "duplicate rule name \(name.quoted)") }
+            guard names.insert(name).inserted else { throw c.error("name", "duplicate rule name \(name.quoted)\(delegation == nil ? "" : " (rule names are unique across the main file and every team's file)")") }
             guard let grants = try c.stringArray("grant"), !grants.isEmpty else {
                 throw c.error("grant", "is required: the profiles this rule grants, e.g. [\"deploy-prod\"]")
             }
             for g in grants where profiles[g] == nil {
                 throw c.error("grant", "profile \(g.quoted) is not defined (defined: \(profiles.keys.sorted().joined(separator: ", ")))")
+            }
+            if let d = delegation {
+                for g in grants where !d.profiles.contains(g) {
+                    throw c.error("grant", "rule \(name.quoted) grants \(g.quoted), which is not delegated to team \(d.team.quoted) (it may grant: \(d.profiles.joined(separator: ", ")); the platform team's [[delegations]] entry decides)")
+                }
             }
             _ = try c.string("description")
             var conditions: [Condition] = []
@@ -119,7 +127,14 @@ extension AirlockConfig {
                 guard let node = c.raw(key) else { continue }
                 let m: Matcher
                 do { m = try matcher(node) } catch { throw c.error(key, error.message) }
-                conditions.append(Condition(claim: key, matcher: m))
+                let condition = Condition(claim: key, matcher: m)
+                if let d = delegation {
+                    let outside = d.scope.escapes(condition)
+                    guard outside.isEmpty else {
+                        throw c.error(key, "rule \(name.quoted) would match outside team \(d.team.quoted)'s scope (\(d.scope)): \(outside.joined(separator: ", ")) is not inside it")
+                    }
+                }
+                conditions.append(condition)
                 if !knownGitLabClaims.contains(key) {
                     warnings.append("\(c.describe(key)): \(key) is not a GitLab ID token claim; this condition never holds unless your GitLab adds it")
                 }
@@ -138,7 +153,10 @@ extension AirlockConfig {
                 throw c.error(nil, "rule \(name.quoted) has no conditions and would grant every job; add at least one claim condition")
             }
             try c.finish()
-            rules.append(Rule(name: name, conditions: conditions, grants: grants))
+            // A team's rule holds only inside the team's scope, whatever else it says.
+            if let d = delegation { conditions.insert(d.scope.condition, at: 0) }
+            rules.append(Rule(name: name, conditions: conditions, grants: grants,
+                              origin: RuleOrigin(team: delegation?.team, file: c.file, line: c.index.line(of: c.path))))
         }
         return rules
     }

@@ -74,6 +74,7 @@ public enum Authorizer {
             .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         var record = DecisionRecord(subject: identity(verified, job: job), decision: .granted, rules: decision.matchedRules,
                                     requestedProfiles: requested.isEmpty ? nil : requested)
+        record.policyProblems = config.policyProblems.map(\.description)
         var grants = decision.grants
         if !requested.isEmpty {
             do {

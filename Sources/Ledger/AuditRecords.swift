@@ -39,6 +39,8 @@ public struct DecisionRecord: AuditRecord {
     public var requestedProfiles: [String]?
     /// A rejected token's fingerprint (never the token).
     public var tokenFingerprint: String?
+    /// Team policy files left out (issue 18): why a team's rules could not grant this job anything.
+    public var policyProblems: [String] = []
 
     public init(subject: AuditSubject, decision: Decision, reason: String? = nil, detail: String? = nil, rules: [String]? = nil,
                 profiles: [String]? = nil, requestedProfiles: [String]? = nil, tokenFingerprint: String? = nil) {
@@ -62,6 +64,7 @@ public struct DecisionRecord: AuditRecord {
         f["profiles"] = profiles.map { .array($0.map(JSONValue.string)) }
         f["requested_profiles"] = requestedProfiles.map { .array($0.map(JSONValue.string)) }
         f["token_fingerprint"] = tokenFingerprint.map(JSONValue.string)
+        if !policyProblems.isEmpty { f["policy_problems"] = .array(policyProblems.map(JSONValue.string)) }
         return f
     }
 }

@@ -8,6 +8,8 @@ public struct RuleEvaluation: Sendable, Equatable {
     /// "ref is \"feature/x\", rule wants \"main\"", when not matched.
     public let failure: String?
     public let grants: [String]
+    /// Where the rule was written (a team's file, or the main file).
+    public let origin: RuleOrigin?
 }
 
 /// The policy's answer for a job: every rule's evaluation and the union of granted profiles.
@@ -47,7 +49,7 @@ public struct Policy: Sendable {
                     break
                 }
             }
-            evaluations.append(RuleEvaluation(rule: rule.name, matched: failure == nil, failure: failure, grants: rule.grants))
+            evaluations.append(RuleEvaluation(rule: rule.name, matched: failure == nil, failure: failure, grants: rule.grants, origin: rule.origin))
             if failure == nil { for p in rule.grants { byProfile[p, default: []].append(rule.name) } }
         }
         let grants = byProfile.keys.sorted().map { Grant(profile: $0, rules: byProfile[$0]!) }

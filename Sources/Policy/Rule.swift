@@ -45,10 +45,28 @@ public struct Rule: Sendable, Equatable {
     public let name: String
     public let conditions: [Condition]
     public let grants: [String]
-    public init(name: String, conditions: [Condition], grants: [String]) {
+    /// Where it was written: the main file, or a team's file (issue 18).
+    public let origin: RuleOrigin?
+    public init(name: String, conditions: [Condition], grants: [String], origin: RuleOrigin? = nil) {
         self.name = name
         self.conditions = conditions
         self.grants = grants
+        self.origin = origin
+    }
+}
+
+/// The file and line a rule comes from, and the team that owns it (nil: the platform's main file).
+public struct RuleOrigin: Sendable, Equatable, CustomStringConvertible {
+    public let team: String?
+    public let file: String
+    public let line: Int?
+    public init(team: String?, file: String, line: Int?) {
+        self.team = team
+        self.file = file
+        self.line = line
+    }
+    public var description: String {
+        (team.map { "team \($0), " } ?? "") + file + (line.map { ":\($0)" } ?? "")
     }
 }
 

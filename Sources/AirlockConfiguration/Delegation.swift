@@ -1,0 +1,222 @@
+import ConfigSyntax
+import Foundation
+import Identity
+import Ledger
+public import Policy
+
+/// `[[delegations]]` (issue 18): the platform team hands part of the policy to a team. The team
+/// writes its rules in its own file (`[policy] include`), inside `scope`, granting only `profiles`.
+/// Scope and profiles live in the main file, which the platform team owns: a team cannot widen its
+/// own reach by editing its file.
+public struct Delegation: Sendable, Equatable {
+    public let team: String
+    public let scope: DelegationScope
+    public let profiles: [String]
+    /// Where it is written, for messages.
+    public let origin: RuleOrigin
+}
+
+/// The namespaces a team's rules may match: GitLab namespace ids, or namespace path globs.
+public enum DelegationScope: Sendable, Equatable, CustomStringConvertible {
+    case namespaceIDs([String])
+    case namespacePaths([String])
+
+    /// The condition every one of the team's rules gets, whatever else it says.
+    public var condition: Condition {
+        switch self {
+        case .namespaceIDs(let ids): Condition(claim: "namespace_id", matcher: ids.count == 1 ? .exact(ids[0]) : .anyOf(ids.map(Matcher.exact)))
+        case .namespacePaths(let globs): Condition(claim: "namespace_path", matcher: globs.count == 1 ? Self.matcher(globs[0]) : .anyOf(globs.map(Self.matcher)))
+        }
+    }
+
+    static func matcher(_ g: String) -> Matcher { g.contains("*") || g.contains("?") ? .glob(g) : .exact(g) }
+
+    public var description: String {
+        switch self {
+        case .namespaceIDs(let ids): "namespace_id " + ids.joined(separator: ", ")
+        case .namespacePaths(let globs): "namespace_path " + globs.map(\.quoted).joined(separator: ", ")
+        }
+    }
+
+    /// The alternatives of `condition` that reach outside this scope, described; empty when it
+    /// stays inside (or says nothing about where the job is: the scope condition bounds it anyway).
+    func escapes(_ condition: Condition) -> [String] {
+        let alternatives: [Matcher]
+        if case .anyOf(let ms) = condition.matcher { alternatives = ms } else { alternatives = [condition.matcher] }
+        switch (self, condition.claim) {
+        case (.namespaceIDs(let ids), "namespace_id"):
+            return alternatives.compactMap { m in
+                if case .exact(let v) = m, ids.contains(v) { return nil }
+                return m.description
+            }
+        case (.namespacePaths(let globs), "namespace_path"):
+            return alternatives.compactMap { m in Self.pathInside(m, globs, project: false) ? nil : m.description }
+        case (.namespacePaths(let globs), "project_path"):
+            return alternatives.compactMap { m in Self.pathInside(m, globs, project: true) ? nil : m.description }
+        default:
+            return []
+        }
+    }
+
+    /// Whether every namespace (or every project's namespace, for `project`) `m` accepts is one a
+    /// scope glob matches. Conservative: what cannot be shown inside is outside.
+    static func pathInside(_ m: Matcher, _ globs: [String], project: Bool) -> Bool {
+        func namespaceOf(_ path: String) -> String? {
+            guard let slash = path.lastIndex(of: "/") else { return nil }
+            return String(path[..<slash])
+        }
+        switch m {
+        case .exact(let v):
+            guard let ns = project ? namespaceOf(v) : v else { return false }
+            return globs.contains { DelegationScope.matcher($0).matches(ns) }
+        case .glob(let p):
+            if !project && globs.contains(p) { return true }
+            // Everything `p` matches starts with its text before the first wildcard.
+            let fixed = String(p.prefix { $0 != "*" && $0 != "?" })
+            let rest = p.dropFirst(fixed.count)
+            for g in globs {
+                if g.hasSuffix("/**") {
+                    let base = String(g.dropLast(2))  // "X/"
+                    // A namespace under X/: for a project, its namespace must also start with X/
+                    // (one more "/" after X/ in the fixed part).
+                    if fixed.hasPrefix(base) && (!project || fixed.dropFirst(base.count).contains("/")) { return true }
+                } else if project && !g.contains("*") && !g.contains("?") {
+                    // Projects directly in namespace g: "g/<one segment>".
+                    if fixed.hasPrefix(g + "/") && !fixed.dropFirst(g.count + 1).contains("/") && !rest.contains("/") && !rest.contains("**") { return true }
+                }
+            }
+            return false
+        case .bool, .anyOf:
+            return false
+        }
+    }
+}
+
+/// A team's file that could not be used: its rules (all of that team's) are left out, and this
+/// says why, in `airlock check` and in each decision's audit record.
+public struct PolicyProblem: Sendable, Equatable, CustomStringConvertible {
+    public let team: String?
+    public let file: String
+    public let message: String
+    public var description: String { (team.map { "team \($0): " } ?? "") + message }
+}
+
+extension AirlockConfig {
+    /// `[policy]`: `include`, absolute globs of team files.
+    static func parsePolicy(_ c: inout TOMLCursor) throws(ConfigError) -> [String] {
+        let include = try c.stringArray("include") ?? []
+        for g in include where !g.hasPrefix("/") || g.split(separator: "/").contains("..") {
+            throw c.error("include", "must list absolute paths or globs without '..', e.g. \"/etc/airlock/policy.d/*.toml\", got \(g.quoted)")
+        }
+        try c.finish()
+        return include
+    }
+
+    /// `[[delegations]]`.
+    static func parseDelegations(_ cursors: [TOMLCursor], profiles: [String: ProfileSpec]) throws(ConfigError) -> [Delegation] {
+        var out: [Delegation] = []
+        for var c in cursors {
+            let team = try c.requiredString("team", hint: "the team's name, as its files say team = \"...\"")
+            guard TOMLCursor.matches(team, "^[a-z0-9][a-z0-9_.-]{0,62}$") else {
+                throw c.error("team", "must be lower-case letters, digits, '-', '_' or '.', got \(team.quoted)")
+            }
+            guard !out.contains(where: { $0.team == team }) else { throw c.error("team", "team \(team.quoted) is delegated twice") }
+            let ids = c.raw("namespace_id")
+            let paths = c.raw("namespace_path")
+            let scope: DelegationScope
+            switch (ids, paths) {
+            case (.some, .some), (nil, nil):
+                throw c.error(nil, "delegation \(team.quoted) needs exactly one scope: namespace_id (a GitLab group id or a list of them) or namespace_path (a path or glob, or a list)")
+            case (.some(let node), nil):
+                guard let list = Self.scopeValues(node, ints: true), !list.isEmpty else {
+                    throw c.error("namespace_id", "must be a group id or a non-empty list of ids, e.g. 42 or [42, 43]")
+                }
+                scope = .namespaceIDs(list)
+            case (nil, .some(let node)):
+                guard let list = Self.scopeValues(node, ints: false), !list.isEmpty,
+                      list.allSatisfy({ !$0.isEmpty && !$0.hasPrefix("*") && !$0.hasPrefix("/") }) else {
+                    throw c.error("namespace_path", "must be a group path or glob under one, or a non-empty list, e.g. \"payments\" or [\"payments\", \"payments/**\"] (a glob may not start with '*')")
+                }
+                scope = .namespacePaths(list)
+            }
+            guard let granted = try c.stringArray("profiles"), !granted.isEmpty else {
+                throw c.error("profiles", "is required: the profiles the team's rules may grant, e.g. [\"payments-deploy\"]")
+            }
+            for p in granted where profiles[p] == nil {
+                throw c.error("profiles", "profile \(p.quoted) is not defined (defined: \(profiles.keys.sorted().joined(separator: ", ")))")
+            }
+            _ = try c.string("description")
+            try c.finish()
+            out.append(Delegation(team: team, scope: scope, profiles: granted, origin: RuleOrigin(team: nil, file: c.file, line: c.index.line(of: c.path))))
+        }
+        return out
+    }
+
+    static func scopeValues(_ node: TOMLNode, ints: Bool) -> [String]? {
+        func one(_ n: TOMLNode) -> String? {
+            switch n {
+            case .int(let i) where ints && i > 0: String(i)
+            case .string(let s) where !ints: s
+            default: nil
+            }
+        }
+        if case .array(let items) = node {
+            let values = items.compactMap(one)
+            return values.count == items.count ? values : nil
+        }
+        return one(node).map { [$0] }
+    }
+
+    /// The team files `include` names, sorted (a glob's matches in name order).
+    static func includedFiles(_ include: [String]) -> [String] {
+        var out: [String] = []
+        for pattern in include {
+            var g = glob_t()
+            defer { globfree(&g) }
+            guard glob(pattern, 0, nil, &g) == 0 else { continue }
+            for i in 0..<Int(g.gl_pathc) {
+                if let p = g.gl_pathv[i].map({ String(cString: $0) }), !out.contains(p) { out.append(p) }
+            }
+        }
+        return out.sorted()
+    }
+
+    /// Reads every team file: the rules of each team whose files all pass, each bound to its scope;
+    /// a problem for each file that does not, and none of that team's rules.
+    static func loadTeamRules(_ files: [String], delegations: [Delegation], profiles: [String: ProfileSpec],
+                              mainRules: [Rule], warnings: inout [String]) -> (rules: [Rule], problems: [PolicyProblem]) {
+        var byTeam: [String: [Rule]] = [:]
+        var failedTeams = Set<String>()
+        var problems: [PolicyProblem] = []
+        var names = Set(mainRules.map(\.name))
+        for file in files {
+            var team: String?
+            do throws(ConfigError) {
+                if let st = Files.status(file, follow: true), st.mode & 0o022 != 0 {
+                    throw ConfigError(message: "\(file): is writable by group or others (mode \(String(st.mode & 0o777, radix: 8))): a policy file grants credentials; chmod go-w \(file)")
+                }
+                guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+                    throw ConfigError(message: "\(file): cannot be read as UTF-8 text")
+                }
+                var top = try TOMLCursor.parse(source: text, file: file)
+                let name = try top.requiredString("team", hint: "the team this file belongs to, as delegated in the main file's [[delegations]]")
+                team = name
+                guard let d = delegations.first(where: { $0.team == name }) else {
+                    throw top.error("team", "team \(name.quoted) has no [[delegations]] entry in the main configuration (delegated: \(delegations.map(\.team).sorted().joined(separator: ", ")))")
+                }
+                _ = try top.string("description")
+                var teamWarnings: [String] = []
+                let rules = try parseRules(try top.tableArray("rules"), profiles: profiles, warnings: &teamWarnings, delegation: d, takenNames: names)
+                try top.finish(allowed: ["team", "description", "rules"])
+                names.formUnion(rules.map(\.name))
+                warnings += teamWarnings
+                byTeam[name, default: []] += rules
+            } catch {
+                if let team { failedTeams.insert(team) }
+                problems.append(PolicyProblem(team: team, file: file, message: error.message + "; this team's rules are left out until it is fixed"))
+            }
+        }
+        let rules = byTeam.keys.sorted().filter { !failedTeams.contains($0) }.flatMap { byTeam[$0]! }
+        return (rules, problems)
+    }
+}
