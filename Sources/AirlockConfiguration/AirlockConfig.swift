@@ -235,7 +235,7 @@ public struct AirlockConfig: Sendable {
         var rules = try parseRules(try top.tableArray("rules"), profiles: profiles, warnings: &warnings)
         // Issue 18: teams' files, within what the platform team delegated to each.
         var include: [String] = []
-        if var p = try top.table("policy") { include = try parsePolicy(&p) }
+        if var p = try top.table("policy") { include = try parsePolicy(&p, mainFile: path) }
         let delegations = try parseDelegations(try top.tableArray("delegations"), profiles: profiles)
         let teamFiles = includedFiles(include)
         let team = loadTeamRules(teamFiles, delegations: delegations, profiles: profiles, mainRules: rules, warnings: &warnings)

@@ -102,14 +102,16 @@ public struct PolicyProblem: Sendable, Equatable, CustomStringConvertible {
 }
 
 extension AirlockConfig {
-    /// `[policy]`: `include`, absolute globs of team files.
-    static func parsePolicy(_ c: inout TOMLCursor) throws(ConfigError) -> [String] {
+    /// `[policy]`: `include`, globs of team files: absolute, or relative to the main file's directory
+    /// (so that two checkouts of a policy repository can be compared with `airlock policy diff`).
+    static func parsePolicy(_ c: inout TOMLCursor, mainFile: String) throws(ConfigError) -> [String] {
         let include = try c.stringArray("include") ?? []
-        for g in include where !g.hasPrefix("/") || g.split(separator: "/").contains("..") {
-            throw c.error("include", "must list absolute paths or globs without '..', e.g. \"/etc/airlock/policy.d/*.toml\", got \(g.quoted)")
+        for g in include where g.isEmpty || g.split(separator: "/").contains("..") {
+            throw c.error("include", "must list paths or globs without '..', e.g. \"/etc/airlock/policy.d/*.toml\" or \"teams/*.toml\" (relative to this file), got \(g.quoted)")
         }
         try c.finish()
-        return include
+        let base = (mainFile as NSString).deletingLastPathComponent
+        return include.map { $0.hasPrefix("/") ? $0 : (base.isEmpty ? "." : base) + "/" + $0 }
     }
 
     /// `[[delegations]]`.

@@ -16,6 +16,8 @@ public protocol ProviderSettings: Sendable {
     var airlockAudience: String? { get }
     /// The JWS algorithms the provider verifies an external token with; nil: any Airlock signs with.
     var airlockAlgorithms: [String]? { get }
+    /// Where it is, for `airlock policy export` (Vault's address, the OAuth token endpoint).
+    var target: [String: String] { get }
 }
 
 public struct SecretFileProblem: Error, Sendable {
@@ -29,6 +31,7 @@ extension ProviderSettings {
     public func checkSecretFile(_ path: String) async -> Result<String, SecretFileProblem> { .success("present") }
     public var airlockAudience: String? { nil }
     public var airlockAlgorithms: [String]? { nil }
+    public var target: [String: String] { [:] }
 }
 
 /// The provider-specific part of a `[profiles.NAME]`, as its kind read it.
@@ -37,11 +40,15 @@ public protocol ProfileSettings: Sendable {
     var airlockAudience: String? { get }
     /// Whether issuing it presents the job's identity at all (an OAuth client_credentials grant does not).
     var presentsJobIdentity: Bool { get }
+    /// What it reaches, for `airlock policy export` and a portal: the role, tenant and app, service
+    /// account, Vault role and paths... ({claim} templates as written).
+    var target: [String: String] { get }
 }
 
 extension ProfileSettings {
     public var airlockAudience: String? { nil }
     public var presentsJobIdentity: Bool { true }
+    public var target: [String: String] { [:] }
 }
 
 /// Which identity a provider is shown (issue 17): GitLab's ID token as the job brought it, or a

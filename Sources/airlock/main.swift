@@ -14,7 +14,7 @@ struct Airlock: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Airlock: scoped, short-lived cloud credentials for GitLab CI jobs (a custom executor).",
         version: airlockVersion,
-        subcommands: [Check.self, Explain.self, Sweep.self, MetricsCommand.self, Mask.self, IssuerCommand.self])
+        subcommands: [Check.self, Explain.self, Sweep.self, MetricsCommand.self, Mask.self, IssuerCommand.self, PolicyCommand.self])
 }
 
 /// Writes to stdout unbuffered, so that it interleaves correctly with the job log the simulator streams.
@@ -240,6 +240,69 @@ struct IssuerCommand: AsyncParsableCommand {
                publish again, and remove \(s.signingKeyFile).
             airlock check compares the served documents with the configured keys at every step.
             """)
+        }
+    }
+}
+
+/// `airlock policy`: the effective policy for portals and reviewers (issue 18).
+struct PolicyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "policy",
+        abstract: "Export the effective policy (JSON) and show what a policy change grants or takes away.",
+        subcommands: [Export.self, Diff.self])
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write the effective policy: rules with their team and file, scopes, profiles and what each reaches.",
+            discussion: "Deterministic (sorted keys, rules in policy order): commit it beside the policy and diff it.")
+
+        @Option(help: "The Airlock configuration.")
+        var config: String = AirlockConfig.defaultPath
+
+        @Option(help: "json (the default) or backstage (catalog entities, YAML).")
+        var format: String = "json"
+
+        @Option(help: "Write to this file instead of standard output.")
+        var out: String?
+
+        func run() throws {
+            let c = try AirlockConfig.load(path: config)
+            let data: Data
+            switch format {
+            case "json": data = PolicyExport.json(c)
+            case "backstage": data = Data(BackstageExport.yaml(c).utf8)
+            default: throw ValidationError("--format must be json or backstage, got \(format)")
+            }
+            if let out {
+                try data.write(to: URL(fileURLWithPath: out), options: .atomic)
+            } else {
+                FileHandle.standardOutput.write(data)
+            }
+            for p in c.policyProblems { FileHandle.standardError.write(Data("airlock: left out: \(p)\n".utf8)) }
+        }
+    }
+
+    struct Diff: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show, per project and ref class, which profiles a policy change grants or takes away.",
+            discussion: "OLD and NEW are main configuration files (with their team files, through [policy] include; relative includes resolve against each file's directory, so two checkouts of a policy repository compare). Exit 0: no change; 1: changes.")
+
+        @Argument(help: "The configuration before the change.")
+        var old: String
+
+        @Argument(help: "The configuration after the change.")
+        var new: String
+
+        func run() throws {
+            let before = try AirlockConfig.load(path: old), after = try AirlockConfig.load(path: new)
+            for p in after.policyProblems { print("left out in NEW: \(p)") }
+            let changes = PolicyDiff.changes(old: before.policy, new: after.policy)
+            if changes.isEmpty {
+                print("no grant changes")
+                return
+            }
+            for c in changes { print(c.line) }
+            throw ExitCode(1)
         }
     }
 }

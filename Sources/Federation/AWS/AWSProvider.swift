@@ -12,6 +12,13 @@ public struct AWSRoleProfile: ProfileSettings {
     public var policyARNs: [String]
     public var region: String
 
+    public var target: [String: String] {
+        var t = ["role_arn": roleARN, "region": region, "max_duration_seconds": String(Int(maxDuration))]
+        if !policyARNs.isEmpty { t["policy_arns"] = policyARNs.joined(separator: ",") }
+        if sessionPolicy != nil { t["session_policy"] = "inline" }
+        return t
+    }
+
     public init(roleARN: String, sessionName: String, maxDuration: Double, sessionPolicy: String?, policyARNs: [String], region: String) {
         self.roleARN = roleARN
         self.sessionName = sessionName

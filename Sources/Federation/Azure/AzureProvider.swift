@@ -50,6 +50,13 @@ public struct AzureProfile: ProfileSettings {
     /// The job variable that receives the access token.
     public var variable: String
 
+    public var target: [String: String] {
+        var t = ["tenant_id": tenantID, "client_id": clientID, "scope": resource.scope]
+        if let keyVaultURL { t["key_vault"] = keyVaultURL }
+        if !keyVaultSecrets.isEmpty { t["key_vault_secrets"] = keyVaultSecrets.values.sorted().joined(separator: ",") }
+        return t
+    }
+
     public init(tenantID: String, clientID: String, resource: AzureResource, keyVaultURL: String? = nil,
                 keyVaultSecrets: [String: String] = [:], variable: String = "AZURE_ACCESS_TOKEN") {
         self.tenantID = tenantID

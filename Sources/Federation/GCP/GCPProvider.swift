@@ -26,6 +26,13 @@ public struct GCPProfile: ProfileSettings {
         self.projectID = projectID
     }
 
+    public var target: [String: String] {
+        var t = ["workload_identity_provider": workloadIdentityProvider, "scopes": scopes.joined(separator: ",")]
+        if let serviceAccount { t["service_account"] = serviceAccount }
+        if let projectID { t["project_id"] = projectID }
+        return t
+    }
+
     /// A pool provider without allowed audiences accepts its own resource name with `https:`.
     public var airlockAudience: String? { "https:" + workloadIdentityProvider }
 

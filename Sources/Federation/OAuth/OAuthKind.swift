@@ -64,6 +64,8 @@ public struct OAuthSettings: ProviderSettings {
     /// server accepts it: Auth0 does not).
     public var assertionAlgorithm: String
 
+    public var target: [String: String] { ["token_endpoint": tokenEndpoint] }
+
     /// The token endpoint's origin (scheme, host and port): the server Airlock's token is for.
     public var airlockAudience: String? {
         guard let u = URLComponents(string: tokenEndpoint), let scheme = u.scheme, let host = u.host else { return nil }

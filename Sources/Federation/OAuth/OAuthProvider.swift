@@ -24,6 +24,13 @@ public struct OAuthProfile: ProfileSettings {
     public var variable: String
     /// Ask the introspection endpoint whether the token is active before handing it out.
     public var introspect: Bool
+    public var target: [String: String] {
+        var t = ["grant": grant.rawValue]
+        if let audience { t["audience"] = audience }
+        if let scope { t["scope"] = scope }
+        return t
+    }
+
     /// Only token exchange sends the job's identity (as the subject token).
     public var presentsJobIdentity: Bool { grant == .tokenExchange }
 

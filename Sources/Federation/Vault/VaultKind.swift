@@ -49,4 +49,7 @@ public struct VaultSettings: ProviderSettings {
     public var address: String
     public var authMount: String
     public var namespace: String?
+    public var target: [String: String] {
+        ["address": address, "auth_mount": authMount].merging(namespace.map { ["namespace": $0] } ?? [:]) { a, _ in a }
+    }
 }

@@ -19,6 +19,14 @@ public struct VaultProfile: ProfileSettings {
     /// Deliver a child token (VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE) with a TTL bounded by the job timeout.
     public var token: Bool
 
+    public var target: [String: String] {
+        var t = ["role": role]
+        if let secret { t["secret"] = secret }
+        if let kv { t["kv"] = kv }
+        if token { t["token"] = "true" }
+        return t
+    }
+
     public init(role: String, secret: String?, secretParams: [String: String] = [:], kv: String?, env: [String: String], token: Bool) {
         self.role = role
         self.secret = secret
