@@ -90,4 +90,29 @@ struct DelegatedPolicyEndToEndTests {
         #expect(outside.stdout.contains("rule \"api main\" (team api, \(apiFile):3): not matched: namespace_path is \"elsewhere\", rule wants \"platform\""), "\(outside.stdout)")
         #expect(outside.stdout.contains("granted profiles: (none)"))
     }
+
+    /// Parts 2 and 3 through the installed CLI: the example policy's export is the committed one
+    /// (JSON and Backstage), and `policy diff` exits 0 without changes and 1 with them, naming them.
+    @Test func theCLIExportsAndDiffsTheExamplePolicy() throws {
+        let world = try TestWorld()
+        let example = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("docs/example-policy").path
+        let json = world.run(["policy", "export", "--config", example + "/airlock.toml"])
+        let committedJSON = try String(contentsOfFile: example + "/export.json", encoding: .utf8)
+        let committedYAML = try String(contentsOfFile: example + "/backstage.yaml", encoding: .utf8)
+        #expect(json.code == 0 && json.stdout == committedJSON, "\(json.stderr)")
+        let yaml = world.run(["policy", "export", "--config", example + "/airlock.toml", "--format", "backstage"])
+        #expect(yaml.code == 0 && yaml.stdout == committedYAML, "\(yaml.stderr)")
+        let copy = world.root + "/policy-new"
+        try FileManager.default.copyItem(atPath: example, toPath: copy)
+        let same = world.run(["policy", "diff", example + "/airlock.toml", copy + "/airlock.toml"])
+        #expect(same.code == 0 && same.stdout == "no grant changes\n", "\(same.stdout)\(same.stderr)")
+        try String(contentsOfFile: copy + "/teams/search.toml", encoding: .utf8).replacingOccurrences(of: "ref_protected = true", with: "ref_protected = false")
+            .write(toFile: copy + "/teams/search.toml", atomically: true, encoding: .utf8)
+        let changed = world.run(["policy", "diff", example + "/airlock.toml", copy + "/airlock.toml"])
+        #expect(changed.code == 1, "\(changed.stdout)\(changed.stderr)")
+        #expect(changed.stdout.contains("project search/indexer, unprotected branch: + search-gcs (rule \"search indexer, protected branches\", team search)\n"), "\(changed.stdout)")
+        let unknown = world.run(["policy", "export", "--config", example + "/airlock.toml", "--format", "csv"])
+        #expect(unknown.code != 0 && unknown.stderr.contains("--format must be json or backstage"), "\(unknown.stderr)")
+    }
 }

@@ -41,6 +41,8 @@ struct HostileJobTests {
         let runnerKeyring: Int?
         let keyFile: String
         let runnerConfig: String
+        /// A team's policy file (issue 18), readable by others as team files usually are: hidden all the same.
+        let teamPolicy: String
         var victim: SimulatedJob
         var victimResult: SimulationResult?
         private var victimThread: Thread?
@@ -68,6 +70,16 @@ struct HostileJobTests {
             chmod(issuerKey, 0o600)
             FileManager.default.createFile(atPath: runnerConfig, contents: Data("[[runners]]\ntoken = \"glrt-runner-secret-token\"\n".utf8),
                                            attributes: [.posixPermissions: 0o644])
+            teamPolicy = "\(base)-policy/victims.toml"
+            try FileManager.default.createDirectory(atPath: (teamPolicy as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: teamPolicy, contents: Data("""
+            team = "victims"
+
+            [[rules]]
+            name = "the victims' own rule"
+            project_id = \(HostileJobTests.victimProject)
+            grant = ["victim-env"]
+            """.utf8), attributes: [.posixPermissions: 0o644])
             world = try TestWorld(runnerExtra: "hide = [\"\((runnerConfig as NSString).deletingLastPathComponent)\"]", extra: """
             [gitlab]
             issuer = "\(issuer.issuer)"
@@ -76,6 +88,14 @@ struct HostileJobTests {
             [issuer]
             url = "http://127.0.0.1:9"
             signing_key_file = "\(issuerKey)"
+
+            [policy]
+            include = ["\((teamPolicy as NSString).deletingLastPathComponent)/*.toml"]
+
+            [[delegations]]
+            team = "victims"
+            namespace_id = 7
+            profiles = ["victim-env"]
 
             \(PeerTables.aws(moto: moto, region: "eu-west-1"))
             [providers.azure]
@@ -131,7 +151,7 @@ struct HostileJobTests {
         }
 
         deinit {
-            for d in [keyFile, runnerConfig] { try? FileManager.default.removeItem(atPath: (d as NSString).deletingLastPathComponent) }
+            for d in [keyFile, runnerConfig, teamPolicy] { try? FileManager.default.removeItem(atPath: (d as NSString).deletingLastPathComponent) }
         }
 
         /// The victim's host builds dir, found once it is ready (later jobs of project 42 have their own).
@@ -175,7 +195,7 @@ struct HostileJobTests {
             let id = "\(victim.jobID)"
             let state = "\(world.stateDir)/jobs/\(id)"
             var f = ["VICTIM_JOB": id, "STATE": world.stateDir, "CFG": world.configPath, "AUDIT": world.auditLog,
-                     "RUNNER_TMP": world.runnerTemp, "KEY": keyFile, "ISSUER_KEY": (keyFile as NSString).deletingLastPathComponent + "/issuer.pem", "RUNNER_CONF": runnerConfig,
+                     "RUNNER_TMP": world.runnerTemp, "KEY": keyFile, "TEAM_POLICY": teamPolicy, "ISSUER_KEY": (keyFile as NSString).deletingLastPathComponent + "/issuer.pem", "RUNNER_CONF": runnerConfig,
                      "BUILDS_ROOT": "\(world.root)/builds", "CACHE_ROOT": "\(world.root)/cache",
                      "VICTIM_BUILDS_HOST": victimBuilds ?? "/nonexistent", "SECRETS_ROOT": secretsRoot,
                      "VICTIM_HOME_HOST": "\(world.root)/homes/job-\(id)", "HOMES_ROOT": "\(world.root)/homes"]
@@ -273,6 +293,7 @@ struct HostileJobTests {
         Attack(name: "audit-log", script: [#"probe audit-log 'cat "$AUDIT"; ls -A "$(dirname "$AUDIT")"'"#]),
         Attack(name: "oauth-private-key", script: [#"probe oauth-private-key 'cat "$KEY"'"#]),
         Attack(name: "issuer-signing-key", script: [#"probe issuer-signing-key 'cat "$ISSUER_KEY"'"#]),
+        Attack(name: "team-policy-file", script: [#"probe team-policy-file 'cat "$TEAM_POLICY"'"#]),
         Attack(name: "runner-config", script: [#"probe runner-config 'cat "$RUNNER_CONF"'"#]),
         Attack(name: "shadow-and-root", victim: false, script: [#"probe shadow-and-root 'cat /etc/shadow; ls -A /root'"#]),
         // -- the host's cloud identity (a stand-in metadata service on lo; see MetadataService)
