@@ -18,10 +18,14 @@ public enum BackstageExport {
     /// Each entity as a dictionary (what the tests check against the catalog schema).
     public static func entities(_ config: AirlockConfig, owner: String = "platform") -> [[String: Any]] {
         var out: [[String: Any]] = []
+        func group(_ team: String) -> String { "group:default/" + entityName(team) }
+        // The owner of what is not delegated, and the teams' parent.
+        out.append(entity("Group", name: owner, description: "Owns Airlock's main policy: providers, profiles and delegations",
+                          annotations: [:], spec: ["type": "team", "children": config.delegations.map { group($0.team) }.sorted()]))
         for d in config.delegations.sorted(by: { $0.team < $1.team }) {
             out.append(entity("Group", name: d.team, description: "Airlock delegation: rules in \(d.scope), granting \(d.profiles.joined(separator: ", "))",
                               annotations: ["airlock.dev/scope": d.scope.description, "airlock.dev/profiles": d.profiles.joined(separator: ",")],
-                              spec: ["type": "team", "children": [String]()]))
+                              spec: ["type": "team", "children": [String](), "parent": group(owner)]))
         }
         for (name, p) in config.profiles.sorted(by: { $0.key < $1.key }) {
             let spec = config.providers[p.provider]
@@ -30,7 +34,7 @@ public enum BackstageExport {
             for (k, v) in (spec?.settings.target ?? [:]).merging(p.settings.target, uniquingKeysWith: { _, b in b }) { annotations["airlock.dev/\(k.replacingOccurrences(of: "_", with: "-"))"] = v }
             out.append(entity("Resource", name: name, description: "Airlock profile \(name) (\(spec?.typeName ?? "?") via [providers.\(p.provider)])",
                               annotations: annotations,
-                              spec: ["type": resourceType(spec?.typeName), "owner": "group:default/" + (team ?? owner)]))
+                              spec: ["type": resourceType(spec?.typeName), "owner": group(team ?? owner)]))
         }
         var projects: [String: (annotations: [String: String], owner: String, profiles: Set<String>, rules: [String])] = [:]
         for rule in config.policy.rules {
@@ -45,8 +49,8 @@ public enum BackstageExport {
                 if c.claim == "project_id" { ids += values }
                 if c.claim == "project_path" { slugs += values }
             }
-            for (key, value, annotation) in ids.map({ ("gitlab-project-\($0)", $0, "gitlab.com/project-id") }) + slugs.map({ (slugName($0), $0, "gitlab.com/project-slug") }) {
-                var p = projects[key] ?? ([annotation: value], "group:default/" + (rule.origin?.team ?? owner), [], [])
+            for (key, value, annotation) in ids.map({ (entityName("gitlab-project-\($0)"), $0, "gitlab.com/project-id") }) + slugs.map({ (entityName(slugName($0)), $0, "gitlab.com/project-slug") }) {
+                var p = projects[key] ?? ([annotation: value], group(rule.origin?.team ?? owner), [], [])
                 p.profiles.formUnion(rule.grants)
                 p.rules.append(rule.name)
                 projects[key] = p
@@ -56,7 +60,7 @@ public enum BackstageExport {
             out.append(entity("Component", name: key, description: "GitLab project granted by Airlock rules: \(p.rules.joined(separator: "; "))",
                               annotations: p.annotations,
                               spec: ["type": "service", "lifecycle": "production", "owner": p.owner,
-                                     "dependsOn": p.profiles.sorted().map { "resource:default/\($0)" }]))
+                                     "dependsOn": p.profiles.sorted().map { "resource:default/" + entityName($0) }]))
         }
         return out
     }

@@ -35,6 +35,24 @@ public enum PolicyDiff {
         let claims: [String: String]
     }
 
+    /// Rules added, removed or changed (conditions or grants), by name: what the synthetic jobs may miss
+    /// (conditions on claims they do not carry) still shows.
+    public static func ruleChanges(old: Policy, new: Policy) -> [String] {
+        var out: [String] = []
+        let before = Dictionary(old.rules.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        let after = Dictionary(new.rules.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        for name in Set(before.keys).union(after.keys).sorted() {
+            switch (before[name], after[name]) {
+            case (nil, let r?): out.append("rule added: \(name.debugDescription) grants \(r.grants.joined(separator: ", "))")
+            case (let r?, nil): out.append("rule removed: \(name.debugDescription) granted \(r.grants.joined(separator: ", "))")
+            case (let a?, let b?) where a.conditions != b.conditions || a.grants != b.grants:
+                out.append("rule changed: \(name.debugDescription)" + (a.grants != b.grants ? " grants \(a.grants.joined(separator: ", ")) → \(b.grants.joined(separator: ", "))" : " (conditions)"))
+            default: break
+            }
+        }
+        return out
+    }
+
     public static func changes(old: Policy, new: Policy) -> [Change] {
         let rules = old.rules + new.rules
         var out: [Change] = []
@@ -76,7 +94,15 @@ public enum PolicyDiff {
     static func projects(_ rules: [Rule]) -> [Subject] {
         var out: [String: Subject] = [:]
         for rule in rules {
-            let byClaim = Dictionary(rule.conditions.map { ($0.claim, samples($0.matcher)) }, uniquingKeysWith: { a, _ in a })
+            // Each claim's sample values that satisfy every condition on that claim (a team's rule has
+            // its scope and its own namespace condition).
+            var byClaim: [String: [String]] = [:]
+            for claim in Set(rule.conditions.map(\.claim)) {
+                let conditions = rule.conditions.filter { $0.claim == claim }
+                let candidates = conditions.flatMap { samples($0.matcher) }
+                let all = candidates.filter { v in conditions.allSatisfy { $0.matcher.matches(v) } }
+                byClaim[claim] = Array(Set(all.isEmpty ? candidates : all)).sorted()
+            }
             let ids = byClaim["project_id"] ?? []
             let paths = byClaim["project_path"] ?? []
             let nsIDs = byClaim["namespace_id"] ?? []
@@ -86,7 +112,7 @@ public enum PolicyDiff {
                 for path in paths.isEmpty ? [nil] : paths.map(Optional.some) {
                     for nsID in nsIDs.isEmpty ? [nil] : nsIDs.map(Optional.some) {
                         for nsPath in nsPaths.isEmpty ? [nil] : nsPaths.map(Optional.some) {
-                            let namespacePath = nsPath ?? path.map { ($0 as NSString).deletingLastPathComponent }
+                            let namespacePath = path.map { ($0 as NSString).deletingLastPathComponent } ?? nsPath
                             var claims: [String: String] = [:]
                             claims["project_id"] = id ?? "0"
                             claims["project_path"] = path ?? namespacePath.map { $0 + "/any-project" } ?? "any/any-project"
@@ -94,7 +120,7 @@ public enum PolicyDiff {
                             claims["namespace_path"] = namespacePath ?? "any"
                             var label = id.map { "project \($0)" } ?? path.map { "project \($0)" } ?? "any project"
                             if id != nil, let path { label += " (\(path))" }
-                            if id == nil && path == nil {
+                            if path == nil, nsID != nil || nsPath != nil {
                                 label += " in namespace " + [nsID, nsPath].compactMap { $0 }.joined(separator: " ")
                             }
                             out[label] = Subject(label: label, claims: claims)

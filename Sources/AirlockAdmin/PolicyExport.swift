@@ -40,7 +40,7 @@ public enum PolicyExport {
         let delegations: [[String: Any]] = config.delegations.map { d in
             ["team": d.team, "scope": scope(d.scope), "profiles": d.profiles, "file": file(d.origin.file), "line": d.origin.line ?? NSNull()]
         }
-        let problems: [[String: Any]] = config.policyProblems.map { ["team": $0.team ?? NSNull(), "file": file($0.file), "message": $0.message] }
+        let problems: [[String: Any]] = config.policyProblems.map { ["team": $0.team ?? NSNull(), "file": file($0.file), "message": $0.message.replacingOccurrences(of: base, with: "")] }
         return ["airlock_policy_export": formatVersion, "profiles": profiles, "rules": rules, "delegations": delegations, "problems": problems]
     }
 

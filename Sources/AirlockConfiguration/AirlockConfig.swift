@@ -257,7 +257,9 @@ public struct AirlockConfig: Sendable {
         config.issuer = issuer
         config.delegations = delegations
         config.teamFiles = teamFiles
-        config.policyProblems = team.problems
+        config.policyProblems = include.filter { includedFiles([$0]).isEmpty }.map {
+            PolicyProblem(team: nil, file: $0, message: "[policy] include \($0.quoted) matches no file: no team's rules are read from it")
+        } + team.problems
         return config
     }
 

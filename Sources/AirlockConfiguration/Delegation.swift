@@ -136,8 +136,8 @@ extension AirlockConfig {
                 scope = .namespaceIDs(list)
             case (nil, .some(let node)):
                 guard let list = Self.scopeValues(node, ints: false), !list.isEmpty,
-                      list.allSatisfy({ !$0.isEmpty && !$0.hasPrefix("*") && !$0.hasPrefix("/") }) else {
-                    throw c.error("namespace_path", "must be a group path or glob under one, or a non-empty list, e.g. \"payments\" or [\"payments\", \"payments/**\"] (a glob may not start with '*')")
+                      list.allSatisfy({ !$0.isEmpty && !$0.hasPrefix("*") && !$0.hasPrefix("?") && !$0.hasPrefix("/") }) else {
+                    throw c.error("namespace_path", "must be a group path or glob under one, or a non-empty list, e.g. \"payments\" or [\"payments\", \"payments/**\"] (a glob may not start with '*' or '?')")
                 }
                 scope = .namespacePaths(list)
             }
@@ -183,39 +183,78 @@ extension AirlockConfig {
         return out.sorted()
     }
 
+    /// A team file is at most this long.
+    static let maximumTeamFileBytes = 1 << 20
+
+    /// The delegation a file belongs to by where it is: any file in a directory named after the team
+    /// (`teams/payments/*.toml`), or `<team>.toml`. A file's own `team =` line must agree: what it
+    /// says never decides (a team writes its files; CODEOWNERS protects where they are).
+    static func owner(of file: String, _ delegations: [Delegation]) -> Delegation? {
+        let parent = ((file as NSString).deletingLastPathComponent as NSString).lastPathComponent
+        let base = ((file as NSString).lastPathComponent as NSString).deletingPathExtension
+        return delegations.first { $0.team == parent } ?? delegations.first { $0.team == base }
+    }
+
+    /// A team file's text: a regular file (not a symlink, device or directory), not writable by group
+    /// or others, at most `maximumTeamFileBytes`, UTF-8.
+    static func readTeamFile(_ file: String) throws(ConfigError) -> String {
+        let fd = open(file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw ConfigError(message: "\(file): cannot be opened (\(String(cString: strerror(errno)))): a team's policy is a plain file, not a symlink")
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            throw ConfigError(message: "\(file): is not a regular file: a team's policy is a plain file")
+        }
+        guard st.st_mode & 0o022 == 0 else {
+            throw ConfigError(message: "\(file): is writable by group or others (mode \(String(st.st_mode & 0o777, radix: 8))): a policy file grants credentials; chmod go-w \(file)")
+        }
+        var data = Data()
+        var buf = [UInt8](repeating: 0, count: 65536)
+        while data.count <= maximumTeamFileBytes {
+            let n = read(fd, &buf, buf.count)
+            if n <= 0 { break }
+            data.append(contentsOf: buf[0..<n])
+        }
+        guard data.count <= maximumTeamFileBytes else { throw ConfigError(message: "\(file): is larger than \(maximumTeamFileBytes / 1024) KiB") }
+        guard let text = String(data: data, encoding: .utf8) else { throw ConfigError(message: "\(file): is not UTF-8 text") }
+        return text
+    }
+
     /// Reads every team file: the rules of each team whose files all pass, each bound to its scope;
-    /// a problem for each file that does not, and none of that team's rules.
+    /// a problem for each file that does not, and none of that team's rules. A file belongs to the
+    /// team its place names (`owner(of:)`), so a broken or hostile file can only take its own team's
+    /// rules out. Rule names are the team's own (`payments/<name>`): one team's names cannot clash
+    /// with another's.
     static func loadTeamRules(_ files: [String], delegations: [Delegation], profiles: [String: ProfileSpec],
                               mainRules: [Rule], warnings: inout [String]) -> (rules: [Rule], problems: [PolicyProblem]) {
         var byTeam: [String: [Rule]] = [:]
         var failedTeams = Set<String>()
         var problems: [PolicyProblem] = []
-        var names = Set(mainRules.map(\.name))
+        let delegated = delegations.map(\.team).sorted().joined(separator: ", ")
         for file in files {
-            var team: String?
+            guard let d = owner(of: file, delegations) else {
+                problems.append(PolicyProblem(team: nil, file: file, message: "\(file): belongs to no delegated team: a team's file is <team>.toml or in a directory named after the team (delegated: \(delegated)); it is not read"))
+                continue
+            }
             do throws(ConfigError) {
-                if let st = Files.status(file, follow: true), st.mode & 0o022 != 0 {
-                    throw ConfigError(message: "\(file): is writable by group or others (mode \(String(st.mode & 0o777, radix: 8))): a policy file grants credentials; chmod go-w \(file)")
-                }
-                guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
-                    throw ConfigError(message: "\(file): cannot be read as UTF-8 text")
-                }
+                let text = try readTeamFile(file)
                 var top = try TOMLCursor.parse(source: text, file: file)
-                let name = try top.requiredString("team", hint: "the team this file belongs to, as delegated in the main file's [[delegations]]")
-                team = name
-                guard let d = delegations.first(where: { $0.team == name }) else {
-                    throw top.error("team", "team \(name.quoted) has no [[delegations]] entry in the main configuration (delegated: \(delegations.map(\.team).sorted().joined(separator: ", ")))")
+                let name = try top.requiredString("team", hint: "\(d.team.quoted), the team this file belongs to")
+                guard name == d.team else {
+                    throw top.error("team", "says \(name.quoted), but this file is team \(d.team.quoted)'s (by its name or directory): a file cannot speak for another team")
                 }
                 _ = try top.string("description")
                 var teamWarnings: [String] = []
-                let rules = try parseRules(try top.tableArray("rules"), profiles: profiles, warnings: &teamWarnings, delegation: d, takenNames: names)
+                let taken = Set(mainRules.map(\.name) + byTeam.values.flatMap { $0.map(\.name) })
+                let rules = try parseRules(try top.tableArray("rules"), profiles: profiles, warnings: &teamWarnings, delegation: d, takenNames: taken)
                 try top.finish(allowed: ["team", "description", "rules"])
-                names.formUnion(rules.map(\.name))
                 warnings += teamWarnings
-                byTeam[name, default: []] += rules
+                byTeam[d.team, default: []] += rules
             } catch {
-                if let team { failedTeams.insert(team) }
-                problems.append(PolicyProblem(team: team, file: file, message: error.message + "; this team's rules are left out until it is fixed"))
+                failedTeams.insert(d.team)
+                problems.append(PolicyProblem(team: d.team, file: file, message: error.message + "; this team's rules are left out until it is fixed"))
             }
         }
         let rules = byTeam.keys.sorted().filter { !failedTeams.contains($0) }.flatMap { byTeam[$0]! }

@@ -108,7 +108,9 @@ extension AirlockConfig {
         var rules: [Rule] = []
         var names = takenNames
         for var c in cursors {
-            let name = try c.requiredString("name", hint: "a name for the audit log, e.g. \"protected main of platform projects\"")
+            let written = try c.requiredString("name", hint: "a name for the audit log, e.g. \"protected main of platform projects\"")
+            // A team's rules are named within the team: "payments/<name>".
+            let name = delegation.map { "\($0.team)/\(written)" } ?? written
             guard names.insert(name).inserted else { throw c.error("name", "duplicate rule name \(name.quoted)\(delegation == nil ? "" : " (rule names are unique across the main file and every team's file)")") }
             guard let grants = try c.stringArray("grant"), !grants.isEmpty else {
                 throw c.error("grant", "is required: the profiles this rule grants, e.g. [\"deploy-prod\"]")

@@ -297,11 +297,14 @@ struct PolicyCommand: ParsableCommand {
             let before = try AirlockConfig.load(path: old), after = try AirlockConfig.load(path: new)
             for p in after.policyProblems { print("left out in NEW: \(p)") }
             let changes = PolicyDiff.changes(old: before.policy, new: after.policy)
-            if changes.isEmpty {
+            let rules = PolicyDiff.ruleChanges(old: before.policy, new: after.policy)
+            if changes.isEmpty && rules.isEmpty {
                 print("no grant changes")
                 return
             }
             for c in changes { print(c.line) }
+            if changes.isEmpty { print("no grant changes for the projects and ref classes the rules name; rules that differ:") }
+            for r in rules { print(r) }
             throw ExitCode(1)
         }
     }

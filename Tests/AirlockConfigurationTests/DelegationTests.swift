@@ -22,6 +22,7 @@ struct DelegationTests {
         @discardableResult
         func team(_ name: String, _ text: String, mode: Int = 0o644) -> String {
             let path = policyDir + "/" + name
+            try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
             FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
             return path
         }
@@ -38,7 +39,7 @@ struct DelegationTests {
         audience = "https://airlock.example.com"
 
         [policy]
-        include = ["POLICY/*.toml"]
+        include = ["POLICY/*.toml", "POLICY/*/*.toml"]
 
         [[delegations]]
         team = "payments"
@@ -106,11 +107,11 @@ struct DelegationTests {
     @Test func twoTeamsFilesTogetherEachBoundToItsScope() throws {
         let w = try World()
         let paymentsFile = w.team("payments.toml", Self.payments)
-        w.team("search.toml", Self.search)
+        w.team("search/search.toml", Self.search)
         let c = try w.load()
         #expect(c.policyProblems.isEmpty, "\(c.policyProblems)")
-        #expect(c.policy.rules.map(\.name) == ["platform admins", "payments api main", "search infra"])
-        let rule = try #require(c.policy.rules.first { $0.name == "payments api main" })
+        #expect(c.policy.rules.map(\.name) == ["platform admins", "payments/payments api main", "search/search infra"])
+        let rule = try #require(c.policy.rules.first { $0.name == "payments/payments api main" })
         #expect(rule.origin == RuleOrigin(team: "payments", file: paymentsFile, line: 3))
         #expect(c.policy.rules[0].origin?.team == nil)
         // A payments job gets its profile; the same project id in another namespace does not: the
@@ -118,7 +119,7 @@ struct DelegationTests {
         #expect(c.policy.evaluate(Self.job([:])).grants.map(\.profile) == ["payments-deploy"])
         let outside = c.policy.evaluate(Self.job(["namespace_id": "7", "namespace_path": "other"]))
         #expect(outside.grants.isEmpty)
-        #expect(outside.evaluations.first { $0.rule == "payments api main" }?.failure == #"namespace_id is "7", rule wants "42""#)
+        #expect(outside.evaluations.first { $0.rule == "payments/payments api main" }?.failure == #"namespace_id is "7", rule wants "42""#)
         // Search's scope is by path: its own group and those under it.
         let search = c.policy.evaluate(Self.job(["namespace_id": "9", "namespace_path": "search/infra", "project_path": "search/infra/indexer"]))
         #expect(search.grants.map(\.profile) == ["search-read"])
@@ -128,48 +129,82 @@ struct DelegationTests {
 
     struct BadFile: Sendable, CustomTestStringConvertible {
         let name: String
+        /// Where it is written, under the policy directory; its team by that place (nil: none).
+        let path: String
+        let team: String?
         let text: String
         let message: String
         var testDescription: String { name }
     }
 
     static let badFiles: [BadFile] = [
-        .init(name: "another namespace id", text: "team = \"payments\"\n[[rules]]\nname = \"x\"\nnamespace_id = [42, 99]\ngrant = [\"payments-deploy\"]\n",
-              message: "team.toml:4: [rules #1] namespace_id: rule \"x\" would match outside team \"payments\"'s scope (namespace_id 42): \"99\" is not inside it"),
-        .init(name: "a foreign profile", text: "team = \"payments\"\n[[rules]]\nname = \"x\"\nproject_id = 1001\ngrant = [\"prod-admin\"]\n",
-              message: "team.toml:5: [rules #1] grant: rule \"x\" grants \"prod-admin\", which is not delegated to team \"payments\""),
-        .init(name: "a path outside the search scope", text: "team = \"search\"\n[[rules]]\nname = \"x\"\nproject_path = \"payments/api\"\ngrant = [\"search-read\"]\n",
-              message: "team.toml:4: [rules #1] project_path: rule \"x\" would match outside team \"search\"'s scope (namespace_path \"search\", \"search/**\"): \"payments/api\" is not inside it"),
-        .init(name: "a glob wider than the scope", text: "team = \"search\"\n[[rules]]\nname = \"x\"\nnamespace_path = \"search*\"\ngrant = [\"search-read\"]\n",
-              message: "team.toml:4: [rules #1] namespace_path: rule \"x\" would match outside team \"search\"'s scope"),
-        .init(name: "providers in a team file", text: "team = \"payments\"\n[providers.mine]\ntype = \"aws\"\n",
-              message: "team.toml: providers: unknown key; allowed here: description, rules, team"),
-        .init(name: "a team without a delegation", text: "team = \"billing\"\n",
-              message: "team.toml:1: team: team \"billing\" has no [[delegations]] entry"),
-        .init(name: "a TOML syntax error", text: "team = \"payments\"\n[[rules]\n",
-              message: "team.toml:2: TOML syntax error"),
-        .init(name: "a rule name the main file uses", text: "team = \"payments\"\n[[rules]]\nname = \"platform admins\"\nproject_id = 1001\ngrant = [\"payments-deploy\"]\n",
-              message: "team.toml:3: [rules #1] name: duplicate rule name \"platform admins\""),
+        .init(name: "another namespace id", path: "payments/extra.toml", team: "payments",
+              text: "team = \"payments\"\n[[rules]]\nname = \"x\"\nnamespace_id = [42, 99]\ngrant = [\"payments-deploy\"]\n",
+              message: "payments/extra.toml:4: [rules #1] namespace_id: rule \"payments/x\" would match outside team \"payments\"'s scope (namespace_id 42): \"99\" is not inside it"),
+        .init(name: "a foreign profile", path: "payments/extra.toml", team: "payments",
+              text: "team = \"payments\"\n[[rules]]\nname = \"x\"\nproject_id = 1001\ngrant = [\"prod-admin\"]\n",
+              message: "payments/extra.toml:5: [rules #1] grant: rule \"payments/x\" grants \"prod-admin\", which is not delegated to team \"payments\""),
+        .init(name: "a path outside the search scope", path: "search/extra.toml", team: "search",
+              text: "team = \"search\"\n[[rules]]\nname = \"x\"\nproject_path = \"payments/api\"\ngrant = [\"search-read\"]\n",
+              message: "search/extra.toml:4: [rules #1] project_path: rule \"search/x\" would match outside team \"search\"'s scope (namespace_path \"search\", \"search/**\"): \"payments/api\" is not inside it"),
+        .init(name: "a glob wider than the scope", path: "search/extra.toml", team: "search",
+              text: "team = \"search\"\n[[rules]]\nname = \"x\"\nnamespace_path = \"search*\"\ngrant = [\"search-read\"]\n",
+              message: "search/extra.toml:4: [rules #1] namespace_path: rule \"search/x\" would match outside team \"search\"'s scope"),
+        .init(name: "providers in a team file", path: "payments/extra.toml", team: "payments",
+              text: "team = \"payments\"\n[providers.mine]\ntype = \"aws\"\n",
+              message: "payments/extra.toml: providers: unknown key; allowed here: description, rules, team"),
+        .init(name: "a file of no delegated team", path: "billing.toml", team: nil, text: "team = \"billing\"\n",
+              message: "billing.toml: belongs to no delegated team"),
+        .init(name: "a file that speaks for another team", path: "payments/takeover.toml", team: "payments",
+              text: "team = \"search\"\n[[rules]]\nname = \"x\"\nproject_path = \"search/indexer\"\ngrant = [\"search-read\"]\n",
+              message: "payments/takeover.toml:1: team: says \"search\", but this file is team \"payments\"'s (by its name or directory)"),
+        .init(name: "a TOML syntax error", path: "search/extra.toml", team: "search", text: "team = \"search\"\n[[rules]\n",
+              message: "search/extra.toml:2: TOML syntax error"),
+        .init(name: "a rule name used twice by the team", path: "payments/extra.toml", team: "payments",
+              text: "team = \"payments\"\n[[rules]]\nname = \"payments api main\"\nproject_id = 1001\ngrant = [\"payments-deploy\"]\n",
+              message: "payments/extra.toml:3: [rules #1] name: duplicate rule name \"payments/payments api main\""),
     ]
 
-    /// Each broken team file is a problem naming its file, line and rule; that team's rules (from
-    /// all its files) are left out; the other team's rules and the main file's stay.
+    /// Each broken team file is a problem naming its file, line and rule; the team its place names
+    /// loses its rules (from all its files); the other team's rules and the main file's stay. A file
+    /// can only hurt its own team: one that claims to be another team's takes only its own out.
     @Test(arguments: badFiles)
     func aBrokenTeamFileLeavesOutThatTeamsRulesOnly(_ bad: BadFile) throws {
         let w = try World()
-        let path = w.team("team.toml", bad.text)
         w.team("payments.toml", Self.payments)
-        w.team("search.toml", Self.search)
+        w.team("search/search.toml", Self.search)
+        let path = w.team(bad.path, bad.text)
         let c = try w.load()
         let problem = try #require(c.policyProblems.first, "no problem for \(bad.name)")
         #expect(c.policyProblems.count == 1 && problem.file == path)
         #expect(problem.message.hasPrefix(w.policyDir + "/" + bad.message), "\(problem.message)")
-        #expect(problem.message.contains("rules are left out"))
-        let failedTeam = problem.team
+        #expect(problem.team == bad.team)
         let teamsInEffect = Set(c.policy.rules.compactMap(\.origin?.team))
-        #expect(failedTeam.map { !teamsInEffect.contains($0) } ?? true)
+        if let failed = bad.team {
+            #expect(problem.message.contains("rules are left out"))
+            #expect(!teamsInEffect.contains(failed))
+        }
         #expect(c.policy.rules.contains { $0.name == "platform admins" })
-        for team in ["payments", "search"] where team != failedTeam { #expect(teamsInEffect.contains(team), "\(team)") }
+        for team in ["payments", "search"] where team != bad.team { #expect(teamsInEffect.contains(team), "\(team)") }
+    }
+
+    /// A symlink (here to the other team's file) or a device is not a team's policy.
+    @Test func aTeamFileMustBeAPlainFile() throws {
+        let w = try World()
+        let search = w.team("search.toml", Self.search)
+        try FileManager.default.createDirectory(atPath: w.policyDir + "/payments", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: w.policyDir + "/payments/linked.toml", withDestinationPath: search)
+        try FileManager.default.createSymbolicLink(atPath: w.policyDir + "/payments/device.toml", withDestinationPath: "/dev/zero")
+        let c = try w.load()
+        #expect(c.policyProblems.count == 2 && c.policyProblems.allSatisfy { $0.team == "payments" && $0.message.contains("a team's policy is a plain file") }, "\(c.policyProblems)")
+        #expect(c.policy.rules.contains { $0.origin?.team == "search" } && !c.policy.rules.contains { $0.origin?.team == "payments" })
+    }
+
+    @Test func anIncludeThatMatchesNothingIsReported() throws {
+        let w = try World()
+        let c = try w.load()
+        #expect(c.policyProblems.map(\.message) == ["[policy] include \"\(w.policyDir)/*.toml\" matches no file: no team's rules are read from it",
+                                                     "[policy] include \"\(w.policyDir)/*/*.toml\" matches no file: no team's rules are read from it"])
     }
 
     @Test func aTeamFileOthersCanWriteIsLeftOut() throws {
@@ -177,7 +212,7 @@ struct DelegationTests {
         let path = w.team("payments.toml", Self.payments, mode: 0o666)
         chmod(path, 0o666)  // past the umask
         let c = try w.load()
-        #expect(c.policyProblems.first?.message.contains("writable by group or others") == true, "\(c.policyProblems)")
+        #expect(c.policyProblems.contains { $0.team == "payments" && $0.message.contains("writable by group or others") }, "\(c.policyProblems)")
         #expect(!c.policy.rules.contains { $0.origin?.team == "payments" })
     }
 
@@ -186,7 +221,8 @@ struct DelegationTests {
         ("both scopes", "namespace_id = 42\nprofiles", "namespace_id = 42\nnamespace_path = \"payments\"\nprofiles", "delegation \"payments\" needs exactly one scope"),
         ("no scope", "namespace_id = 42\nprofiles", "profiles", "delegation \"payments\" needs exactly one scope"),
         ("undefined profile", "profiles = [\"payments-deploy\"]", "profiles = [\"payments-prod\"]", "profile \"payments-prod\" is not defined"),
-        ("scope glob from the root", "namespace_path = [\"search\", \"search/**\"]", "namespace_path = \"**\"", "a glob may not start with '*'"),
+        ("scope glob from the root", "namespace_path = [\"search\", \"search/**\"]", "namespace_path = \"**\"", "a glob may not start with '*' or '?'"),
+        ("scope glob of any first letter", "namespace_path = [\"search\", \"search/**\"]", "namespace_path = \"?**\"", "a glob may not start with '*' or '?'"),
     ])
     func aBrokenDelegationIsAConfigError(_ name: String, _ from: String, _ to: String, _ message: String) throws {
         let w = try World()

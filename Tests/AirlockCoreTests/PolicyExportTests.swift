@@ -37,7 +37,7 @@ struct PolicyExportTests {
         #expect(scope?["claim"] as? String == "namespace_id" && scope?["equals"] as? String == "42")
         let deploy = (doc["profiles"] as? [String: Any])?["payments-deploy"] as? [String: Any]
         #expect((deploy?["target"] as? [String: String])?["role_arn"] == "arn:aws:iam::123456789012:role/payments-deploy")
-        #expect(deploy?["delegated_to"] as? [String] == ["payments"] && deploy?["granted_by"] as? [String] == ["payments api deploys from protected main"])
+        #expect(deploy?["delegated_to"] as? [String] == ["payments"] && deploy?["granted_by"] as? [String] == ["payments/payments api deploys from protected main"])
     }
 
     /// Backstage's catalog entity schema (backstage/backstage packages/catalog-model/src/schema:
@@ -78,7 +78,7 @@ struct PolicyExportTests {
         try Data(yaml.utf8).write(to: URL(fileURLWithPath: file))
         defer { try? FileManager.default.removeItem(atPath: file) }
         let r = TestWorld.launch("/usr/bin/env", ["python3", "-c", Self.schemaCheck, file], environment: nil)
-        #expect(r.code == 0 && r.stdout == "valid 9 Component Group Resource\n", "\(r.stdout)\(r.stderr)")
+        #expect(r.code == 0 && r.stdout == "valid 10 Component Group Resource\n", "\(r.stdout)\(r.stderr)")
         // The GitLab plugin's annotations link each project; the resources it depends on are the profiles granted.
         let entities = BackstageExport.entities(c)
         let project = entities.first { ($0["metadata"] as? [String: Any])?["name"] as? String == "gitlab-project-1001" }
@@ -105,12 +105,24 @@ struct PolicyExportTests {
             .write(toFile: search, atomically: true, encoding: .utf8)
         let new = try AirlockConfig.load(path: dir + "/airlock.toml")
         #expect(PolicyDiff.changes(old: old.policy, new: new.policy).map(\.line) == [
-            #"project 1001, protected tag: + payments-deploy (rule "payments api deploys from any branch", team payments)"#,
-            #"project 1001, unprotected branch: + payments-deploy (rule "payments api deploys from any branch", team payments)"#,
-            #"project search/indexer, protected main: - search-gcs (rule "search indexer, protected branches", team search)"#,
-            #"project search/indexer, protected tag: - search-gcs (rule "search indexer, protected branches", team search)"#,
-            #"project search/indexer, unprotected branch: + search-gcs (rule "search indexer, protected branches", team search)"#,
+            #"project 1001 in namespace 42, protected tag: + payments-deploy (rule "payments/payments api deploys from any branch", team payments)"#,
+            #"project 1001 in namespace 42, unprotected branch: + payments-deploy (rule "payments/payments api deploys from any branch", team payments)"#,
+            #"project search/indexer, protected main: - search-gcs (rule "search/search indexer, protected branches", team search)"#,
+            #"project search/indexer, protected tag: - search-gcs (rule "search/search indexer, protected branches", team search)"#,
+            #"project search/indexer, unprotected branch: + search-gcs (rule "search/search indexer, protected branches", team search)"#,
         ])
+        #expect(PolicyDiff.ruleChanges(old: old.policy, new: new.policy) == [
+            #"rule added: "payments/payments api deploys from any branch" grants payments-deploy"#,
+            #"rule changed: "search/search indexer, protected branches" (conditions)"#,
+        ])
+        // A change the synthetic jobs cannot see (they are push pipelines) still shows as a rule change.
+        let scheduled = try Self.copy()
+        defer { try? FileManager.default.removeItem(atPath: scheduled) }
+        try (String(contentsOfFile: scheduled + "/teams/payments.toml", encoding: .utf8) + "\n[[rules]]\nname = \"nightly\"\nproject_id = 1001\npipeline_source = \"schedule\"\ngrant = [\"payments-deploy\"]\n")
+            .write(toFile: scheduled + "/teams/payments.toml", atomically: true, encoding: .utf8)
+        let nightly = try AirlockConfig.load(path: scheduled + "/airlock.toml")
+        #expect(PolicyDiff.changes(old: old.policy, new: nightly.policy).isEmpty)
+        #expect(PolicyDiff.ruleChanges(old: old.policy, new: nightly.policy) == [#"rule added: "payments/nightly" grants payments-deploy"#])
         // A team file that breaks takes that team's grants away, and the diff says so.
         try "team = \"search\"\n[[rules]\n".write(toFile: search, atomically: true, encoding: .utf8)
         let broken = try AirlockConfig.load(path: dir + "/airlock.toml")
