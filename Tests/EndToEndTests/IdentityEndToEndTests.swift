@@ -140,7 +140,8 @@ struct IdentityEndToEndTests {
         try JSONSerialization.data(withJSONObject: ["project_id": "42", "ref": "feature/x", "ref_protected": "false"])
             .write(to: URL(fileURLWithPath: claimsFile))
         let r = world.run(["explain", "--config", world.configPath, "--claims", claimsFile])
-        #expect(r.stdout.contains("rule \"protected main\": not matched: ref is \"feature/x\", rule wants \"main\""), "\(r.stdout)\(r.stderr)")
+        // Each rule line names where the rule is written (issue 18): here the main file and its line.
+        #expect(r.stdout.contains("rule \"protected main\" (\(world.configPath):25): not matched: ref is \"feature/x\", rule wants \"main\""), "\(r.stdout)\(r.stderr)")
         #expect(r.stdout.contains("granted profiles: (none)"))
 
         var job = SimulatedJob(script: [])
@@ -150,7 +151,7 @@ struct IdentityEndToEndTests {
         FileManager.default.createFile(atPath: tokenFile, contents: Data(token.utf8), attributes: [.posixPermissions: 0o600])
         let v = world.run(["explain", "--config", world.configPath, "--token-file", tokenFile])
         #expect(v.stdout.contains("verification: verified"), "\(v.stdout)\(v.stderr)")
-        #expect(v.stdout.contains("rule \"protected main\": matched → read-only"))
+        #expect(v.stdout.contains("rule \"protected main\" (\(world.configPath):25): matched → read-only"), "\(v.stdout)")
         #expect(!v.stdout.contains(token))
     }
 
