@@ -68,7 +68,7 @@ public final class MetadataService: @unchecked Sendable {
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try PeerSpawner.run(process)
         let line = out.fileHandleForReading.availableData
         guard String(decoding: line, as: UTF8.self).contains("ready") else {
             stop()

@@ -24,7 +24,7 @@ public final class MotoServer: @unchecked Sendable {
             + ["python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", "\(port)"]
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try PeerSpawner.run(process)
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline {
             if Self.answers(port) { return }

@@ -49,7 +49,7 @@ public final class OpenBaoServer: @unchecked Sendable {
         process.environment = env
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
-        try process.run()
+        try PeerSpawner.run(process)
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
             if MotoServer.answers(port), (try? request("GET", "sys/health", token: nil).status) == 200 { return }

@@ -209,6 +209,8 @@ struct AirlockIssuerEndToEndTests {
         gitlabClaims["airlock_profile"] = "vault-token"  // a GitLab token that even carries the bound claim
         let login = try await Self.post("\(p.bao.address)/v1/auth/jwt/login", form: [("role", "ci-42"), ("jwt", p.gitlab.mint(gitlabClaims))], json: true)
         #expect(login.status == 400 && !login.body.contains("client_token"), "\(login.body)")
+        // The peers (OpenBao, the fakes) live in `p`: keep it until the last request has been answered.
+        withExtendedLifetime(p) {}
     }
 
     /// Rotation with overlap: a token signed with the old key stays verifiable while that key is
@@ -251,6 +253,7 @@ struct AirlockIssuerEndToEndTests {
         try p.writeConfig(signing: keyB)
         try p.publish()
         #expect(p.trust.verifiedClaims(oldToken) == nil)
+        withExtendedLifetime(p) {}
     }
 
     /// Part 4: in endpoint mode the job's state keeps no GitLab token when every served profile's
@@ -281,6 +284,7 @@ struct AirlockIssuerEndToEndTests {
         let r = try #require(box.result)
         #expect(r.status == "success", "\(TestWorld.redacted(r.log))")
         #expect(r.output.contains("boto3 arn:aws:sts::123456789012:assumed-role/gitlab-42/"), "\(TestWorld.redacted(r.output))")
+        withExtendedLifetime(p) {}
     }
 
     /// Entra verifies RSA-signed tokens only (AADSTS5002738 for ES256). With a P-256 issuer key the
@@ -311,5 +315,6 @@ struct AirlockIssuerEndToEndTests {
             ("grant_type", "client_credentials"), ("client_id", Self.client), ("scope", "https://management.azure.com/.default"),
             ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"), ("client_assertion", es256)])
         #expect(entra.status == 400 && entra.body.contains("AADSTS5002738"), "\(entra.body)")
+        withExtendedLifetime(p) {}
     }
 }

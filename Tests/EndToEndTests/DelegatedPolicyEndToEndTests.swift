@@ -89,6 +89,7 @@ struct DelegatedPolicyEndToEndTests {
         let outside = world.run(["explain", "--config", world.configPath, "--claims", claims])
         #expect(outside.stdout.contains("rule \"api/api main\" (team api, \(apiFile):3): not matched: namespace_path is \"elsewhere\", rule wants \"platform\""), "\(outside.stdout)")
         #expect(outside.stdout.contains("granted profiles: (none)"))
+        withExtendedLifetime((issuer, moto)) {}  // the peers must outlive every job and command above
     }
 
     /// Parts 2 and 3 through the installed CLI: the example policy's export is the committed one
