@@ -1,4 +1,4 @@
-public import AirlockConfiguration
+import AirlockConfiguration
 import Foundation
 import Identity
 public import Policy

@@ -237,7 +237,8 @@ public struct AirlockConfig: Sendable {
         var include: [String] = []
         if var p = try top.table("policy") { include = try parsePolicy(&p, mainFile: path) }
         let delegations = try parseDelegations(try top.tableArray("delegations"), profiles: profiles)
-        let teamFiles = includedFiles(include)
+        let matches = include.map { includedFiles([$0]) }
+        let teamFiles = Array(Set(matches.joined())).sorted()
         let team = loadTeamRules(teamFiles, delegations: delegations, profiles: profiles, mainRules: rules, warnings: &warnings)
         rules += team.rules
         if !rules.isEmpty && gitlab == nil {
@@ -257,8 +258,8 @@ public struct AirlockConfig: Sendable {
         config.issuer = issuer
         config.delegations = delegations
         config.teamFiles = teamFiles
-        config.policyProblems = include.filter { includedFiles([$0]).isEmpty }.map {
-            PolicyProblem(team: nil, file: $0, message: "[policy] include \($0.quoted) matches no file: no team's rules are read from it")
+        config.policyProblems = zip(include, matches).filter { $0.1.isEmpty }.map {
+            PolicyProblem(team: nil, file: $0.0, message: "[policy] include \($0.0.quoted) matches no file: no team's rules are read from it")
         } + team.problems
         return config
     }

@@ -25,11 +25,9 @@ public enum DelegationScope: Sendable, Equatable, CustomStringConvertible {
     public var condition: Condition {
         switch self {
         case .namespaceIDs(let ids): Condition(claim: "namespace_id", matcher: ids.count == 1 ? .exact(ids[0]) : .anyOf(ids.map(Matcher.exact)))
-        case .namespacePaths(let globs): Condition(claim: "namespace_path", matcher: globs.count == 1 ? Self.matcher(globs[0]) : .anyOf(globs.map(Self.matcher)))
+        case .namespacePaths(let globs): Condition(claim: "namespace_path", matcher: globs.count == 1 ? Matcher.pattern(globs[0]) : .anyOf(globs.map(Matcher.pattern)))
         }
     }
-
-    static func matcher(_ g: String) -> Matcher { g.contains("*") || g.contains("?") ? .glob(g) : .exact(g) }
 
     public var description: String {
         switch self {
@@ -68,7 +66,7 @@ public enum DelegationScope: Sendable, Equatable, CustomStringConvertible {
         switch m {
         case .exact(let v):
             guard let ns = project ? namespaceOf(v) : v else { return false }
-            return globs.contains { DelegationScope.matcher($0).matches(ns) }
+            return globs.contains { Matcher.pattern($0).matches(ns) }
         case .glob(let p):
             if !project && globs.contains(p) { return true }
             // Everything `p` matches starts with its text before the first wildcard.

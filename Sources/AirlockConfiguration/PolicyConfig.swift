@@ -167,7 +167,7 @@ extension AirlockConfig {
 
     static func matcher(_ node: TOMLNode) throws(MatcherError) -> Matcher {
         switch node {
-        case .string(let s): return s.contains("*") || s.contains("?") ? .glob(s) : .exact(s)
+        case .string(let s): return .pattern(s)
         case .bool(let b): return .bool(b)
         case .int(let i): return .exact(String(i))
         case .array(let items):

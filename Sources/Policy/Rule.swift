@@ -11,6 +11,9 @@ public indirect enum Matcher: Sendable, Equatable, CustomStringConvertible {
     /// Any of these.
     case anyOf([Matcher])
 
+    /// A policy's string value: a glob when it has a wildcard (`*`, `?`), else an exact value.
+    public static func pattern(_ s: String) -> Matcher { s.contains("*") || s.contains("?") ? .glob(s) : .exact(s) }
+
     public func matches(_ value: String) -> Bool {
         switch self {
         case .exact(let s): return s == value
