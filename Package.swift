@@ -14,6 +14,7 @@ let package = Package(
         .executable(name: "airlock-prepare", targets: ["airlock-prepare"]),
         .executable(name: "airlock-run", targets: ["airlock-run"]),
         .executable(name: "airlock-cleanup", targets: ["airlock-cleanup"]),
+        .executable(name: "airlock-federate", targets: ["airlock-federate"]),
         .executable(name: "airlock-endpoint", targets: ["airlock-endpoint"]),
         .executable(name: "airlock-dev", targets: ["airlock-dev"]),
     ],
@@ -61,7 +62,7 @@ let package = Package(
         ], swiftSettings: strict),
         // What keeps a job in its place: its directories and uid, the bubblewrap spec, the nftables guard.
         .target(name: "JobIsolation", dependencies: [
-            "AirlockConfiguration", "Delivery", "Ledger", "RunnerContract", "Identity",
+            "AirlockConfiguration", "Delivery", "Ledger", "RunnerContract", "Identity", "CSupport",
         ], swiftSettings: strict),
         .target(name: "AirlockCore", dependencies: [
             "JobIsolation",
@@ -73,9 +74,12 @@ let package = Package(
             "AirlockCore", "AirlockConfiguration", "ConfigSyntax", "Federation", "Identity", "Ledger", "Policy", "RunnerContract", "Delivery", "JobIsolation",
         ], swiftSettings: strict),
         .executableTarget(name: "airlock-config", dependencies: ["AirlockCore"], swiftSettings: strict),
-        .executableTarget(name: "airlock-prepare", dependencies: ["AirlockCore", "HTTPClient"], swiftSettings: strict),
+        .executableTarget(name: "airlock-prepare", dependencies: ["AirlockCore"], swiftSettings: strict),
         .executableTarget(name: "airlock-run", dependencies: ["AirlockCore"], swiftSettings: strict),
-        .executableTarget(name: "airlock-cleanup", dependencies: ["AirlockCore", "HTTPClient"], swiftSettings: strict),
+        .executableTarget(name: "airlock-cleanup", dependencies: ["AirlockCore"], swiftSettings: strict),
+        // prepare and cleanup with the network: the two above hand a job over to it when it has an ID
+        // token to verify or credentials to revoke (issue 19: libcurl's libraries cost 7 ms to load).
+        .executableTarget(name: "airlock-federate", dependencies: ["AirlockCore", "HTTPClient"], swiftSettings: strict),
         // The per-job credential server (issue 7): the only executable that links Hummingbird/NIO.
         .target(name: "CredentialEndpoint", dependencies: [
             "AirlockCore", "AirlockConfiguration", "Delivery", "Federation", "Ledger", "Identity", "RunnerContract",

@@ -215,14 +215,17 @@ extension AdminTools {
         return problems
     }
 
-    /// The executables the runner's config.toml names, and airlock-endpoint when a profile delivers
+    /// The executables the runner's config.toml names, airlock-federate (prepare and cleanup hand a
+    /// job with an ID token or credentials to it), and airlock-endpoint when a profile delivers
     /// through it: each must be installed beside this one (prepare starts the endpoint from there).
     static func executableProblems(_ config: AirlockConfig, binDir: String) -> [String] {
-        var needed = ["airlock-config", "airlock-prepare", "airlock-run", "airlock-cleanup"]
+        var needed = ["airlock-config", "airlock-prepare", "airlock-run", "airlock-cleanup", "airlock-federate"]
         let endpointProfiles = config.profiles.values.filter { $0.deliver == .endpoint }.map(\.name).sorted()
         if !endpointProfiles.isEmpty { needed.append("airlock-endpoint") }
         return needed.filter { !FileManager.default.isExecutableFile(atPath: "\(binDir)/\($0)") }.map { name in
-            let why = name == "airlock-endpoint" ? "profiles \(endpointProfiles.joined(separator: ", ")) deliver through it" : "the runner's config.toml runs it"
+            let why = name == "airlock-endpoint" ? "profiles \(endpointProfiles.joined(separator: ", ")) deliver through it"
+                : name == "airlock-federate" ? "airlock-prepare and airlock-cleanup hand every job with an ID token or credentials to it"
+                : "the runner's config.toml runs it"
             return "\(name) is not installed in \(binDir) (\(why)): install it beside airlock, e.g. install -m 0755 \(name) \(binDir)/"
         }
     }

@@ -28,6 +28,13 @@ public struct Secret: Sendable, CustomStringConvertible, CustomDebugStringConver
 /// Identity → Policy: verifies the job's ID token and decides its grants, writing one audit record
 /// for the decision whatever it is.
 public enum Authorizer {
+    /// The job's ID token, when the configuration reads one and the job declares it: the only way a
+    /// prepare comes to verify anything (and so to use the network).
+    static func presentedToken(config: AirlockConfig, env: RunnerEnvironment) -> String? {
+        guard let gitlab = config.gitlab, let token = env.jobVariables[gitlab.tokenVariable], !token.isEmpty else { return nil }
+        return token
+    }
+
     /// - Throws: `TokenRejection` and policy refusals (job's fault) or `KeySetUnavailable` (system).
     public static func authorize(config: AirlockConfig, env: RunnerEnvironment, job: JobContext, now: Date,
                                  transport: any HTTPTransport, warn: @escaping @Sendable (String) -> Void) async throws -> Authorization {
@@ -37,7 +44,7 @@ public enum Authorizer {
             try audit.append(DecisionRecord(subject: base, decision: .noPolicy, profiles: []), now: now)
             return Authorization(verified: nil, decision: nil, grants: [], token: nil)
         }
-        guard let token = env.jobVariables[gitlab.tokenVariable], !token.isEmpty else {
+        guard let token = presentedToken(config: config, env: env) else {
             if gitlab.requireToken {
                 try audit.append(DecisionRecord(subject: base, decision: .denied, reason: "no_token"), now: now)
                 throw AirlockFailure(.job, """

@@ -1,7 +1,7 @@
 import ConfigSyntax
 public import AirlockConfiguration
 import Foundation
-public import Identity
+import Identity
 import Ledger
 public import RunnerContract
 #if canImport(Glibc)
@@ -42,24 +42,86 @@ public enum Executor {
     /// Which executor is running.
     public enum Kind: String, Sendable { case config, prepare, run, cleanup }
 
-    /// Runs `kind` with the process's arguments and environment, and exits.
-    /// `transport` is given by the executables that talk to the network (prepare, cleanup).
-    public static func main(_ kind: Kind, transport: TransportFactory? = nil) async -> Never {
+    /// Runs prepare or cleanup with the process's arguments and environment, and exits.
+    /// `transport` is given by the executable that talks to the network (airlock-federate); without
+    /// it, a job that needs the network is handed over to that executable (`handOver`).
+    public static func main(_ kind: Kind, transport: TransportFactory? = nil,
+                            arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Never {
+        // prepare and cleanup finish what they started when the runner signals them (see Termination).
+        Termination.install()
         let env = RunnerEnvironment(ProcessInfo.processInfo.environment)
-        // prepare and cleanup finish what they started when the runner signals them (see Termination);
-        // the run stage forwards signals to the job instead (StageWatcher).
-        if kind == .prepare || kind == .cleanup { Termination.install() }
         let code: Int32
-        let configPath = (try? ExecutorArguments(Array(CommandLine.arguments.dropFirst())))?.configPath ?? AirlockConfig.defaultPath
         do {
-            let args = try ExecutorArguments(Array(CommandLine.arguments.dropFirst()))
-            code = try await run(kind, args: args, env: env, transport: transport ?? HTTP.none)
-        } catch let e as any BlamedError {
-            code = report(kind, e, env: env, configPath: configPath)
+            let (_, config, job) = try setUp(kind, arguments: arguments, env: env, networked: transport != nil)
+            if let config, let job {
+                let transport = (transport ?? HTTP.none)()
+                if kind == .prepare {
+                    try await Stages.prepare(config: config, env: env, job: job, transport: transport)
+                } else {
+                    try await Stages.cleanup(config: config, env: env, job: job, transport: transport)
+                }
+            }
+            code = 0
         } catch {
-            code = report(kind, AirlockFailure(.system, "unexpected error: \(error)"), env: env, configPath: configPath)
+            code = report(kind, error, env: env, arguments: arguments)
         }
-        exit(code)
+        finish(code)
+    }
+
+    /// Runs config or run, which never wait on anything but their own child, synchronously on the
+    /// main thread (an async main moves to the concurrency pool first: 1 to 2 ms of thread start-up
+    /// per stage), and exits. The run stage forwards signals to the job (StageWatcher).
+    public static func mainSync(_ kind: Kind, arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Never {
+        precondition(kind == .config || kind == .run, "prepare and cleanup run in Executor.main")
+        let env = RunnerEnvironment(ProcessInfo.processInfo.environment)
+        let code: Int32
+        do {
+            let (args, config, job) = try setUp(kind, arguments: arguments, env: env, networked: false)
+            guard let config else { throw AirlockFailure(.system, "no configuration") }
+            if kind == .config {
+                FileHandle.standardOutput.write(try Stages.config(config: config, env: env))
+                code = 0
+            } else {
+                guard args.positional.count == 2, let job else {
+                    throw AirlockFailure(.system, "airlock-run expects <script> <stage>, got \(args.positional.count) argument(s); check run_args in the runner's config.toml")
+                }
+                code = try Stages.run(config: config, env: env, job: job, script: args.positional[0], stage: args.positional[1])
+            }
+        } catch {
+            code = report(kind, error, env: env, arguments: arguments)
+        }
+        finish(code)
+    }
+
+    /// Flushes what the stage printed and exits without atexit handlers: nothing registers one that
+    /// matters, and a large static executable tears down faster without them.
+    private static func finish(_ code: Int32) -> Never {
+        fflush(nil)
+        _exit(code)
+    }
+
+    private static func report(_ kind: Kind, _ error: any Error, env: RunnerEnvironment, arguments: [String]) -> Int32 {
+        let configPath = (try? ExecutorArguments(arguments))?.configPath ?? AirlockConfig.defaultPath
+        let blamed = error as? any BlamedError ?? AirlockFailure(.system, "unexpected error: \(error)")
+        return report(kind, blamed, env: env, configPath: configPath)
+    }
+
+    /// airlock-prepare and airlock-cleanup call this first, on the main thread, before `main`.
+    public static func holdSignals() { Termination.hold() }
+
+    /// airlock-federate calls this first, on the main thread, before `federateMain`.
+    public static func releaseSignals() { Termination.release() }
+
+    /// `airlock-federate prepare|cleanup [--config FILE]`: the stage airlock-prepare or airlock-cleanup
+    /// handed over, with the network.
+    public static func federateMain(transport: @escaping TransportFactory) async -> Never {
+        let args = Array(CommandLine.arguments.dropFirst())
+        guard let first = args.first, let kind = Kind(rawValue: first), kind == .prepare || kind == .cleanup else {
+            let env = RunnerEnvironment(ProcessInfo.processInfo.environment)
+            FileHandle.standardError.write(Data("airlock-federate: system error: airlock-prepare and airlock-cleanup start it as `airlock-federate prepare|cleanup [--config FILE]`; the runner's config.toml should name those two, not airlock-federate\n".utf8))
+            exit(env.exitCode(for: .system))
+        }
+        await main(kind, transport: transport, arguments: Array(args.dropFirst()))
     }
 
     /// Prints the error and returns the runner's exit code for it. What config, prepare and run print
@@ -85,52 +147,59 @@ public enum Executor {
         }
     }
 
-    /// Runs one stage; returns the exit code for success or a script failure.
+    /// What every stage does first: its arguments, the runner's payload (read once, here), the
+    /// configuration (the job's own copy after prepare), the hand-over of a job that needs the
+    /// network, and the host's fingerprint key. A nil configuration means the stage has nothing to do.
     /// - Throws: `BlamedError` for Airlock's own failures.
-    public static func run(_ kind: Kind, args: ExecutorArguments, env: RunnerEnvironment, transport makeTransport: TransportFactory) async throws -> Int32 {
+    static func setUp(_ kind: Kind, arguments: [String], env: RunnerEnvironment,
+                      networked: Bool) throws -> (ExecutorArguments, AirlockConfig?, JobContext?) {
+        let args = try ExecutorArguments(arguments)
+        let job: JobContext? = kind == .config ? nil : try JobContext(env)
         // The stages after prepare run with the configuration their job was prepared with.
         let config: AirlockConfig
-        if kind == .run || kind == .cleanup {
-            let jobID = try JobContext(env).jobID
+        if let job, kind == .run || kind == .cleanup {
             let loaded: Result<AirlockConfig, ConfigError>
-            do { loaded = .success(try AirlockConfig.forJob(path: args.configPath, jobID: jobID)) } catch { loaded = .failure(error) }
+            do { loaded = .success(try AirlockConfig.forJob(path: args.configPath, jobID: job.jobID)) } catch { loaded = .failure(error) }
             switch loaded {
             case .success(let c): config = c
             case .failure(let error):
                 // A cleanup with no job state left (a repeated one, or after a prepare that failed
                 // early) has nothing to do, whatever the file says now.
-                guard kind == .cleanup, !AirlockConfig.jobStateExists(path: args.configPath, jobID: jobID) else { throw error }
-                print("airlock-cleanup: job \(jobID): nothing left to clean up (the configuration does not load now: \(error))")
-                return 0
+                guard kind == .cleanup, !AirlockConfig.jobStateExists(path: args.configPath, jobID: job.jobID) else { throw error }
+                print("airlock-cleanup: job \(job.jobID): nothing left to clean up (the configuration does not load now: \(error))")
+                return (args, nil, job)
             }
         } else {
             config = try AirlockConfig.load(path: args.configPath)
         }
-        if kind != .config {
+        // Only a job with something to say to GitLab or a provider needs the executable that links
+        // libcurl (and its thirty libraries): the others finish here, before anything is done.
+        if !networked, let job, kind == .prepare || kind == .cleanup, Stages.needsNetwork(kind, config: config, env: env, job: job) {
+            try handOver(kind, arguments: arguments)
+        }
+        if let job {
             do {
                 try useHostFingerprintKey(config)
             } catch {
-                if kind == .prepare, let job = try? JobContext(env) { Stages.auditPrepareFailure(job, error, config: config) }
+                if kind == .prepare { Stages.auditPrepareFailure(job, error, config: config) }
                 throw error
             }
         }
-        let transport = makeTransport()
-        switch kind {
-        case .config:
-            let out = try Stages.config(config: config, env: env)
-            FileHandle.standardOutput.write(out)
-            return 0
-        case .prepare:
-            try await Stages.prepare(config: config, env: env, transport: transport)
-            return 0
-        case .run:
-            guard args.positional.count == 2 else {
-                throw AirlockFailure(.system, "airlock-run expects <script> <stage>, got \(args.positional.count) argument(s); check run_args in the runner's config.toml")
-            }
-            return try Stages.run(config: config, env: env, script: args.positional[0], stage: args.positional[1])
-        case .cleanup:
-            try await Stages.cleanup(config: config, env: env, transport: transport)
-            return 0
-        }
+        return (args, config, job)
+    }
+
+    /// Replaces this process with `airlock-federate <kind>` from the same directory, with the same
+    /// arguments and environment (the pid stays, so the runner's signals still reach the stage). A
+    /// signal that arrived before is kept pending for it.
+    /// - Throws: `AirlockFailure` (system) when it is not installed or cannot be started.
+    static func handOver(_ kind: Kind, arguments: [String]) throws(AirlockFailure) -> Never {
+        let dir = ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]) as NSString
+        let federate = dir.deletingLastPathComponent + "/airlock-federate"
+        let argv = [federate, kind.rawValue] + arguments
+        Termination.holdForHandOver()
+        var cargs = argv.map { strdup($0) } + [nil]
+        execv(federate, &cargs)
+        let reason = String(cString: strerror(errno))
+        throw AirlockFailure(.system, "this job has credentials to issue or revoke, which airlock-\(kind.rawValue) hands over to \(federate), and that cannot be started (\(reason)); install airlock-federate beside airlock-\(kind.rawValue) (the package does)")
     }
 }

@@ -37,8 +37,7 @@ public enum Stages {
 
     /// prepare_exec: the job's directories and state; identity and federation plug in here.
     /// - Throws: `BlamedError`; the job's fault for a bad token or a denial, the system's otherwise.
-    public static func prepare(config: AirlockConfig, env: RunnerEnvironment, transport: any HTTPTransport) async throws {
-        let job = try JobContext(env)
+    public static func prepare(config: AirlockConfig, env: RunnerEnvironment, job: JobContext, transport: any HTTPTransport) async throws {
         let r = config.runner
         let store = JobStateStore(root: r.stateDir)
         do {
@@ -107,11 +106,19 @@ public enum Stages {
         }
     }
 
+    /// Whether prepare or cleanup has anything to say to GitLab or a provider for this job: an ID token
+    /// to verify (prepare; then federation may follow), or credentials in the ledger not yet settled
+    /// (an earlier prepare attempt's, or the job's own at cleanup; an unreadable ledger counts, so that
+    /// the networked stage reports it). Without either, neither stage sends a request.
+    static func needsNetwork(_ kind: Executor.Kind, config: AirlockConfig, env: RunnerEnvironment, job: JobContext) -> Bool {
+        if JobLedger(stateDirectory: JobPaths.state(config.runner, jobID: job.jobID)).needsSettling { return true }
+        return kind == .prepare && Authorizer.presentedToken(config: config, env: env) != nil
+    }
+
     /// run_exec: one stage script in the sandbox, output masked.
     /// Returns 0, or the build-failure exit code after writing the script's code to BUILD_EXIT_CODE_FILE.
     /// - Throws: `BlamedError` (system) when the stage cannot be started.
-    public static func run(config: AirlockConfig, env: RunnerEnvironment, script: String, stage: String) throws -> Int32 {
-        let job = try JobContext(env)
+    public static func run(config: AirlockConfig, env: RunnerEnvironment, job: JobContext, script: String, stage: String) throws -> Int32 {
         let state = JobPaths.state(config.runner, jobID: job.jobID)
         guard let record = JobRecord.load(state: state) else {
             throw AirlockFailure(.system, "no state for job \(job.jobID) at \(state): prepare_exec did not run or cleanup already removed it; check that prepare_exec and run_exec use the same --config")
@@ -225,8 +232,7 @@ public enum Stages {
     /// cleanup_exec: removes everything the job left; safe to run any number of times.
     /// - Throws: `AirlockFailure` (system) when something could not be removed.
     /// Its output goes to the runner's log unmasked: it names profiles and fingerprints, never values.
-    public static func cleanup(config: AirlockConfig, env: RunnerEnvironment, transport: any HTTPTransport) async throws {
-        let job = try JobContext(env)
+    public static func cleanup(config: AirlockConfig, env: RunnerEnvironment, job: JobContext, transport: any HTTPTransport) async throws {
         let state = JobPaths.state(config.runner, jobID: job.jobID)
         let existed = FileManager.default.fileExists(atPath: state)
         let record = JobRecord.load(state: state)

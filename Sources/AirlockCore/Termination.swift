@@ -25,6 +25,36 @@ enum Termination {
         }
     }
 
+    private static var stageSignals: sigset_t {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, s) }
+        return set
+    }
+
+    /// airlock-prepare and airlock-cleanup, first thing on the main thread (the one thread that takes
+    /// signals: the concurrency pool's threads block them): the runner's signals stay pending. Either
+    /// the stage hands the job over to airlock-federate (execv keeps pending signals, and the thread's
+    /// mask), which then takes them; or it finishes its local work, which sends nothing to anyone and
+    /// takes milliseconds, as it would have with the signal flagged.
+    static func hold() {
+        var set = stageSignals
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
+
+    /// Just before execv to airlock-federate, on the calling thread, whatever its mask was.
+    static func holdForHandOver() { hold() }
+
+    /// airlock-federate, first thing on the main thread: the handlers, then an empty mask (the
+    /// mask of the thread that called execv came along), so that a signal held since the runner sent
+    /// it is taken now.
+    static func release() {
+        install()
+        var none = sigset_t()
+        sigemptyset(&none)
+        pthread_sigmask(SIG_SETMASK, &none, nil)
+    }
+
     /// The signal received, if any.
     static var received: Int32? {
         let s = flag.load(ordering: .relaxed)

@@ -35,6 +35,12 @@ public final class JobLedger: @unchecked Sendable {
         return try read()
     }
 
+    /// True when some credential is not settled yet, or the ledger exists but cannot be read.
+    public var needsSettling: Bool {
+        guard let all = try? entries() else { return true }
+        return all.contains { $0.state != .settled }
+    }
+
     /// Records a newly issued credential.
     /// - Throws: `AirlockFailure` (system); the caller must then revoke the credential.
     public func record(_ c: IssuedCredential, at now: Date) throws(AirlockFailure) {

@@ -1,6 +1,7 @@
 import AirlockCore
-import HTTPClient
 
-// GitLab Runner's cleanup_exec: `airlock-cleanup [--config FILE]`. The only stage executables that talk to
-// the network, so the only ones that link URLSession (libcurl).
-await Executor.main(.cleanup, transport: { URLSessionTransport() })
+// GitLab Runner's cleanup_exec: `airlock-cleanup [--config FILE]`. It links no libcurl: a job with
+// credentials to revoke is handed over to airlock-federate before anything is done, and every other
+// job is cleaned up here.
+Executor.holdSignals()
+await Executor.main(.cleanup)

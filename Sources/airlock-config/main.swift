@@ -1,4 +1,4 @@
 import AirlockCore
 
 // GitLab Runner's config_exec: `airlock-config [--config FILE]`.
-await Executor.main(.config)
+Executor.mainSync(.config)

@@ -1,6 +1,7 @@
 import AirlockCore
-import HTTPClient
 
-// GitLab Runner's prepare_exec: `airlock-prepare [--config FILE]`. The only stage executables that talk to
-// the network, so the only ones that link URLSession (libcurl).
-await Executor.main(.prepare, transport: { URLSessionTransport() })
+// GitLab Runner's prepare_exec: `airlock-prepare [--config FILE]`. It links no libcurl: a job that
+// presents an ID token (or has credentials left from an earlier attempt) is handed over to
+// airlock-federate before anything is done, and every other job is prepared here in milliseconds.
+Executor.holdSignals()
+await Executor.main(.prepare)

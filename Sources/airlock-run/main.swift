@@ -1,4 +1,4 @@
 import AirlockCore
 
 // GitLab Runner's run_exec: `airlock-run [--config FILE] <script> <stage>`.
-await Executor.main(.run)
+Executor.mainSync(.run)
