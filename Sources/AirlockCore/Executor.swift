@@ -42,28 +42,49 @@ public enum Executor {
     /// Which executor is running.
     public enum Kind: String, Sendable { case config, prepare, run, cleanup }
 
-    /// Runs prepare or cleanup with the process's arguments and environment, and exits.
-    /// `transport` is given by the executable that talks to the network (airlock-federate); without
-    /// it, a job that needs the network is handed over to that executable (`handOver`).
-    public static func main(_ kind: Kind, transport: TransportFactory? = nil,
-                            arguments: [String] = Array(CommandLine.arguments.dropFirst())) async -> Never {
-        // prepare and cleanup finish what they started when the runner signals them (see Termination).
-        Termination.install()
+    /// What prepare and cleanup have read before they start their work (`begin`).
+    public struct Begun: Sendable {
+        let kind: Kind
+        let arguments: [String]
+        let env: RunnerEnvironment
+        let config: AirlockConfig?
+        let job: JobContext?
+    }
+
+    /// airlock-prepare and airlock-cleanup, synchronously on the main thread before their first
+    /// `await` (the main thread takes the runner's signals once it waits in the concurrency runtime):
+    /// the runner's signals are held, the stage is set up, and a job that needs the network is handed
+    /// over to airlock-federate with any signal still pending. Otherwise the signals are let in (a
+    /// flag; see Termination) and the stage goes on in `main`. An error ends the process here.
+    public static func begin(_ kind: Kind, arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Begun {
+        precondition(kind == .prepare || kind == .cleanup, "config and run run in Executor.mainSync")
+        Termination.hold()
         let env = RunnerEnvironment(ProcessInfo.processInfo.environment)
+        do {
+            let (_, config, job) = try setUp(kind, arguments: arguments, env: env, networked: false)
+            Termination.release()
+            return Begun(kind: kind, arguments: arguments, env: env, config: config, job: job)
+        } catch {
+            finish(report(kind, error, env: env, arguments: arguments))
+        }
+    }
+
+    /// Runs prepare or cleanup after `begin` (airlock-prepare, airlock-cleanup: no network) or with
+    /// `transport` (airlock-federate), and exits.
+    public static func main(_ begun: Begun, transport: TransportFactory? = nil) async -> Never {
         let code: Int32
         do {
-            let (_, config, job) = try setUp(kind, arguments: arguments, env: env, networked: transport != nil)
-            if let config, let job {
+            if let config = begun.config, let job = begun.job {
                 let transport = (transport ?? HTTP.none)()
-                if kind == .prepare {
-                    try await Stages.prepare(config: config, env: env, job: job, transport: transport)
+                if begun.kind == .prepare {
+                    try await Stages.prepare(config: config, env: begun.env, job: job, transport: transport)
                 } else {
-                    try await Stages.cleanup(config: config, env: env, job: job, transport: transport)
+                    try await Stages.cleanup(config: config, env: begun.env, job: job, transport: transport)
                 }
             }
             code = 0
         } catch {
-            code = report(kind, error, env: env, arguments: arguments)
+            code = report(begun.kind, error, env: begun.env, arguments: begun.arguments)
         }
         finish(code)
     }
@@ -106,22 +127,24 @@ public enum Executor {
         return report(kind, blamed, env: env, configPath: configPath)
     }
 
-    /// airlock-prepare and airlock-cleanup call this first, on the main thread, before `main`.
-    public static func holdSignals() { Termination.hold() }
-
-    /// airlock-federate calls this first, on the main thread, before `federateMain`.
-    public static func releaseSignals() { Termination.release() }
-
     /// `airlock-federate prepare|cleanup [--config FILE]`: the stage airlock-prepare or airlock-cleanup
-    /// handed over, with the network.
-    public static func federateMain(transport: @escaping TransportFactory) async -> Never {
+    /// handed over, with the network. Its handlers go in and the mask it inherited from execv is
+    /// cleared first, on the main thread: a signal the runner sent since is taken now.
+    public static func federateBegin() -> Begun {
+        Termination.release()
+        let env = RunnerEnvironment(ProcessInfo.processInfo.environment)
         let args = Array(CommandLine.arguments.dropFirst())
         guard let first = args.first, let kind = Kind(rawValue: first), kind == .prepare || kind == .cleanup else {
-            let env = RunnerEnvironment(ProcessInfo.processInfo.environment)
             FileHandle.standardError.write(Data("airlock-federate: system error: airlock-prepare and airlock-cleanup start it as `airlock-federate prepare|cleanup [--config FILE]`; the runner's config.toml should name those two, not airlock-federate\n".utf8))
-            exit(env.exitCode(for: .system))
+            finish(env.exitCode(for: .system))
         }
-        await main(kind, transport: transport, arguments: Array(args.dropFirst()))
+        let arguments = Array(args.dropFirst())
+        do {
+            let (_, config, job) = try setUp(kind, arguments: arguments, env: env, networked: true)
+            return Begun(kind: kind, arguments: arguments, env: env, config: config, job: job)
+        } catch {
+            finish(report(kind, error, env: env, arguments: arguments))
+        }
     }
 
     /// Prints the error and returns the runner's exit code for it. What config, prepare and run print
@@ -175,9 +198,22 @@ public enum Executor {
         // Only a job with something to say to GitLab or a provider needs the executable that links
         // libcurl (and its thirty libraries): the others finish here, before anything is done.
         if !networked, let job, kind == .prepare || kind == .cleanup, Stages.needsNetwork(kind, config: config, env: env, job: job) {
-            try handOver(kind, arguments: arguments)
+            do {
+                try handOver(kind, arguments: arguments)
+            } catch {
+                guard kind == .cleanup else {
+                    Stages.auditPrepareFailure(job, error, config: config)
+                    throw error
+                }
+                // Cleanup still does everything it can without the network: stops the job's server,
+                // removes its files, takes its directories back, and records each credential it could
+                // not revoke as revoke_failed for `airlock sweep`; it then fails as the host's fault.
+                FileHandle.standardError.write(Data("airlock-cleanup: \(error); cleaning up without the network\n".utf8))
+            }
         }
-        if let job {
+        // The run stage fingerprints nothing (what it masks was fingerprinted when issued), so it
+        // does not read the host's key.
+        if let job, kind != .run {
             do {
                 try useHostFingerprintKey(config)
             } catch {
@@ -193,10 +229,12 @@ public enum Executor {
     /// signal that arrived before is kept pending for it.
     /// - Throws: `AirlockFailure` (system) when it is not installed or cannot be started.
     static func handOver(_ kind: Kind, arguments: [String]) throws(AirlockFailure) -> Never {
-        let dir = ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]) as NSString
-        let federate = dir.deletingLastPathComponent + "/airlock-federate"
+        guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else {
+            throw AirlockFailure(.system, "cannot find airlock-\(kind.rawValue)'s own path (/proc/self/exe) to start airlock-federate beside it; is /proc mounted?")
+        }
+        let federate = (exe as NSString).deletingLastPathComponent + "/airlock-federate"
         let argv = [federate, kind.rawValue] + arguments
-        Termination.holdForHandOver()
+        fflush(nil)
         var cargs = argv.map { strdup($0) } + [nil]
         execv(federate, &cargs)
         let reason = String(cString: strerror(errno))

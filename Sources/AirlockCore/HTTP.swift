@@ -3,8 +3,8 @@ import Foundation
 public import Identity
 
 /// Makes the process's HTTP transport (system CA store only: `[gitlab] ca_file` is refused).
-/// Injected by the executables that talk to the network (prepare, cleanup, the admin CLI);
-/// config and run get `NoNetworkTransport`, so that they never link libcurl.
+/// Injected by the executables that talk to the network (airlock-federate, airlock-endpoint, the
+/// admin CLI); the four stage executables get `NoNetworkTransport`, so that they never link libcurl.
 public typealias TransportFactory = @Sendable () -> any HTTPTransport
 
 enum HTTP {

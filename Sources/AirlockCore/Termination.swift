@@ -32,22 +32,18 @@ enum Termination {
         return set
     }
 
-    /// airlock-prepare and airlock-cleanup, first thing on the main thread (the one thread that takes
-    /// signals: the concurrency pool's threads block them): the runner's signals stay pending. Either
-    /// the stage hands the job over to airlock-federate (execv keeps pending signals, and the thread's
-    /// mask), which then takes them; or it finishes its local work, which sends nothing to anyone and
-    /// takes milliseconds, as it would have with the signal flagged.
+    /// airlock-prepare and airlock-cleanup, first thing on the main thread, while it is the only
+    /// thread: the runner's signals stay pending while the stage decides whether to hand the job over.
+    /// execv keeps them pending (and the mask), and airlock-federate takes them in `release`;
+    /// otherwise `release` here lets them in before the stage's work begins.
     static func hold() {
         var set = stageSignals
         pthread_sigmask(SIG_BLOCK, &set, nil)
     }
 
-    /// Just before execv to airlock-federate, on the calling thread, whatever its mask was.
-    static func holdForHandOver() { hold() }
-
-    /// airlock-federate, first thing on the main thread: the handlers, then an empty mask (the
-    /// mask of the thread that called execv came along), so that a signal held since the runner sent
-    /// it is taken now.
+    /// The handlers, then an empty mask on the calling (main) thread, so that a signal held since the
+    /// runner sent it is taken now: in airlock-federate first thing (the mask came along with execv),
+    /// in airlock-prepare and airlock-cleanup once they keep the job.
     static func release() {
         install()
         var none = sigset_t()

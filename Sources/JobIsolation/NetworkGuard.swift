@@ -56,8 +56,9 @@ package enum NetworkGuard {
     /// the chain 15 ms (it parses the whole ruleset), so every prepare checks the set; `airlock check`
     /// reads the rules themselves (`verify`). Cheaper still, when nothing in the ruleset has changed
     /// since this state_dir last saw the set hold this range (the kernel's ruleset generation, read
-    /// over netlink in microseconds, is what it was then, in the same boot), the rules are still
-    /// there: any change to any table, a flush or a deleted rule included, moves the generation on.
+    /// over netlink in microseconds, is what it was then, in the same boot and network namespace),
+    /// the rules are still there: any change to any table, a flush or a deleted rule included, moves
+    /// the generation on.
     /// - Throws: `AirlockFailure` (system) when nft is missing or refuses.
     package static func install(_ runner: RunnerSettings) throws(AirlockFailure) {
         // Read before the check: a change after this read, even during the check, leaves the stamp behind.
@@ -87,13 +88,14 @@ package enum NetworkGuard {
     /// Where prepare notes the ruleset generation at which it last saw this range's rules in place.
     package static let verifiedFile = "nft-verified"
 
-    /// This boot, the ruleset's generation and this range: equal stamps mean an unchanged ruleset.
-    /// Nil when the generation cannot be read (then every prepare asks nft).
+    /// This boot, this network namespace, the ruleset's generation and this range: equal stamps mean
+    /// an unchanged ruleset. Nil when they cannot be read (then every prepare asks nft).
     static func generationStamp(_ runner: RunnerSettings) -> String? {
         var generation: UInt32 = 0
-        guard airlock_nft_generation(&generation) == 0,
+        var netns: UInt64 = 0
+        guard airlock_nft_generation(&generation, &netns) == 0,
               let boot = try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8) else { return nil }
-        return "boot \(boot.trimmingCharacters(in: .whitespacesAndNewlines)) generation \(generation) \(marker(runner))\n"
+        return "boot \(boot.trimmingCharacters(in: .whitespacesAndNewlines)) netns \(netns) generation \(generation) \(marker(runner))\n"
     }
 
     /// What `airlock check` reports: empty when every rule is in place.

@@ -5,5 +5,5 @@ import HTTPClient
 // to say to GitLab or a provider. airlock-prepare and airlock-cleanup become it (execv, same pid,
 // arguments and environment); the runner never names it. The only stage executable that links
 // URLSession (libcurl and its thirty shared libraries, about 7 ms to load).
-Executor.releaseSignals()
-await Executor.federateMain(transport: { URLSessionTransport() })
+let begun = Executor.federateBegin()
+await Executor.main(begun, transport: { URLSessionTransport() })

@@ -48,9 +48,10 @@ typedef struct {
 /// lstat(2) (follow = 0) or stat(2) (follow != 0) of `path` into `out`. Returns 0, or -1 with errno set.
 int airlock_file_status_of(const char *path, int follow, airlock_file_status *out);
 
-/// The nftables ruleset generation (NFT_MSG_GETGEN) of the calling process's network namespace: a
-/// counter the kernel moves on with every committed change to any table, so an unchanged value means
-/// an unchanged ruleset. Needs CAP_NET_ADMIN. Returns 0 with `*out` set, or -1 with errno set.
-int airlock_nft_generation(uint32_t *out);
+/// The nftables ruleset generation (NFT_MSG_GETGEN) of the calling process's network namespace, a
+/// counter the kernel moves on with every committed change to any table, and that namespace's cookie
+/// (SO_NETNS_COOKIE, unique in the boot): the same pair means the same, unchanged ruleset. Needs
+/// CAP_NET_ADMIN and Linux 5.14. Returns 0 with both set, or -1 with errno set.
+int airlock_nft_generation(uint32_t *generation, uint64_t *netns_cookie);
 
 #endif
