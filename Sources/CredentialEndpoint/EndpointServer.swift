@@ -93,9 +93,7 @@ public struct EndpointServer: Sendable {
     }
 
     static func json(_ obj: [String: JSONValue], status: HTTPResponse.Status = .ok) -> Response {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(obj)) ?? Data()
+        let data = Data(JSONValue.compactJSON(obj).utf8)
         return Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
     }
 

@@ -19,9 +19,7 @@ public struct AuditLog: Sendable {
         if record["fingerprint"] != nil || record["token_fingerprint"] != nil { record["fingerprint_key"] = .string(Fingerprint.keyID) }
         record["time"] = .string(Self.timestamp(now))
         record["event"] = .string(event)
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        guard var line = try? enc.encode(record) else { throw AirlockFailure(.system, "cannot encode audit record") }
+        var line = Data(JSONValue.compactJSON(record).utf8)
         line.append(0x0a)
         let dir = (path as NSString).deletingLastPathComponent
         try Files.makeDirectories(dir, mode: 0o750)
@@ -45,10 +43,6 @@ public struct AuditLog: Sendable {
         }
     }
 
-    static func timestamp(_ d: Date) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: d)
-    }
+    static func timestamp(_ d: Date) -> String { UTCTimestamp.milliseconds(d) }
 }
 

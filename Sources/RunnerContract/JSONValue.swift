@@ -1,3 +1,8 @@
+public import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A JSON value (audit records, endpoint answers): enough to write any record without `Any`.
 public enum JSONValue: Sendable, Codable, Equatable {
     case string(String), int(Int), bool(Bool), null
@@ -27,4 +32,97 @@ public enum JSONValue: Sendable, Codable, Equatable {
 
     /// The string inside, if this is a string.
     public var stringValue: String? { if case .string(let s) = self { s } else { nil } }
+}
+
+extension JSONValue {
+    /// Compact JSON text with object keys sorted and `/` left as it is: what `JSONEncoder` writes
+    /// with `[.sortedKeys, .withoutEscapingSlashes]` (RunnerContractTests compares the two), without
+    /// its generic machinery, whose first use cost every stage that writes an audit record about a
+    /// millisecond.
+    public var compactJSON: String {
+        var out = ""
+        write(into: &out)
+        return out
+    }
+
+    /// `object` as compact JSON text with sorted keys (an audit record, an endpoint answer).
+    public static func compactJSON(_ object: [String: JSONValue]) -> String { JSONValue.object(object).compactJSON }
+
+    private func write(into out: inout String) {
+        switch self {
+        case .string(let s): Self.quote(s, into: &out)
+        case .int(let i): out += String(i)
+        case .bool(let b): out += b ? "true" : "false"
+        case .null: out += "null"
+        case .array(let a):
+            out += "["
+            for (n, v) in a.enumerated() {
+                if n > 0 { out += "," }
+                v.write(into: &out)
+            }
+            out += "]"
+        case .object(let o):
+            out += "{"
+            for (n, key) in o.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }).enumerated() {
+                if n > 0 { out += "," }
+                Self.quote(key, into: &out)
+                out += ":"
+                o[key]!.write(into: &out)
+            }
+            out += "}"
+        }
+    }
+
+    private static let hex: [Character] = Array("0123456789abcdef")
+
+    private static func quote(_ s: String, into out: inout String) {
+        out += "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "\u{8}": out += "\\b"
+            case "\u{c}": out += "\\f"
+            default:
+                if u.value < 0x20 {
+                    out += "\\u00"
+                    out.append(hex[Int(u.value >> 4)])
+                    out.append(hex[Int(u.value & 0xf)])
+                } else {
+                    out.unicodeScalars.append(u)
+                }
+            }
+        }
+        out += "\""
+    }
+}
+
+/// UTC timestamps in ISO 8601 without `ISO8601DateFormatter`, whose set-up (calendars, time zones)
+/// cost every stage that wrote one a fraction of a millisecond, and the credential endpoint as much
+/// per answer.
+public enum UTCTimestamp {
+    /// `2026-11-30T20:22:25Z`: what `ISO8601DateFormatter()` writes.
+    public static func seconds(_ d: Date) -> String { format(d, milliseconds: false) }
+
+    /// `2026-11-30T20:22:25.123Z`: what `ISO8601DateFormatter` with `.withFractionalSeconds` writes.
+    public static func milliseconds(_ d: Date) -> String { format(d, milliseconds: true) }
+
+    private static func format(_ d: Date, milliseconds: Bool) -> String {
+        // Rounded to the millisecond first, as Foundation does (…20.9999 is …21.000, and …21 whole).
+        let total = Int64((d.timeIntervalSince1970 * 1000).rounded())
+        var whole = time_t(total / 1000)
+        let ms = Int(total % 1000)
+        var tm = tm()
+        gmtime_r(&whole, &tm)
+        func pad(_ v: Int32, _ width: Int) -> String {
+            let s = String(v)
+            return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
+        }
+        var out = "\(pad(tm.tm_year + 1900, 4))-\(pad(tm.tm_mon + 1, 2))-\(pad(tm.tm_mday, 2))T\(pad(tm.tm_hour, 2)):\(pad(tm.tm_min, 2)):\(pad(tm.tm_sec, 2))"
+        if milliseconds { out += "." + pad(Int32(ms), 3) }
+        return out + "Z"
+    }
 }

@@ -163,7 +163,7 @@ public enum ISO8601 {
         return nil
     }
 
-    public static func format(_ d: Date) -> String { ISO8601DateFormatter().string(from: d) }
+    public static func format(_ d: Date) -> String { UTCTimestamp.seconds(d) }
 }
 
 /// The text of the first element with each name in an STS answer. STS answers (federation.md A1)
