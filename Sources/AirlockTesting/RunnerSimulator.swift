@@ -75,6 +75,13 @@ public struct SimulationResult: Codable, Sendable {
     public var stages: [StageRun] = []
     public var prepareAttempts: Int = 0
     public var cleanupRuns: Int = 0
+    /// Wall time of each executable the runner started, in order ("config", "prepare", the run
+    /// stage's name, "cleanup"), in milliseconds: what `scripts/bench` reports per stage.
+    public var timings: [Timing] = []
+    public struct Timing: Codable, Sendable {
+        public var exec: String
+        public var milliseconds: Double
+    }
 
     /// The job log without the runner's echo of each command (`\e[32;1m$ command\e[0;m`, which can
     /// span lines): only what the job's processes and the stages printed. Assert markers against
@@ -169,7 +176,7 @@ public final class RunnerSimulator: @unchecked Sendable {
             guard let prep = driver.prepareExec else { prepared = true; break }
             let cancel = options.cancelStage == "prepare" ? options.cancelAfter : nil
             let limit = min(options.prepareExecTimeout, max(0, deadline.timeIntervalSinceNow))
-            let r = exec(prep, env: env, cwd: tmp, captureTo: .jobLog, signalAfter: min(limit, cancel ?? .infinity))
+            let r = exec(prep, label: "prepare", env: env, cwd: tmp, captureTo: .jobLog, signalAfter: min(limit, cancel ?? .infinity))
             if r.signaled {
                 runCleanup(env: env, tmp: tmp)
                 if let cancel, cancel < limit {
@@ -314,7 +321,7 @@ public final class RunnerSimulator: @unchecked Sendable {
             let left = deadline.timeIntervalSinceNow
             if killAfter == nil || left < killAfter! { killAfter = max(0, left); timedOut = cancelAfter == nil || left < cancelAfter! }
         }
-        let r = exec(driver.runExec + [path, stage], env: env, cwd: tmp, captureTo: .jobLog, signalAfter: killAfter)
+        let r = exec(driver.runExec + [path, stage], label: stage, env: env, cwd: tmp, captureTo: .jobLog, signalAfter: killAfter)
         result.stages.append(.init(stage: stage, exitCode: r.code, scriptPath: path))
         if r.signaled {
             let reason = timedOut ? "job_execution_timeout" : "canceled"
@@ -338,7 +345,7 @@ public final class RunnerSimulator: @unchecked Sendable {
         guard let c = driver.cleanupExec else { return }
         result.cleanupRuns += 1
         // Its own timeout on context.Background(): neither a cancel nor the job timeout stops it.
-        _ = exec(c, env: env, cwd: tmp, captureTo: .runnerLog, signalAfter: options.cleanupExecTimeout)
+        _ = exec(c, label: "cleanup", env: env, cwd: tmp, captureTo: .runnerLog, signalAfter: options.cleanupExecTimeout)
     }
 
     // MARK: processes
@@ -347,8 +354,13 @@ public final class RunnerSimulator: @unchecked Sendable {
     /// (custom-executor.md: config_exec's stderr reaches the job log).
     enum Capture { case jobLog, runnerLog, configJSON }
 
-    private func exec(_ argv: [String], env: [String: String], cwd: String, captureTo: Capture,
+    private func exec(_ argv: [String], label: String, env: [String: String], cwd: String, captureTo: Capture,
                       signalAfter: Double? = nil) -> (code: Int32, out: Data, signaled: Bool) {
+        let started = DispatchTime.now().uptimeNanoseconds
+        defer {
+            let ms = Double(DispatchTime.now().uptimeNanoseconds - started) / 1_000_000
+            result.timings.append(.init(exec: label, milliseconds: ms))
+        }
         let child: ChildProcess
         do {
             child = try ChildProcess(argv: argv, environment: env, directory: cwd)
@@ -499,7 +511,7 @@ public final class RunnerSimulator: @unchecked Sendable {
     private func runConfig(env: [String: String], deadline: Date) -> ConfigResult {
         guard let c = driver.configExec else { return .ok(ConfigJSON()) }
         let limit = min(options.configExecTimeout, max(0, deadline.timeIntervalSinceNow))
-        let r = exec(c, env: env, cwd: env["TMPDIR"] ?? "/tmp", captureTo: .configJSON, signalAfter: limit)
+        let r = exec(c, label: "config", env: env, cwd: env["TMPDIR"] ?? "/tmp", captureTo: .configJSON, signalAfter: limit)
         if r.signaled { return deadline.timeIntervalSinceNow <= 0 ? .timedOut : .failed(systemFailure, "config_exec timed out") }
         guard r.code == 0 else { return .failed(r.code, "config_exec exited with \(r.code)") }
         if r.out.isEmpty { return .ok(ConfigJSON()) }

@@ -14,7 +14,7 @@ struct AirlockDev: AsyncParsableCommand {
         commandName: "airlock-dev",
         abstract: "Airlock's development tool: the runner simulator, the demo and the benchmarks (not installed).",
         version: airlockVersion,
-        subcommands: [Simulate.self, Demo.self, BenchConcurrent.self, BenchEndpoint.self])
+        subcommands: [Simulate.self, Demo.self, BenchConcurrent.self, BenchEndpoint.self, BenchPrepare.self])
 }
 
 /// Writes to stdout unbuffered, so that it interleaves correctly with the job log the simulator streams.
@@ -107,49 +107,166 @@ struct Demo: AsyncParsableCommand {
     }
 }
 
-struct BenchConcurrent: AsyncParsableCommand {
+struct BenchConcurrent: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench-concurrent",
-        abstract: "Benchmark: N jobs at once through Airlock against an STS (moto), with a local issuer.")
+        abstract: "Benchmark: N jobs at once through Airlock against an STS (moto), with a local issuer: all succeed, every credential is settled, no uid, port or directory is shared by two jobs at once, and the memory they take.")
 
-    @Option var jobs: Int = 20
+    @Option var jobs: Int = 100
     @Option var sts: String
     @Option var binDir: String?
     @Option var workdir: String
+    @Option(help: "Seconds each job holds its uid, port and directories after fetching its credentials, so that the jobs overlap.")
+    var hold: Int = 30
 
-    func run() async throws {
+    func run() throws {
         let issuer = try TestIssuer()
         defer { issuer.server.stop() }
         try FileManager.default.createDirectory(atPath: workdir, withIntermediateDirectories: true)
-        let (config, audit) = try benchConfig(workdir: workdir, issuer: issuer, sts: sts)
-        let driver = DriverSpec.airlock(binDir: binDir ?? binDirectory(), config: config)
+        // Project 42 gets its credentials as environment variables, project 43 from a credential
+        // server of its own (a port per job): every other job is of each.
+        let (config, audit) = try benchConfig(workdir: workdir, issuer: issuer, sts: sts, endpointProject: 43)
+        let bin = binDir ?? binDirectory()
+        let driver = DriverSpec.airlock(binDir: bin, config: config)
+        // Each job: its credentials through botocore (from the environment or its endpoint), then a
+        // marker in its builds dir and HOME held for `hold` s and counted (another job sharing either
+        // would add its own), then removed so that the uid's next job starts without it.
+        let script = [
+            #"arn=$(python3 -c 'import botocore.session as s; print(s.get_session().create_client("sts", region_name="eu-west-1").get_caller_identity()["Arn"])')"#,
+            #"start=$(date +%s.%N); touch "$CI_BUILDS_DIR/owner-$CI_JOB_ID" "$HOME/owner-$CI_JOB_ID"; sleep \#(hold)"#,
+            #"echo "bench-job id=$CI_JOB_ID uid=$(id -u) endpoint=${AWS_CONTAINER_CREDENTIALS_FULL_URI:-none} builds=$(ls -a "$CI_BUILDS_DIR" | grep -c '^owner-') home=$(ls -a "$HOME" | grep -c '^owner-') start=$start end=$(date +%s.%N) arn=$arn""#,
+            #"rm -f "$CI_BUILDS_DIR/owner-$CI_JOB_ID" "$HOME/owner-$CI_JOB_ID""#,
+        ]
+        let sampler = MemorySampler(binDir: bin)
+        sampler.start()
         let results = ResultBox()
+        let group = DispatchGroup()
         let started = Date()
-        await withTaskGroup(of: Void.self) { group in
-            for i in 0..<jobs {
-                var job = SimulatedJob(script: ["aws sts get-caller-identity --query Arn --output text"])
-                job.jobID = 900_000 + i
-                job.concurrentProjectID = i
-                job.variables = ["AWS_ENDPOINT_URL_STS": sts]
-                job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: "https://airlock.bench"))]
-                group.addTask {
-                    var o = SimulatorOptions()
-                    o.tempRoot = workdir
-                    let r = RunnerSimulator(job: job, driver: driver, options: o).run()
-                    results.add(r.status)
-                }
+        // One thread per job, as the runner runs concurrent jobs (a task group on this 2-core machine
+        // would have run two at a time: RunnerSimulator blocks while its job runs).
+        for i in 0..<jobs {
+            var job = SimulatedJob(script: script)
+            job.jobID = 900_000 + i
+            job.projectID = i % 2 == 0 ? 42 : 43
+            job.projectPath = i % 2 == 0 ? "platform/api" : "platform/web"
+            job.concurrentProjectID = i / 2
+            job.variables = ["AWS_ENDPOINT_URL_STS": sts]
+            job.idTokens = ["AIRLOCK_ID_TOKEN": issuer.mint(issuer.claims(for: job, audience: "https://airlock.bench"))]
+            group.enter()
+            let ready = job
+            Thread.detachNewThread {
+                var o = SimulatorOptions()
+                o.tempRoot = workdir
+                let r = RunnerSimulator(job: ready, driver: driver, options: o).run()
+                results.add(r.status, log: r.output)
+                group.leave()
             }
         }
+        group.wait()
         let wall = Date().timeIntervalSince(started)
-        var usage = rusage()
-        getrusage(__rusage_who_t(RUSAGE_CHILDREN.rawValue), &usage)
+        let memory = sampler.stop()
         let records = (try? String(contentsOfFile: audit, encoding: .utf8))?.split(separator: "\n") ?? []
         let issued = records.filter { $0.contains("\"event\":\"issued\"") }.count
         let settled = records.filter { $0.contains("\"event\":\"revoked\"") }.count
         let ok = results.statuses.filter { $0 == "success" }.count
-        say("concurrent: \(jobs) jobs at once: \(ok) succeeded, \(issued) credentials issued, \(settled) settled at cleanup, wall \(String(format: "%.1f", wall)) s")
-        say("  peak RSS of any Airlock executable or job process: \(usage.ru_maxrss / 1024) MiB")
-        if ok != jobs || issued != jobs || settled != jobs { throw ExitCode(1) }
+        let lines = results.logs.flatMap { $0.split(separator: "\n") }.filter { $0.hasPrefix("bench-job ") }.map { line in
+            Dictionary(line.split(separator: " ").dropFirst().compactMap { kv -> (String, String)? in
+                let p = kv.split(separator: "=", maxSplits: 1)
+                return p.count == 2 ? (String(p[0]), String(p[1])) : nil
+            }, uniquingKeysWith: { a, _ in a })
+        }
+        // Two jobs that ran at the same time must not have had the same uid or endpoint port; a
+        // builds dir or HOME holding another job's marker was shared.
+        var uidClashes = 0, portClashes = 0
+        let spans = lines.map { (Double($0["start"] ?? "") ?? 0, Double($0["end"] ?? "") ?? 0, $0["uid"] ?? "?", $0["endpoint"] ?? "none") }
+        for x in 0..<spans.count {
+            for y in (x + 1)..<max(x + 1, spans.count) where spans[x].0 < spans[y].1 && spans[y].0 < spans[x].1 {
+                if spans[x].2 == spans[y].2 { uidClashes += 1 }
+                if spans[x].3 != "none" && spans[x].3 == spans[y].3 { portClashes += 1 }
+            }
+        }
+        let sharedDirs = lines.filter { $0["builds"] != "1" || $0["home"] != "1" }.count
+        // The most jobs holding their uid, port and directories at one moment.
+        var events: [(time: Double, change: Int)] = []
+        for span in spans { events.append((span.0, 1)); events.append((span.1, -1)) }
+        // An end before a start at the same instant: touching jobs did not overlap.
+        events.sort { a, b in a.time != b.time ? a.time < b.time : a.change < b.change }
+        var running = 0, mostAtOnce = 0
+        for e in events { running += e.change; mostAtOnce = max(mostAtOnce, running) }
+        let endpoints = lines.filter { $0["endpoint"] != "none" }.count
+        say("concurrent: \(jobs) jobs at once (\(endpoints) through their own credential endpoint): \(ok) succeeded, \(issued) credentials issued, \(settled) settled at cleanup, wall \(String(format: "%.1f", wall)) s")
+        say("  \(lines.count) jobs reported, at most \(mostAtOnce) holding their uid, port and directories at the same moment; uid clashes \(uidClashes), port clashes \(portClashes), builds dir or HOME shared \(sharedDirs) (among jobs that overlapped)")
+        say("  memory: peak of all Airlock processes and jobs together \(memory.peakTotalPSS / 1024) MiB PSS (\(memory.peakTotalRSS / 1024) MiB RSS), \(String(format: "%.1f", Double(memory.peakTotalPSS) / 1024 / Double(jobs))) MiB PSS per job")
+        say("  largest single process, by executable: " + memory.peakByExecutable.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value / 1024) MiB" }.joined(separator: ", "))
+        if ok != jobs || issued != jobs || settled != jobs || lines.count != jobs || uidClashes + portClashes + sharedDirs > 0 { throw ExitCode(1) }
+    }
+}
+
+/// Samples, every second, the memory of this process's descendants and of every process running one of
+/// Airlock's executables (airlock-endpoint leaves the process tree): PSS (shared pages split between
+/// their users, so the sum is what the host gives) and RSS.
+final class MemorySampler: @unchecked Sendable {
+    struct Peaks { var peakTotalPSS = 0; var peakTotalRSS = 0; var peakByExecutable: [String: Int] = [:] }
+    private let binDir: String
+    private let lock = NSLock()
+    private var peaks = Peaks()
+    private var running = true
+    private let done = DispatchSemaphore(value: 0)
+
+    init(binDir: String) { self.binDir = binDir }
+
+    func start() {
+        Thread.detachNewThread { [self] in
+            while lock.withLock({ running }) {
+                sample()
+                Thread.sleep(forTimeInterval: 1)
+            }
+            done.signal()
+        }
+    }
+
+    func stop() -> Peaks {
+        lock.withLock { running = false }
+        done.wait()
+        return lock.withLock { peaks }
+    }
+
+    private func sample() {
+        let me = getpid()
+        var parent: [Int32: Int32] = [:]
+        let pids = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap { Int32($0) }
+        for pid in pids {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, let pp = Int32(fields[1]) { parent[pid] = pp }
+        }
+        func descends(_ pid: Int32) -> Bool {
+            var p = pid
+            for _ in 0..<64 { guard let pp = parent[p] else { return false }; if pp == me { return true }; p = pp }
+            return false
+        }
+        var pss = 0, rss = 0
+        var byExe: [String: Int] = [:]
+        for pid in pids where pid != me {
+            let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")) ?? ""
+            let ours = exe.hasPrefix(binDir + "/")
+            guard ours || descends(pid),
+                  let rollup = try? String(contentsOfFile: "/proc/\(pid)/smaps_rollup", encoding: .utf8) else { continue }
+            func kib(_ key: String) -> Int {
+                guard let line = rollup.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }) else { return 0 }
+                return Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+            }
+            let r = kib("Rss")
+            pss += kib("Pss")
+            rss += r
+            if ours { let name = (exe as NSString).lastPathComponent; byExe[name] = max(byExe[name] ?? 0, r) }
+        }
+        lock.withLock {
+            peaks.peakTotalPSS = max(peaks.peakTotalPSS, pss)
+            peaks.peakTotalRSS = max(peaks.peakTotalRSS, rss)
+            for (k, v) in byExe { peaks.peakByExecutable[k] = max(peaks.peakByExecutable[k] ?? 0, v) }
+        }
     }
 }
 
@@ -211,9 +328,153 @@ struct BenchEndpoint: ParsableCommand {
     }
 }
 
+struct BenchPrepare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench-prepare",
+        abstract: "Benchmark: prepare with five grants on five providers (moto, the Entra, Google and OAuth fakes, OpenBao), each behind a proxy that holds every answer for --delay s, against prepare with each grant alone.")
+
+    @Option var rounds: Int = 5
+    @Option(help: "Seconds each provider takes to answer each request.") var delay: Double = 0.2
+
+    func run() throws {
+        let p = try PreparePeers(delay: delay)
+        let profiles = PreparePeers.profiles
+        var single: [String: [Double]] = [:], all: [Double] = []
+        var jobID = 970_000
+        // One prepare (and its cleanup, untimed) at a time, interleaved: each profile alone, then all five.
+        for _ in 0..<rounds {
+            for (i, profile) in profiles.enumerated() {
+                jobID += 1
+                single[profile, default: []].append(try p.prepare(jobID: jobID, projectID: 101 + i, expect: 1))
+            }
+            jobID += 1
+            all.append(try p.prepare(jobID: jobID, projectID: 42, expect: profiles.count))
+        }
+        let med = { (xs: [Double]) in xs.sorted()[xs.count / 2] }
+        let slowest = single.max { med($0.value) < med($1.value) }!
+        say("prepare: \(rounds) rounds, every provider answering each request in \(Int(delay * 1000)) ms (medians; prepare_exec's wall time)")
+        for profile in profiles { say("  \(profile) alone: \(String(format: "%.0f", med(single[profile]!) * 1000)) ms") }
+        say("  all five: \(String(format: "%.0f", med(all) * 1000)) ms, \(String(format: "%.2f", med(all) / med(slowest.value)))x the slowest alone (\(slowest.key); goal <= 1.2x)")
+    }
+}
+
+/// The five peers of bench-prepare, as AirlockIssuerEndToEndTests sets them up (Airlock's own
+/// identity, so that no second ID token is needed), each behind a `DelayingProxy`.
+final class PreparePeers {
+    static let profiles = ["deploy", "arm", "gcs", "plain", "vault-token"]
+    static let audience = "https://airlock.bench"
+    static let client = "8a3b1c2d-0000-4e5f-9a8b-7c6d5e4f3a2b"
+    static let wip = "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/airlock/providers/runners"
+    static let sa = "ci@platform-prod.iam.gserviceaccount.com"
+    static let subject = "project_path:platform/api:ref_type:branch:ref:main"
+    static let vaultAudience = "https://vault.airlock.bench"
+    let gitlab: TestIssuer
+    let world: TestWorld
+    let site: StaticSite
+    let moto: MotoServer
+    let azure: FakeAzure
+    let google: FakeGoogle
+    let oauth: FakeOAuthServer
+    let bao: OpenBaoServer
+    let proxies: [DelayingProxy]
+
+    init(delay: Double) throws {
+        gitlab = try TestIssuer()
+        world = try TestWorld()
+        site = try StaticSite(root: world.root + "/site")
+        let key = world.root + "/etc/issuer.pem"
+        let gen = TestWorld.launch("/usr/bin/openssl", ["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", key], environment: nil)
+        guard gen.code == 0, chmod(key, 0o600) == 0 else { throw SimulatorError("openssl genpkey: \(gen.stderr)") }
+        moto = try MotoServer()
+        azure = try FakeAzure(issuer: PublishedIssuer(issuer: site.url))
+        azure.addApp(Self.client, [.init(issuer: site.url, subject: Self.subject)])
+        google = try FakeGoogle(issuer: PublishedIssuer(issuer: site.url))
+        google.addProvider(Self.wip, .init(issuer: site.url))
+        google.addServiceAccount(Self.sa, impersonators: [Self.subject])
+        oauth = try FakeOAuthServer(issuer: PublishedIssuer(issuer: site.url), subjectAudience: "")
+        oauth.revocationEnabled = false
+        oauth.register(clientID: "public-client", .init())
+        bao = try OpenBaoServer()
+        let px = try [moto.url, azure.authorityHost, google.baseURL, oauth.baseURL, bao.address].map { try DelayingProxy(peer: $0, delay: delay) }
+        proxies = px
+        oauth.subjectAudience = px[3].baseURL  // the token endpoint's origin, as the job's side sees it
+        func airlock(_ table: String, _ more: String = "") -> String { String(table.dropLast()) + "identity = \"airlock\"\n" + more + "\n" }
+        var rules = ""
+        for (i, profile) in Self.profiles.enumerated() {
+            rules += "[[rules]]\nname = \"\(profile) alone\"\nproject_id = \(101 + i)\ngrant = [\"\(profile)\"]\n\n"
+        }
+        try world.writeConfig(extra: """
+        [gitlab]
+        issuer = "\(gitlab.issuer)"
+        audience = "\(Self.audience)"
+
+        [issuer]
+        url = "\(site.url)"
+        signing_key_file = "\(key)"
+
+        \(airlock(PeerTables.aws(sts: px[0].baseURL)))\(airlock("[providers.azure]\ntype = \"azure\"\nauthority_host = \"\(px[1].baseURL)\"\ntenant_id = \"\(azure.tenant)\"\n\n"))\(airlock("[providers.gcp]\ntype = \"gcp\"\nsts_endpoint = \"\(px[2].url(for: google.stsEndpoint))\"\niam_credentials_endpoint = \"\(px[2].baseURL)\"\n\n"))\(airlock("[providers.plain]\ntype = \"oauth2\"\ntoken_endpoint = \"\(px[3].url(for: oauth.tokenEndpoint))\"\nclient_id = \"public-client\"\n\n"))\(airlock(PeerTables.vault(address: px[4].baseURL), "audience = \"\(Self.vaultAudience)\"\n"))
+        [profiles.deploy]
+        provider = "aws"
+        role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
+
+        [profiles.arm]
+        provider = "azure"
+        client_id = "\(Self.client)"
+        resource = "arm"
+
+        [profiles.gcs]
+        provider = "gcp"
+        workload_identity_provider = "\(Self.wip)"
+        service_account = "\(Self.sa)"
+
+        [profiles.plain]
+        provider = "plain"
+        grant = "token_exchange"
+        variable = "PLAIN_TOKEN"
+
+        [profiles.vault-token]
+        provider = "vault"
+        role = "ci"
+        token = true
+
+        [[rules]]
+        name = "all five"
+        project_id = 42
+        grant = ["deploy", "arm", "gcs", "plain", "vault-token"]
+
+        \(rules)
+        """)
+        let published = world.run(["issuer", "publish", "--config", world.configPath, "--out", site.root])
+        guard published.code == 0 else { throw SimulatorError("airlock issuer publish: \(published.stderr)") }
+        try bao.enableJWT(issuer: site.url)
+        try bao.writePolicy("ci", OpenBaoServer.readmePolicy)
+        try bao.writeRole("ci", audience: Self.vaultAudience, boundClaims: ["airlock_profile": "vault-token"], policies: ["ci"])
+    }
+
+    /// Runs prepare_exec for a job of `projectID` and returns its wall time in seconds, after checking
+    /// that it issued `expect` credentials; then cleans the job up (untimed).
+    func prepare(jobID: Int, projectID: Int, expect: Int) throws -> Double {
+        var job = SimulatedJob(script: [])
+        job.jobID = jobID
+        job.projectID = projectID
+        let env = try world.runnerEnvironment(jobID: jobID, projectID: projectID, variables: [
+            "AIRLOCK_ID_TOKEN": gitlab.mint(gitlab.claims(for: job, audience: Self.audience))])
+        let t = Date()
+        let r = world.execute("airlock-prepare", environment: env)
+        let took = Date().timeIntervalSince(t)
+        let issued = r.stdout.split(separator: "\n").filter { $0.hasPrefix("Airlock: issued ") }.count
+        _ = world.execute("airlock-cleanup", environment: env)
+        guard r.code == 0, issued == expect else {
+            throw SimulatorError("prepare for project \(projectID) issued \(issued) of \(expect) (exit \(r.code)): \(r.stdout)\(r.stderr)")
+        }
+        return took
+    }
+}
+
 /// The benchmarks' configuration: a local issuer, one AWS profile against `sts`, granted to project 42.
 /// Returns the config and audit log paths.
-func benchConfig(workdir: String, issuer: TestIssuer, sts: String, runnerExtra: String = "", deliver: String = "env") throws -> (String, String) {
+func benchConfig(workdir: String, issuer: TestIssuer, sts: String, runnerExtra: String = "", deliver: String = "env",
+                 endpointProject: Int? = nil) throws -> (String, String) {
     let config = "\(workdir)/airlock.toml"
     let audit = "\(workdir)/audit.jsonl"
     try """
@@ -238,6 +499,16 @@ func benchConfig(workdir: String, issuer: TestIssuer, sts: String, runnerExtra: 
     name = "all of project 42"
     project_id = 42
     grant = ["p"]
+    \(endpointProject.map { """
+    [profiles.ep]
+    provider = "aws"
+    role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
+    deliver = "endpoint"
+    [[rules]]
+    name = "all of project \($0)"
+    project_id = \($0)
+    grant = ["ep"]
+    """ } ?? "")
     """.write(toFile: config, atomically: true, encoding: .utf8)
     return (config, audit)
 }
@@ -245,6 +516,8 @@ func benchConfig(workdir: String, issuer: TestIssuer, sts: String, runnerExtra: 
 final class ResultBox: @unchecked Sendable {
     private let lock = NSLock()
     private var s: [String] = []
-    func add(_ x: String) { lock.withLock { s.append(x) } }
+    private var l: [String] = []
+    func add(_ x: String, log: String = "") { lock.withLock { s.append(x); l.append(log) } }
     var statuses: [String] { lock.withLock { s } }
+    var logs: [String] { lock.withLock { l } }
 }
