@@ -59,7 +59,7 @@ public enum Executor {
     public static func begin(_ kind: Kind, arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Begun {
         precondition(kind == .prepare || kind == .cleanup, "config and run run in Executor.mainSync")
         Termination.hold()
-        let env = RunnerEnvironment(ProcessInfo.processInfo.environment)
+        let env = RunnerEnvironment.current()
         do {
             let (_, config, job) = try setUp(kind, arguments: arguments, env: env, networked: false)
             Termination.release()
@@ -94,7 +94,7 @@ public enum Executor {
     /// per stage), and exits. The run stage forwards signals to the job (StageWatcher).
     public static func mainSync(_ kind: Kind, arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Never {
         precondition(kind == .config || kind == .run, "prepare and cleanup run in Executor.main")
-        let env = RunnerEnvironment(ProcessInfo.processInfo.environment)
+        let env = RunnerEnvironment.current()
         let code: Int32
         do {
             let (args, config, job) = try setUp(kind, arguments: arguments, env: env, networked: false)
@@ -132,7 +132,7 @@ public enum Executor {
     /// cleared first, on the main thread: a signal the runner sent since is taken now.
     public static func federateBegin() -> Begun {
         Termination.release()
-        let env = RunnerEnvironment(ProcessInfo.processInfo.environment)
+        let env = RunnerEnvironment.current()
         let args = Array(CommandLine.arguments.dropFirst())
         guard let first = args.first, let kind = Kind(rawValue: first), kind == .prepare || kind == .cleanup else {
             FileHandle.standardError.write(Data("airlock-federate: system error: airlock-prepare and airlock-cleanup start it as `airlock-federate prepare|cleanup [--config FILE]`; the runner's config.toml should name those two, not airlock-federate\n".utf8))

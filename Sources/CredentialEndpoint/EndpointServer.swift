@@ -47,6 +47,10 @@ public protocol CredentialSource: Sendable {
 public struct EndpointServer: Sendable {
     let source: any CredentialSource
     let limiter: RateLimiter
+    /// The last AWS answer per profile, kept with the id of the credential it carries: the same
+    /// credential is served as the same bytes until the broker replaces it (issue 19: encoding and
+    /// the date on every request cost the answer its lead over a minimal server).
+    let answers = AnswerCache()
     var secret: String { source.secret }
     /// The job's own uid (sandboxed jobs): its connections may ask GCE metadata without the secret.
     let ownerUID: UInt32?
@@ -123,7 +127,11 @@ public struct EndpointServer: Sendable {
             source.refused("not_granted", "aws profile \(profile)")
             return Self.json(["message": "profile \(profile) is not an AWS profile served to this job"], status: .notFound)
         }
-        return Self.json(AWSContainerCredentials.body(try await source.credential(profile)))
+        let credential = try await source.credential(profile)
+        let body = answers.body(for: "aws/\(profile)", credential: credential.id) {
+            (try? JSONSerialization.data(withJSONObject: AWSContainerCredentials.body(credential), options: [.sortedKeys])) ?? Data()
+        }
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 
     // MARK: Azure (federation.md B2)
@@ -266,6 +274,19 @@ enum LoopbackPeer {
     static func hex(_ port: Int) -> String {
         let h = String(port, radix: 16, uppercase: true)
         return String(repeating: "0", count: max(0, 4 - h.count)) + h
+    }
+}
+
+/// Encoded answers per route, each valid for one credential id.
+final class AnswerCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var answers: [String: (credential: String, body: Data)] = [:]
+
+    func body(for route: String, credential: String, make: () -> Data) -> Data {
+        if let a = lock.withLock({ answers[route] }), a.credential == credential { return a.body }
+        let body = make()
+        lock.withLock { answers[route] = (credential, body) }
+        return body
     }
 }
 
