@@ -31,16 +31,7 @@ public final class DelayingProxy: @unchecked Sendable {
         guard let p = URLComponents(string: peer)?.port, let up = UInt16(exactly: p) else { throw SimulatorError("no port in \(peer)") }
         upstream = up
         self.delay = delay
-        let listening = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(listening, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var addr = Self.loopback(port: 0)
-        let b = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listening, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        guard b == 0, listen(listening, 128) == 0 else { close(listening); throw SimulatorError("cannot listen on loopback: \(String(cString: strerror(errno)))") }
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listening, $0, &len) } }
-        fd = listening
-        port = UInt16(bigEndian: addr.sin_port)
+        (fd, port) = try LoopbackHTTPServer.listenOnLoopback(backlog: 128)
         let listenFD = fd
         Thread.detachNewThread { [weak self] in
             while true {

@@ -36,6 +36,42 @@ public enum PeerTables {
         return table(name, keys)
     }
 
+    /// One profile on each of the five providers (tables named aws, azure, gcp, plain, vault):
+    /// `deploy` (AWS role gitlab-{project_id}), `arm` (Entra, ARM), `gcs` (Google, `workloadIdentityProvider`
+    /// impersonating `serviceAccount`), `plain` (OAuth token exchange into PLAIN_TOKEN) and
+    /// `vault-token` (a Vault token of `vaultRole`). AirlockIssuerEndToEndTests and bench-prepare.
+    public static let fiveProfiles = ["deploy", "arm", "gcs", "plain", "vault-token"]
+    public static func fiveProfiles(azureClient: String, workloadIdentityProvider: String, serviceAccount: String,
+                                    vaultRole: String, deployExtra: String = "") -> String {
+        """
+        [profiles.deploy]
+        provider = "aws"
+        role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
+        \(deployExtra)
+
+        [profiles.arm]
+        provider = "azure"
+        client_id = "\(azureClient)"
+        resource = "arm"
+
+        [profiles.gcs]
+        provider = "gcp"
+        workload_identity_provider = "\(workloadIdentityProvider)"
+        service_account = "\(serviceAccount)"
+
+        [profiles.plain]
+        provider = "plain"
+        grant = "token_exchange"
+        variable = "PLAIN_TOKEN"
+
+        [profiles.vault-token]
+        provider = "vault"
+        role = "\(vaultRole)"
+        token = true
+
+        """
+    }
+
     static func table(_ name: String, _ keys: [(String, String)]) -> String {
         "[providers.\(name)]\n" + keys.map { "\($0.0) = \"\($0.1)\"\n" }.joined() + "\n"
     }

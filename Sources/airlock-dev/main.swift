@@ -361,7 +361,7 @@ struct BenchPrepare: ParsableCommand {
 /// The five peers of bench-prepare, as AirlockIssuerEndToEndTests sets them up (Airlock's own
 /// identity, so that no second ID token is needed), each behind a `DelayingProxy`.
 final class PreparePeers {
-    static let profiles = ["deploy", "arm", "gcs", "plain", "vault-token"]
+    static let profiles = PeerTables.fiveProfiles
     static let audience = "https://airlock.bench"
     static let client = "8a3b1c2d-0000-4e5f-9a8b-7c6d5e4f3a2b"
     static let wip = "//iam.googleapis.com/projects/123456789/locations/global/workloadIdentityPools/airlock/providers/runners"
@@ -413,30 +413,7 @@ final class PreparePeers {
         signing_key_file = "\(key)"
 
         \(airlock(PeerTables.aws(sts: px[0].baseURL)))\(airlock("[providers.azure]\ntype = \"azure\"\nauthority_host = \"\(px[1].baseURL)\"\ntenant_id = \"\(azure.tenant)\"\n\n"))\(airlock("[providers.gcp]\ntype = \"gcp\"\nsts_endpoint = \"\(px[2].url(for: google.stsEndpoint))\"\niam_credentials_endpoint = \"\(px[2].baseURL)\"\n\n"))\(airlock("[providers.plain]\ntype = \"oauth2\"\ntoken_endpoint = \"\(px[3].url(for: oauth.tokenEndpoint))\"\nclient_id = \"public-client\"\n\n"))\(airlock(PeerTables.vault(address: px[4].baseURL), "audience = \"\(Self.vaultAudience)\"\n"))
-        [profiles.deploy]
-        provider = "aws"
-        role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
-
-        [profiles.arm]
-        provider = "azure"
-        client_id = "\(Self.client)"
-        resource = "arm"
-
-        [profiles.gcs]
-        provider = "gcp"
-        workload_identity_provider = "\(Self.wip)"
-        service_account = "\(Self.sa)"
-
-        [profiles.plain]
-        provider = "plain"
-        grant = "token_exchange"
-        variable = "PLAIN_TOKEN"
-
-        [profiles.vault-token]
-        provider = "vault"
-        role = "ci"
-        token = true
-
+        \(PeerTables.fiveProfiles(azureClient: Self.client, workloadIdentityProvider: Self.wip, serviceAccount: Self.sa, vaultRole: "ci"))
         [[rules]]
         name = "all five"
         project_id = 42

@@ -88,31 +88,9 @@ struct AirlockIssuerEndToEndTests {
             previous_key_files = [\(previous.map { "\"\($0)\"" }.joined(separator: ", "))]
 
             \(Self.airlock(PeerTables.aws(moto: moto)))\(Self.airlock(PeerTables.azure(azure)))\(Self.airlock(PeerTables.gcp(google)))\(Self.airlock(PeerTables.oauth("plain", oauth, clientID: "public-client")))\(Self.airlock(PeerTables.vault(address: bao.address), "audience = \"\(AirlockIssuerEndToEndTests.vaultAudience)\"\n"))
-            [profiles.deploy]
-            provider = "aws"
-            role_arn = "arn:aws:iam::123456789012:role/gitlab-{project_id}"
-            \(endpoint ? "deliver = \"endpoint\"" : "")
-
-            [profiles.arm]
-            provider = "azure"
-            client_id = "\(AirlockIssuerEndToEndTests.client)"
-            resource = "arm"
-
-            [profiles.gcs]
-            provider = "gcp"
-            workload_identity_provider = "\(AirlockIssuerEndToEndTests.wip)"
-            service_account = "\(AirlockIssuerEndToEndTests.sa)"
-
-            [profiles.plain]
-            provider = "plain"
-            grant = "token_exchange"
-            variable = "PLAIN_TOKEN"
-
-            [profiles.vault-token]
-            provider = "vault"
-            role = "ci-{project_id}"
-            token = true
-
+            \(PeerTables.fiveProfiles(azureClient: AirlockIssuerEndToEndTests.client, workloadIdentityProvider: AirlockIssuerEndToEndTests.wip,
+                                      serviceAccount: AirlockIssuerEndToEndTests.sa, vaultRole: "ci-{project_id}",
+                                      deployExtra: endpoint ? "deliver = \"endpoint\"" : ""))
             [[rules]]
             name = "project 42"
             project_id = 42
