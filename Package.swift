@@ -123,6 +123,6 @@ let package = Package(
         ], swiftSettings: strict),
         // Ledger, job state, audit log and revocation, against a stub provider.
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "Federation", "RunnerContract", "Identity"], swiftSettings: strict),
-        .testTarget(name: "EndToEndTests", dependencies: ["AirlockCore", "AirlockAdmin", "AirlockTesting", "RunnerContract", "Delivery", "Identity", "CSupport"], swiftSettings: strict),
+        .testTarget(name: "EndToEndTests", dependencies: ["AirlockCore", "AirlockAdmin", "AirlockTesting", "RunnerContract", "Delivery", "Identity", "CSupport", "JobIsolation", "AirlockConfiguration"], swiftSettings: strict),
     ]
 )
