@@ -51,6 +51,12 @@ pid_t airlock_spawn_tenant(unsigned int uid, const char *path, char *const argv[
     _exit(127);
 }
 
+#include <spawn.h>
+
+int airlock_spawn_addchdir(void *actions, const char *path) {
+    return posix_spawn_file_actions_addchdir_np((posix_spawn_file_actions_t *)actions, path);
+}
+
 #include <sys/stat.h>
 
 int airlock_file_status_of(const char *path, int follow, airlock_file_status *out) {

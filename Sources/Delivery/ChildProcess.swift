@@ -52,8 +52,15 @@ public final class ChildProcess: @unchecked Sendable {
         if !newSession { posix_spawnattr_setpgroup(&attr, 0) }
         posix_spawnattr_setflags(&attr, Int16((newSession ? setsid : POSIX_SPAWN_SETPGROUP) | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
-        // posix_spawn_file_actions_addchdir_np is not exported by Swift's Glibc module: cd in a shell.
-        let argv = directory.map { ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", $0] + argv } ?? argv
+        // The child changes directory itself, as gitlab-runner's own exec does: a `cd` in a shell
+        // in between cost every stage a second exec (issue 19).
+        if let directory {
+            let rc = withUnsafeMutablePointer(to: &actions) { airlock_spawn_addchdir($0, directory) }
+            guard rc == 0 else {
+                close(outPipe[0]); close(outPipe[1]); if errPipe[0] >= 0 { close(errPipe[0]); close(errPipe[1]) }
+                throw SpawnError(argv0: argv[0], errno: rc, directory: directory)
+            }
+        }
         let cArgs = argv.map { strdup($0) } + [nil]
         let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { (cArgs + cEnv).forEach { free($0) } }
@@ -63,7 +70,7 @@ public final class ChildProcess: @unchecked Sendable {
         if errPipe[1] >= 0 { close(errPipe[1]) }
         guard rc == 0 else {
             close(outPipe[0]); if errPipe[0] >= 0 { close(errPipe[0]) }
-            throw SpawnError(argv0: argv[0], errno: rc)
+            throw SpawnError(argv0: argv[0], errno: rc, directory: directory)
         }
         pid = child
         stdoutFD = outPipe[0]
@@ -231,7 +238,10 @@ public final class ChildProcess: @unchecked Sendable {
 public struct SpawnError: Error, CustomStringConvertible {
     public let argv0: String
     public let errno: Int32
-    public var description: String { "cannot start \(argv0): \(String(cString: strerror(errno)))" }
+    /// The directory it was to start in (the spawn's error may be about it: glibc reports a failed
+    /// chdir as the spawn's).
+    public var directory: String? = nil
+    public var description: String { "cannot start \(argv0)\(directory.map { " in \($0)" } ?? ""): \(String(cString: strerror(errno)))" }
 }
 
 /// Hands SIGTERM, SIGINT and SIGHUP to a handler on a dedicated thread, whichever thread the kernel

@@ -22,6 +22,12 @@ long airlock_session_keyring_id(void);
 pid_t airlock_spawn_tenant(unsigned int uid, const char *path, char *const argv[], char *const envp[],
                            int out_fd, int err_fd, const int *close_fds, int n);
 
+/// posix_spawn_file_actions_addchdir_np (glibc 2.29), which Swift's Glibc module does not export:
+/// the child changes to `path` before exec, without a shell in between. `actions` is a
+/// posix_spawn_file_actions_t * (void * here: the type belongs to a different clang module in
+/// debug and static builds). Returns 0 or an errno value.
+int airlock_spawn_addchdir(void *actions, const char *path);
+
 #include <stddef.h>
 #include <stdint.h>
 
