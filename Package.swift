@@ -5,6 +5,19 @@ import PackageDescription
 /// Modules follow the data path (see README "How a job flows"): imports point down the path only.
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny"), .enableUpcomingFeature("MemberImportVisibility"), .enableUpcomingFeature("InternalImportsByDefault")]
 
+/// The four executables the runner starts for every job link fully statically, as position-independent
+/// executables (static-pie, so ASLR stays): no dynamic loader, no shared glibc or libstdc++ to map and
+/// relocate, no exported symbol table (issue 19: a run stage 20.3 -> 16.8 ms, measured side by side).
+/// Release builds only. The linker is lld (gold cannot link static-pie) through scripts/ld-static-pie,
+/// which drops the -rpath SwiftPM adds (glibc's static-pie start-up asserts there is none). These
+/// executables call nothing of glibc's that needs its shared NSS modules at run time (no user, group
+/// or host lookups). airlock-federate and airlock-endpoint link libcurl and stay dynamic.
+let stageLinking: [LinkerSetting] = [
+    .unsafeFlags(["-static-executable", "-Xclang-linker", "-static-pie",
+                  "-Xclang-linker", "--ld-path=\(Context.packageDirectory)/scripts/ld-static-pie"],
+                 .when(platforms: [.linux], configuration: .release)),
+]
+
 let package = Package(
     name: "airlock",
     platforms: [.macOS(.v14)],
@@ -73,10 +86,10 @@ let package = Package(
         .target(name: "AirlockAdmin", dependencies: [
             "AirlockCore", "AirlockConfiguration", "ConfigSyntax", "Federation", "Identity", "Ledger", "Policy", "RunnerContract", "Delivery", "JobIsolation",
         ], swiftSettings: strict),
-        .executableTarget(name: "airlock-config", dependencies: ["AirlockCore"], swiftSettings: strict),
-        .executableTarget(name: "airlock-prepare", dependencies: ["AirlockCore"], swiftSettings: strict),
-        .executableTarget(name: "airlock-run", dependencies: ["AirlockCore"], swiftSettings: strict),
-        .executableTarget(name: "airlock-cleanup", dependencies: ["AirlockCore"], swiftSettings: strict),
+        .executableTarget(name: "airlock-config", dependencies: ["AirlockCore"], swiftSettings: strict, linkerSettings: stageLinking),
+        .executableTarget(name: "airlock-prepare", dependencies: ["AirlockCore"], swiftSettings: strict, linkerSettings: stageLinking),
+        .executableTarget(name: "airlock-run", dependencies: ["AirlockCore"], swiftSettings: strict, linkerSettings: stageLinking),
+        .executableTarget(name: "airlock-cleanup", dependencies: ["AirlockCore"], swiftSettings: strict, linkerSettings: stageLinking),
         // prepare and cleanup with the network: the two above hand a job over to it when it has an ID
         // token to verify or credentials to revoke (issue 19: libcurl's libraries cost 7 ms to load).
         .executableTarget(name: "airlock-federate", dependencies: ["AirlockCore", "HTTPClient"], swiftSettings: strict),
