@@ -50,8 +50,8 @@ package struct TOMLLineIndex: Sendable {
         var current: [String] = []
         var arrayCounts: [String: Int] = [:]
         for (i, raw) in source.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = raw.trimmingCharacters(in: .whitespaces)
-            if line.hasPrefix("[[") , let end = line.range(of: "]]") {
+            let line = Self.trimmed(raw)
+            if line.hasPrefix("[["), let end = Self.firstRange(of: "]]", in: line) {
                 let name = Self.keyPath(String(line[line.index(line.startIndex, offsetBy: 2)..<end.lowerBound]))
                 let joined = name.joined(separator: ".")
                 let n = arrayCounts[joined, default: 0]
@@ -80,14 +80,36 @@ package struct TOMLLineIndex: Sendable {
             } else if ch == "\"" || ch == "'" {
                 quote = ch
             } else if ch == "." {
-                parts.append(cur.trimmingCharacters(in: .whitespaces)); cur = ""
+                parts.append(String(trimmed(cur[...]))); cur = ""
             } else {
                 cur.append(ch)
             }
         }
-        let last = cur.trimmingCharacters(in: .whitespaces)
+        let last = String(trimmed(cur[...]))
         if !last.isEmpty || !parts.isEmpty { parts.append(last) }
         return parts
+    }
+
+    /// `s` without the white space at either end that Foundation's `trimmingCharacters(in:
+    /// .whitespaces)` removes (tab, Unicode's space separators, Zs, and the zero width space,
+    /// which CoreFoundation still counts among them), in the standard library:
+    /// Foundation's version goes through NSString, and this index is built on every read of a
+    /// configuration, in every stage (issue 19).
+    package static func trimmed(_ s: Substring) -> Substring {
+        func blank(_ u: Unicode.Scalar) -> Bool { u == "\t" || u == "\u{200B}" || u.properties.generalCategory == .spaceSeparator }
+        let scalars = s.unicodeScalars
+        guard let first = scalars.firstIndex(where: { !blank($0) }), let last = scalars.lastIndex(where: { !blank($0) }) else { return s[s.endIndex...] }
+        return Substring(scalars[first...last])
+    }
+
+    /// The first occurrence of `needle` in `line`, without Foundation's `range(of:)`.
+    static func firstRange(of needle: String, in line: Substring) -> Range<Substring.Index>? {
+        var i = line.startIndex
+        while i < line.endIndex {
+            if line[i...].hasPrefix(needle) { return i..<line.index(i, offsetBy: needle.count) }
+            i = line.index(after: i)
+        }
+        return nil
     }
 
     /// The 1-based line of a dotted key path, or of its nearest enclosing table.
