@@ -9,11 +9,12 @@ extension TOMLCursor {
     }
 
     package static func isVariableName(_ v: String) -> Bool {
-        v.range(of: "^[A-Za-z_][A-Za-z0-9_]*$", options: .regularExpression) != nil
+        Pattern("^[A-Za-z_][A-Za-z0-9_]*$").matches(v)
     }
 
+    /// Whether all of `v` matches `pattern`, an anchored `^…$` pattern (see `Pattern`: no ICU).
     package static func matches(_ v: String, _ pattern: String) -> Bool {
-        v.range(of: pattern, options: .regularExpression) != nil
+        Pattern(pattern).matches(v)
     }
 
     /// `v`, or an error on `key` when it is not a variable name.

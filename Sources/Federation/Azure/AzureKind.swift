@@ -53,7 +53,7 @@ package enum AzureKind: ProviderKind {
         case "key_vault": resource = .keyVault
         case "cosmos":
             let account = try c.requiredString("cosmos_account", hint: "the Cosmos DB account name (the <account> of https://<account>.documents.azure.com)")
-            guard account.range(of: "^[a-z0-9-]{3,50}$", options: .regularExpression) != nil else {
+            guard TOMLCursor.matches(account, "^[a-z0-9-]{3,50}$") else {
                 throw c.error("cosmos_account", "\(account.quoted) is not a Cosmos DB account name (3-50 of a-z, 0-9, -)")
             }
             resource = .cosmos(account: account)
