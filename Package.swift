@@ -7,13 +7,15 @@ let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny"), .enableU
 
 /// The four executables the runner starts for every job link fully statically, as position-independent
 /// executables (static-pie, so ASLR stays): no dynamic loader, no shared glibc or libstdc++ to map and
-/// relocate, no exported symbol table (issue 19: a run stage 20.3 -> 16.8 ms, measured side by side).
-/// Release builds only. The linker is lld (gold cannot link static-pie) through scripts/ld-static-pie,
-/// which drops the -rpath SwiftPM adds (glibc's static-pie start-up asserts there is none). These
-/// executables call nothing of glibc's that needs its shared NSS modules at run time (no user, group
-/// or host lookups). airlock-federate and airlock-endpoint link libcurl and stay dynamic.
+/// relocate, no exported symbol table (issue 19: about 1 to 1.5 ms less per stage, measured side by
+/// side; README "Benchmarks"). Full RELRO (-z now). Release builds only. The linker is lld (gold
+/// cannot link static-pie) through scripts/ld-static-pie, which drops the run path SwiftPM adds
+/// (glibc's static-pie start-up asserts there is none). These executables look up no user, group or
+/// host name (glibc would load its shared NSS modules for that): key files are checked with lstat,
+/// not FileManager.attributesOfItem. They carry their own glibc: rebuild after a glibc security
+/// update. airlock-federate and airlock-endpoint link libcurl and stay dynamic.
 let stageLinking: [LinkerSetting] = [
-    .unsafeFlags(["-static-executable", "-Xclang-linker", "-static-pie",
+    .unsafeFlags(["-static-executable", "-Xclang-linker", "-static-pie", "-Xlinker", "-z", "-Xlinker", "now",
                   "-Xclang-linker", "--ld-path=\(Context.packageDirectory)/scripts/ld-static-pie"],
                  .when(platforms: [.linux], configuration: .release)),
 ]
@@ -47,7 +49,7 @@ let package = Package(
         // in debug and static builds, which MemberImportVisibility would make each file name).
         .target(name: "CSupport"),
         .target(name: "Identity", dependencies: [
-            "RunnerContract",
+            "RunnerContract", "CSupport",
             .product(name: "JWTKit", package: "jwt-kit"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "_CryptoExtras", package: "swift-crypto"),
@@ -63,7 +65,7 @@ let package = Package(
         // One folder per provider kind (configuration, issue, revoke, delivery contract, endpoint
         // answers); ProviderKinds.all wires each in.
         .target(name: "Federation", dependencies: [
-            "RunnerContract", "Identity", "Policy", "ConfigSyntax", .product(name: "JWTKit", package: "jwt-kit"),
+            "RunnerContract", "Identity", "Policy", "ConfigSyntax", "CSupport", .product(name: "JWTKit", package: "jwt-kit"),
         ], swiftSettings: strict),
         .target(name: "Ledger", dependencies: [
             "RunnerContract", "Federation", "Identity", "CSupport",

@@ -1,5 +1,6 @@
 import _CryptoExtras
 import Crypto
+import CSupport
 public import Foundation
 public import JWTKit
 
@@ -25,11 +26,14 @@ public struct IssuerKey: Sendable {
     /// Loads a private key file: a regular file only its owner can read (0600), holding a P-256 or an
     /// RSA (≥ 2048 bits) private key in PEM.
     public static func load(path: String) throws(Problem) -> IssuerKey {
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path),
-              let mode = attributes[.posixPermissions] as? Int, let pem = FileManager.default.contents(atPath: path) else {
+        // lstat(2) through CSupport, not FileManager.attributesOfItem, which also looks up the owner's
+        // and group's names: glibc's NSS, which the statically linked stage executables must not load.
+        var status = airlock_file_status()
+        guard airlock_file_status_of(path, 0, &status) == 0, let pem = FileManager.default.contents(atPath: path) else {
             throw Problem(description: "\(path) cannot be read: create it (openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out \(path); chmod 600 \(path))")
         }
-        guard (attributes[.type] as? FileAttributeType) == .typeRegular else {
+        let mode = Int(status.mode)
+        guard mode & 0o170000 == 0o100000 else {
             throw Problem(description: "\(path) is not a regular file")
         }
         guard mode & 0o077 == 0 else {

@@ -1,3 +1,4 @@
+import CSupport
 public import Foundation
 public import Identity
 public import JWTKit
@@ -62,12 +63,14 @@ public struct ClientKey: Sendable {
     /// Loads the key into a collection that signs with it.
     /// - Throws: `FederationError` (system) for a missing, unreadable, group/world-readable or unparsable key.
     public func load(profile: String, provider: String) async throws -> (JWTKeyCollection, String) {
-        // The mode through FileManager (lstat's struct is owned by a different clang module in debug
-        // and static builds, which MemberImportVisibility would make this file name).
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: path), let mode = attributes[.posixPermissions] as? Int,
-              let pem = FileManager.default.contents(atPath: path) else {
+        // The mode through CSupport's lstat(2), not FileManager.attributesOfItem, which also looks up
+        // the owner's and group's names: glibc's NSS, which the statically linked stage executables
+        // must not load (airlock-cleanup revokes without the network when the hand-over fails).
+        var status = airlock_file_status()
+        guard airlock_file_status_of(path, 0, &status) == 0, let pem = FileManager.default.contents(atPath: path) else {
             throw FederationError(fault: .system, profile: profile, provider: provider, code: "ClientKeyUnreadable", message: "cannot read private_key_file \(path)")
         }
+        let mode = Int(status.mode)
         guard mode & 0o077 == 0 else {
             throw FederationError(fault: .system, profile: profile, provider: provider, code: "ClientKeyExposed",
                                   message: "private_key_file \(path) is readable by group or others (mode \(String(mode & 0o777, radix: 8))); chmod 600 it")
