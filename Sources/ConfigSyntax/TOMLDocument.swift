@@ -51,7 +51,7 @@ package struct TOMLLineIndex: Sendable {
         var arrayCounts: [String: Int] = [:]
         for (i, raw) in source.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let line = Self.trimmed(raw)
-            if line.hasPrefix("[["), let end = Self.firstRange(of: "]]", in: line) {
+            if line.hasPrefix("[["), let end = line.firstRange(of: "]]") {
                 let name = Self.keyPath(String(line[line.index(line.startIndex, offsetBy: 2)..<end.lowerBound]))
                 let joined = name.joined(separator: ".")
                 let n = arrayCounts[joined, default: 0]
@@ -100,16 +100,6 @@ package struct TOMLLineIndex: Sendable {
         let scalars = s.unicodeScalars
         guard let first = scalars.firstIndex(where: { !blank($0) }), let last = scalars.lastIndex(where: { !blank($0) }) else { return s[s.endIndex...] }
         return Substring(scalars[first...last])
-    }
-
-    /// The first occurrence of `needle` in `line`, without Foundation's `range(of:)`.
-    static func firstRange(of needle: String, in line: Substring) -> Range<Substring.Index>? {
-        var i = line.startIndex
-        while i < line.endIndex {
-            if line[i...].hasPrefix(needle) { return i..<line.index(i, offsetBy: needle.count) }
-            i = line.index(after: i)
-        }
-        return nil
     }
 
     /// The 1-based line of a dotted key path, or of its nearest enclosing table.

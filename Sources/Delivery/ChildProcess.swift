@@ -26,6 +26,18 @@ public final class ChildProcess: @unchecked Sendable {
     /// came first when both are ready.
     /// - Throws: `SpawnError` with the OS reason when the spawn fails.
     public init(argv: [String], environment: [String: String], directory: String?, newSession: Bool = false, mergedOutput: Bool = false) throws {
+        // Started in a directory, the command is looked up as the `cd` in a shell before did (see
+        // the chdir below): on the child's own PATH (its absolute entries: a relative one would be
+        // looked up in `directory`), not on this process's, which posix_spawnp would use.
+        var argv = argv
+        if let directory, !argv[0].contains("/"), let path = environment["PATH"] {
+            let name = argv[0]
+            let candidates: [String] = path.split(separator: ":").filter { $0.hasPrefix("/") }.map { "\($0)/\(name)" }
+            guard let found = candidates.first(where: { (c: String) in access(c, X_OK) == 0 }) else {
+                throw SpawnError(argv0: name, errno: ENOENT, directory: directory)
+            }
+            argv[0] = found
+        }
         var outPipe: [Int32] = [0, 0]
         var errPipe: [Int32] = [-1, -1]
         guard pipe(&outPipe) == 0, mergedOutput || pipe(&errPipe) == 0 else { throw SpawnError(argv0: argv[0], errno: errno) }
@@ -53,21 +65,8 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawnattr_setflags(&attr, Int16((newSession ? setsid : POSIX_SPAWN_SETPGROUP) | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
         // The child changes directory itself, as gitlab-runner's own exec does: a `cd` in a shell
-        // in between cost every stage a second exec (issue 19). The command is looked up as that
-        // shell did, on the child's own PATH (its absolute entries: a relative one would be looked
-        // up in `directory`), not on this process's, which posix_spawnp would use.
-        var argv = argv
+        // in between cost every stage a second exec (issue 19).
         if let directory {
-            if !argv[0].contains("/"), let path = environment["PATH"] {
-                let dirs = path.split(separator: ":").filter { $0.hasPrefix("/") }
-                let name = argv[0]
-                let candidates: [String] = dirs.map { "\($0)/\(name)" }
-                guard let found = candidates.first(where: { (c: String) in access(c, X_OK) == 0 }) else {
-                    close(outPipe[0]); close(outPipe[1]); if errPipe[0] >= 0 { close(errPipe[0]); close(errPipe[1]) }
-                    throw SpawnError(argv0: argv[0], errno: ENOENT, directory: directory)
-                }
-                argv[0] = found
-            }
             let rc = withUnsafeMutablePointer(to: &actions) { airlock_spawn_addchdir($0, directory) }
             guard rc == 0 else {
                 close(outPipe[0]); close(outPipe[1]); if errPipe[0] >= 0 { close(errPipe[0]); close(errPipe[1]) }

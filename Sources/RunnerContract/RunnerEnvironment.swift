@@ -21,7 +21,6 @@ public struct RunnerEnvironment: Sendable {
     /// The prefix the runner puts before every job variable.
     public static let jobVariablePrefix = "CUSTOM_ENV_"
 
-    /// Reads the runner's environment; missing exit codes fall back to today's 1 and 2.
     /// The process's own environment, read from `environ` (ProcessInfo's first use cost each stage
     /// half a millisecond). Of duplicate names the first wins, as with getenv(3).
     public static func current() -> RunnerEnvironment {
@@ -38,6 +37,7 @@ public struct RunnerEnvironment: Sendable {
         return RunnerEnvironment(env)
     }
 
+    /// Reads the runner's environment; missing exit codes fall back to today's 1 and 2.
     public init(_ environment: [String: String]) {
         raw = environment
         buildFailureExitCode = environment["BUILD_FAILURE_EXIT_CODE"].flatMap { Int32($0) } ?? 1
