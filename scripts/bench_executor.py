@@ -10,7 +10,10 @@ side on this machine, interleaved job by job:
   - bubblewrap's own start: the same bash stage script run directly and inside a bubblewrap with
     Airlock's namespaces and a read-only system, to set the run stage's overhead against.
 
-Usage: bench_executor.py SIMULATOR CONFIG WORKDIR RUNS BIN [BASELINE_BIN]
+  - EXAMPLE_CONFIG (optional): this build again, with a configuration that has providers, profiles
+    and rules besides the runner (every stage reads the whole configuration).
+
+Usage: bench_executor.py SIMULATOR CONFIG WORKDIR RUNS BIN [BASELINE_BIN [EXAMPLE_CONFIG]]
 """
 import json
 import os
@@ -22,10 +25,15 @@ import time
 sim, config, work, runs, binary = sys.argv[1:6]
 runs = int(runs)
 baseline = sys.argv[6] if len(sys.argv) > 6 and sys.argv[6] else None
+example = sys.argv[7] if len(sys.argv) > 7 and sys.argv[7] else None
 bare_driver = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bare-driver.sh")
 drivers = [("airlock", ["--config", config, "--bin-dir", binary])]
 if baseline:
     drivers.append(("baseline", ["--config", config, "--bin-dir", baseline]))
+if example:
+    drivers.append(("example", ["--config", example, "--bin-dir", binary]))
+    if baseline:
+        drivers.append(("base-example", ["--config", example, "--bin-dir", baseline]))
 drivers.append(("bare", ["--bare-run-exec", bare_driver]))
 times = {name: {} for name, _ in drivers}
 job_file = os.path.join(work, "job.json")
@@ -75,3 +83,11 @@ for k in run_stages:
 if baseline:
     c = med["baseline"]["job"]
     print(f"  this build vs baseline: {a - c:+.1f} ms per job (ratio {a / c:.2f}x)")
+if example:
+    e = med["example"]["job"]
+    print(f"  with the example configuration: {e - b:.1f} ms over the bare driver (ratio {e / b:.2f}x); {e - a:+.1f} ms against the five-line one")
+    for k in run_stages:
+        print(f"    {k}: {med['example'][k] - med['bare'][k] - bwrap_start:+.1f} ms over the bare stage plus bubblewrap's start")
+    if baseline:
+        c = med["base-example"]["job"]
+        print(f"    this build vs baseline, example configuration: {e - c:+.1f} ms per job (ratio {e / c:.2f}x)")

@@ -35,27 +35,40 @@ public enum Authorizer {
         return token
     }
 
-    /// - Throws: `TokenRejection` and policy refusals (job's fault) or `KeySetUnavailable` (system).
-    public static func authorize(config: AirlockConfig, env: RunnerEnvironment, job: JobContext, now: Date,
-                                 transport: any HTTPTransport, warn: @escaping @Sendable (String) -> Void) async throws -> Authorization {
+    /// The decision for a job that presents no ID token (or a configuration without `[gitlab]`),
+    /// audited; nil when the job presents one, which only `authorize` verifies. Synchronous: the
+    /// stage that prepares such a job starts no concurrency runtime.
+    /// - Throws: `AirlockFailure` (the job's) when `require_token` is set; (system) when the audit log
+    ///   cannot be written.
+    static func authorizeWithoutToken(config: AirlockConfig, env: RunnerEnvironment, job: JobContext, now: Date) throws(AirlockFailure) -> Authorization? {
         let audit = AuditLog(path: config.runner.auditLog)
         let base = Audit.identity(job)
         guard let gitlab = config.gitlab else {
             try audit.append(DecisionRecord(subject: base, decision: .noPolicy, profiles: []), now: now)
             return Authorization(verified: nil, decision: nil, grants: [], token: nil)
         }
-        guard let token = presentedToken(config: config, env: env) else {
-            if gitlab.requireToken {
-                try audit.append(DecisionRecord(subject: base, decision: .denied, reason: "no_token"), now: now)
-                throw AirlockFailure(.job, """
-                this runner requires a GitLab ID token and the job declares none. Add to the job:
-                  id_tokens:
-                    \(gitlab.tokenVariable):
-                      aud: \(gitlab.audience)
-                """)
-            }
-            try audit.append(DecisionRecord(subject: base, decision: .noToken, profiles: []), now: now)
-            return Authorization(verified: nil, decision: nil, grants: [], token: nil)
+        guard presentedToken(config: config, env: env) == nil else { return nil }
+        if gitlab.requireToken {
+            try audit.append(DecisionRecord(subject: base, decision: .denied, reason: "no_token"), now: now)
+            throw AirlockFailure(.job, """
+            this runner requires a GitLab ID token and the job declares none. Add to the job:
+              id_tokens:
+                \(gitlab.tokenVariable):
+                  aud: \(gitlab.audience)
+            """)
+        }
+        try audit.append(DecisionRecord(subject: base, decision: .noToken, profiles: []), now: now)
+        return Authorization(verified: nil, decision: nil, grants: [], token: nil)
+    }
+
+    /// - Throws: `TokenRejection` and policy refusals (job's fault) or `KeySetUnavailable` (system).
+    public static func authorize(config: AirlockConfig, env: RunnerEnvironment, job: JobContext, now: Date,
+                                 transport: any HTTPTransport, warn: @escaping @Sendable (String) -> Void) async throws -> Authorization {
+        if let without = try authorizeWithoutToken(config: config, env: env, job: job, now: now) { return without }
+        let audit = AuditLog(path: config.runner.auditLog)
+        let base = Audit.identity(job)
+        guard let gitlab = config.gitlab, let token = presentedToken(config: config, env: env) else {
+            throw AirlockFailure(.system, "internal: no ID token to verify")
         }
         let store = config.jwksStore(gitlab, transport: transport, warn: warn)
         let verified: VerifiedJob

@@ -55,7 +55,8 @@ public enum Executor {
     /// `await` (the main thread takes the runner's signals once it waits in the concurrency runtime):
     /// the runner's signals are held, the stage is set up, and a job that needs the network is handed
     /// over to airlock-federate with any signal still pending. Otherwise the signals are let in (a
-    /// flag; see Termination) and the stage goes on in `main`. An error ends the process here.
+    /// flag; see Termination) and the stage is done here, without the concurrency runtime; only a
+    /// cleanup that could not hand over goes on in `main`. An error, or the end, ends the process here.
     public static func begin(_ kind: Kind, arguments: [String] = Array(CommandLine.arguments.dropFirst())) -> Begun {
         precondition(kind == .prepare || kind == .cleanup, "config and run run in Executor.mainSync")
         Termination.hold()
@@ -63,6 +64,19 @@ public enum Executor {
         do {
             let (_, config, job) = try setUp(kind, arguments: arguments, env: env, networked: false)
             Termination.release()
+            guard let config, let job else { finish(0) }
+            // A job left here has nothing to say to GitLab or a provider (setUp handed the others
+            // over): it is prepared or cleaned up on this thread, with no concurrency runtime to
+            // start (1 to 2 ms of thread start-up). Only a cleanup whose hand-over failed, with
+            // credentials to record as not revoked, goes on in `main`.
+            if kind == .prepare {
+                try Stages.prepareWithoutToken(config: config, env: env, job: job)
+                finish(0)
+            }
+            if !Stages.needsNetwork(.cleanup, config: config, env: env, job: job) {
+                try Stages.cleanupWithoutRevoking(config: config, job: job)
+                finish(0)
+            }
             return Begun(kind: kind, arguments: arguments, env: env, config: config, job: job)
         } catch {
             finish(report(kind, error, env: env, arguments: arguments))

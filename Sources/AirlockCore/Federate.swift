@@ -124,16 +124,37 @@ extension Revoker {
     /// Returns how many credentials could not be revoked (their ledger is kept for sweep).
     package static func settleJob(config: AirlockConfig, job: JobContext, paths: JobPaths?, state: String, reason: String,
                           transport: any HTTPTransport, report: (String) -> Void = { _ in }) async -> Int {
-        // The job's credential server first, so that it federates nothing more.
-        if let info = EndpointServerInfo.load(state: state), let uid = paths?.uid {
-            NetworkGuard.removeEndpoint(config.runner, port: info.port, uid: uid)
-        }
-        EndpointProcess.stop(state: state)
+        stopServer(config: config, paths: paths, state: state)
         let ledger = JobLedger(stateDirectory: state)
         let (failed, lines) = await revokeAll(audit: AuditLog(path: config.runner.auditLog), ledger: ledger,
                                      providers: config.credentialProviders(transport: transport),
                                      identity: Audit.identity(job), reason: reason, now: Date())
         lines.forEach(report)
+        return release(config: config, job: job, paths: paths, failed: failed)
+    }
+
+    /// `settleJob` for a job whose ledger holds nothing to revoke (cleanup without the network, on the
+    /// main thread: no concurrency runtime to start). Should the ledger hold something unsettled after
+    /// all, nothing is removed: the job is left for `airlock sweep` and counted as not revoked.
+    package static func settleJobWithoutRevoking(config: AirlockConfig, job: JobContext, paths: JobPaths?, state: String,
+                                                report: (String) -> Void = { _ in }) -> Int {
+        stopServer(config: config, paths: paths, state: state)
+        let ledger = JobLedger(stateDirectory: state)
+        let pending = (try? ledger.entries()).map { $0.filter { $0.state != .settled }.count } ?? 1
+        if pending > 0 { report("\(pending) credential(s) in the ledger were not revoked here; kept for `airlock sweep`") }
+        return release(config: config, job: job, paths: paths, failed: pending)
+    }
+
+    /// The job's credential server first, so that it federates nothing more.
+    private static func stopServer(config: AirlockConfig, paths: JobPaths?, state: String) {
+        if let info = EndpointServerInfo.load(state: state), let uid = paths?.uid {
+            NetworkGuard.removeEndpoint(config.runner, port: info.port, uid: uid)
+        }
+        EndpointProcess.stop(state: state)
+    }
+
+    /// The job's files, directories and uid back; its state too when every credential was revoked.
+    private static func release(config: AirlockConfig, job: JobContext, paths: JobPaths?, failed: Int) -> Int {
         try? Files.removeTree("\(config.runner.secretsRoot)/\(job.jobID)")
         if let paths {
             try? Files.removeTree(paths.home)

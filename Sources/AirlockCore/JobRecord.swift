@@ -4,7 +4,7 @@ import Ledger
 package import RunnerContract
 
 /// What prepare leaves for later stages in the job's state directory.
-package struct JobRecord: Codable {
+package struct JobRecord {
     package var job: JobContext
     package var paths: JobPaths
     package var preparedAt: Date
@@ -15,29 +15,31 @@ package struct JobRecord: Codable {
         return r.job
     }
 
-    /// The record `save` wrote; nil when absent or unreadable.
+    /// The record `save` wrote (or a prepare before issue 19, with JSONEncoder: the same keys, the
+    /// date as seconds or, older still, ISO 8601); nil when absent or unreadable.
     package static func load(state: String) -> JobRecord? {
-        let dec = JSONDecoder()
-        dec.dateDecodingStrategy = .custom { d in
-            let c = try d.singleValueContainer()
-            if let seconds = try? c.decode(Double.self) { return Date(timeIntervalSince1970: seconds) }
-            // A record an Airlock before issue 19 wrote (ISO 8601), for jobs prepared before an upgrade.
-            let text = try c.decode(String.self)
-            guard let date = ISO8601DateFormatter().date(from: text) else {
-                throw DecodingError.dataCorruptedError(in: c, debugDescription: "not a date: \(text)")
-            }
-            return date
+        guard let bytes = FileContents.read("\(state)/\(JobStateStore.File.record)"), let n = try? JSONReader.parse(bytes),
+              let job = n["job"].flatMap(JobContext.init(json:)), let paths = n["paths"].flatMap(JobPaths.init(json:)),
+              let date = n["preparedAt"] else { return nil }
+        let preparedAt: Date
+        if let seconds = date.double {
+            preparedAt = Date(timeIntervalSince1970: seconds)
+        } else if let text = date.string, let d = ISO8601DateFormatter().date(from: text) {
+            preparedAt = d
+        } else {
+            return nil
         }
-        return FileManager.default.contents(atPath: "\(state)/\(JobStateStore.File.record)").flatMap { try? dec.decode(JobRecord.self, from: $0) }
+        return JobRecord(job: job, paths: paths, preparedAt: preparedAt)
     }
 
     package static func save(_ record: JobRecord, paths: JobPaths) throws(AirlockFailure) {
         // Seconds since 1970, not ISO 8601: reading an ISO date sets up Foundation's calendars, which
-        // cost every run stage a fraction of a millisecond.
-        let enc = JSONEncoder()
-        enc.dateEncodingStrategy = .secondsSince1970
-        guard let data = try? enc.encode(record) else { throw AirlockFailure(.system, "cannot encode job state") }
-        try Files.writeAtomically(data, to: "\(paths.state)/\(JobStateStore.File.record)")
+        // cost every run stage a fraction of a millisecond. Written and read without JSONEncoder and
+        // JSONDecoder, whose generic machinery cost each stage about as much again.
+        let seconds = record.preparedAt.timeIntervalSince1970
+        guard seconds.isFinite else { throw AirlockFailure(.system, "cannot encode job state: the date is not finite") }
+        let text = "{\"job\":\(record.job.json.compactJSON),\"paths\":\(record.paths.json.compactJSON),\"preparedAt\":\(seconds)}"
+        try Files.writeAtomically(Data(text.utf8), to: "\(paths.state)/\(JobStateStore.File.record)")
     }
 }
 

@@ -38,6 +38,46 @@ public enum Stages {
     /// prepare_exec: the job's directories and state; identity and federation plug in here.
     /// - Throws: `BlamedError`; the job's fault for a bad token or a denial, the system's otherwise.
     public static func prepare(config: AirlockConfig, env: RunnerEnvironment, job: JobContext, transport: any HTTPTransport) async throws {
+        try prepareState(config: config, job: job)
+        let auth = try await Authorizer.authorize(
+            config: config, env: env, job: job, now: Date(), transport: transport,
+            warn: { FileHandle.standardError.write(Data("airlock-prepare: warning: \($0)\n".utf8)) })
+        let paths = try prepareDirectories(config: config, env: env, job: job, auth: auth)
+        // A retried prepare (the runner retries after a system failure) starts from a clean ledger:
+        // whatever an earlier attempt issued is revoked first.
+        let ledger = JobLedger(stateDirectory: paths.state)
+        if let old = try? ledger.entries(), old.contains(where: { $0.state != .settled }) {
+            await Revoker.revokeAll(audit: AuditLog(path: config.runner.auditLog), ledger: ledger, providers: config.credentialProviders(transport: transport),
+                                    identity: Audit.identity(job), reason: "prepare_retry", now: Date())
+        }
+        let issued = try await Federator.federate(config: config, auth: auth, job: job, ledger: ledger, transport: transport, now: Date())
+        do {
+            try startEndpoint(config: config, paths: paths, job: job, auth: auth)
+        } catch {
+            await Revoker.revokeAll(audit: AuditLog(path: config.runner.auditLog), ledger: ledger, providers: config.credentialProviders(transport: transport),
+                                    identity: Audit.identity(job), reason: "rollback", now: Date())
+            throw error
+        }
+        for c in issued {
+            print("Airlock: issued \(c.profile) (\(c.provider): \(c.summary)), expires \(ISO8601.format(c.expiresAt)), fingerprint \(c.fingerprint)")
+        }
+    }
+
+    /// prepare_exec for a job that presents no ID token and has nothing left to revoke (the job
+    /// airlock-prepare keeps; see `needsNetwork`), on the main thread without the concurrency runtime:
+    /// the same checks, state, audit record and directories as `prepare`, and nothing to federate.
+    /// - Throws: `BlamedError`, as `prepare`.
+    static func prepareWithoutToken(config: AirlockConfig, env: RunnerEnvironment, job: JobContext) throws {
+        try prepareState(config: config, job: job)
+        guard let auth = try Authorizer.authorizeWithoutToken(config: config, env: env, job: job, now: Date()) else {
+            throw AirlockFailure(.system, "job \(job.jobID) presents an ID token, which airlock-prepare hands over to airlock-federate; it did not")
+        }
+        _ = try prepareDirectories(config: config, env: env, job: job, auth: auth)
+    }
+
+    /// The host checks (root, bubblewrap, the metadata block), the job's state directory and the
+    /// configuration snapshot; a failure is audited.
+    private static func prepareState(config: AirlockConfig, job: JobContext) throws {
         let r = config.runner
         let store = JobStateStore(root: r.stateDir)
         do {
@@ -58,9 +98,11 @@ public enum Stages {
             auditPrepareFailure(job, error, config: config)
             throw error
         }
-        let auth = try await Authorizer.authorize(
-            config: config, env: env, job: job, now: Date(), transport: transport,
-            warn: { FileHandle.standardError.write(Data("airlock-prepare: warning: \($0)\n".utf8)) })
+    }
+
+    /// After the decision: the job's uid, directories and record, and the job log's first lines.
+    private static func prepareDirectories(config: AirlockConfig, env: RunnerEnvironment, job: JobContext, auth: Authorization) throws -> JobPaths {
+        let r = config.runner
         // Directories are never shared between protected and unprotected refs. The runner's payload
         // says (newer GitLab); otherwise the verified token; a job that proved nothing is unprotected.
         let protected = job.refProtected ?? (auth.verified?["ref_protected"] == "true")
@@ -86,24 +128,7 @@ public enum Stages {
         if let note = Self.containerNote(env.jobVariables) { print(note) }
         // Before federation, so that the job log keeps the order even when an error follows on stderr.
         fflush(nil)
-        // A retried prepare (the runner retries after a system failure) starts from a clean ledger:
-        // whatever an earlier attempt issued is revoked first.
-        let ledger = JobLedger(stateDirectory: paths.state)
-        if let old = try? ledger.entries(), old.contains(where: { $0.state != .settled }) {
-            await Revoker.revokeAll(audit: AuditLog(path: config.runner.auditLog), ledger: ledger, providers: config.credentialProviders(transport: transport),
-                                    identity: Audit.identity(job), reason: "prepare_retry", now: Date())
-        }
-        let issued = try await Federator.federate(config: config, auth: auth, job: job, ledger: ledger, transport: transport, now: Date())
-        do {
-            try startEndpoint(config: config, paths: paths, job: job, auth: auth)
-        } catch {
-            await Revoker.revokeAll(audit: AuditLog(path: config.runner.auditLog), ledger: ledger, providers: config.credentialProviders(transport: transport),
-                                    identity: Audit.identity(job), reason: "rollback", now: Date())
-            throw error
-        }
-        for c in issued {
-            print("Airlock: issued \(c.profile) (\(c.provider): \(c.summary)), expires \(ISO8601.format(c.expiresAt)), fingerprint \(c.fingerprint)")
-        }
+        return paths
     }
 
     /// Whether prepare or cleanup has anything to say to GitLab or a provider for this job: an ID token
@@ -240,6 +265,24 @@ public enum Stages {
                                              reason: "cleanup", transport: transport) {
             print("airlock-cleanup: job \(job.jobID): \($0)")
         }
+        try finishCleanup(config: config, job: job, record: record, existed: existed, failed: failed)
+    }
+
+    /// cleanup_exec for a job with nothing to revoke (the job airlock-cleanup keeps; see
+    /// `needsNetwork`), on the main thread without the concurrency runtime: the same removal, audit
+    /// record and output as `cleanup`.
+    /// - Throws: `AirlockFailure` (system), as `cleanup`.
+    static func cleanupWithoutRevoking(config: AirlockConfig, job: JobContext) throws {
+        let state = JobPaths.state(config.runner, jobID: job.jobID)
+        let existed = FileManager.default.fileExists(atPath: state)
+        let record = JobRecord.load(state: state)
+        let failed = Revoker.settleJobWithoutRevoking(config: config, job: record?.job ?? job, paths: record?.paths, state: state) {
+            print("airlock-cleanup: job \(job.jobID): \($0)")
+        }
+        try finishCleanup(config: config, job: job, record: record, existed: existed, failed: failed)
+    }
+
+    private static func finishCleanup(config: AirlockConfig, job: JobContext, record: JobRecord?, existed: Bool, failed: Int) throws {
         try AuditLog(path: config.runner.auditLog).append(CleanupRecord(subject: Audit.identity(record?.job ?? job),
                                                                       state: existed ? (failed == 0 ? "removed" : "kept_for_sweep") : "already-clean"))
         if failed > 0 {

@@ -2,6 +2,7 @@ import Federation
 import Identity
 import AirlockConfiguration
 import Foundation
+import RunnerContract
 
 /// Finds ID tokens a job must never hold: JWTs from the configured issuer with an audience Airlock
 /// accepts (`[gitlab] audience`, each provider's `token_audience`).
@@ -30,10 +31,10 @@ enum TrustedTokens {
             let candidate = String(decoding: bytes[i..<j], as: UTF8.self)
             i = j
             let parts = candidate.split(separator: ".", omittingEmptySubsequences: false)
-            guard parts.count == 3, let payload = base64URL(parts[1]),
-                  let claims = try? JSONSerialization.jsonObject(with: payload) as? [String: Any],
-                  claims["iss"] as? String == gitlab.issuer else { continue }
-            let aud: [String] = (claims["aud"] as? [String]) ?? ((claims["aud"] as? String).map { [$0] } ?? [])
+            guard parts.count == 3, let payload = base64URL(parts[1]), let claims = try? JSONReader.parse(payload),
+                  claims["iss"]?.string == gitlab.issuer else { continue }
+            let list = claims["aud"]?.array?.compactMap(\.string)
+            let aud: [String] = list.flatMap { $0.count == claims["aud"]?.array?.count ? $0 : nil } ?? (claims["aud"]?.string.map { [$0] } ?? [])
             if aud.contains(where: audiences.contains) { found.insert(candidate) }
         }
         return found.sorted()

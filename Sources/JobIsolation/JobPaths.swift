@@ -70,3 +70,31 @@ public struct JobPaths: Sendable, Codable, Equatable {
                         buildsView: b, cacheView: c, homeView: h, uid: nil, refClass: .unprotected)
     }
 }
+
+extension JobPaths {
+    /// The paths as the job record keeps them: the keys Codable uses (records written with
+    /// JSONEncoder before issue 19 read the same), no uid without isolation.
+    public var json: JSONValue {
+        var o: [String: JSONValue] = ["buildsDir": .string(buildsDir), "cacheDir": .string(cacheDir), "home": .string(home), "state": .string(state),
+                                      "buildsView": .string(buildsView), "cacheView": .string(cacheView), "homeView": .string(homeView),
+                                      "refClass": .string(refClass.rawValue)]
+        if let uid { o["uid"] = .int(Int(uid)) }
+        return .object(o)
+    }
+
+    /// The paths from `json`'s form; nil when a key is missing or has the wrong type.
+    public init?(json n: JSONNode) {
+        guard let buildsDir = n["buildsDir"]?.string, let cacheDir = n["cacheDir"]?.string, let home = n["home"]?.string,
+              let state = n["state"]?.string, let buildsView = n["buildsView"]?.string, let cacheView = n["cacheView"]?.string,
+              let homeView = n["homeView"]?.string, let refClass = n["refClass"]?.string.flatMap(RefClass.init(rawValue:)) else { return nil }
+        let uid: UInt32?
+        if let v = n["uid"], !v.isNull {
+            guard let u = v.int64.flatMap(UInt32.init(exactly:)) else { return nil }
+            uid = u
+        } else {
+            uid = nil
+        }
+        self.init(buildsDir: buildsDir, cacheDir: cacheDir, home: home, state: state, buildsView: buildsView, cacheView: cacheView,
+                  homeView: homeView, uid: uid, refClass: refClass)
+    }
+}

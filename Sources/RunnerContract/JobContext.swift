@@ -39,4 +39,34 @@ public struct JobContext: Sendable, Codable, Equatable {
     public init(_ env: RunnerEnvironment) throws(AirlockFailure) {
         self.init(response: try JobResponse.load(path: env.jobResponseFile), variables: env.jobVariables)
     }
+
+    /// The job as the job record keeps it: the keys Codable uses (records written with JSONEncoder
+    /// before issue 19 read the same), absent optionals left out.
+    public var json: JSONValue {
+        var o: [String: JSONValue] = ["jobID": .string(jobID), "projectID": .string(projectID), "projectPath": .string(projectPath),
+                                      "jobTimeoutSeconds": .int(jobTimeoutSeconds)]
+        if let pipelineID { o["pipelineID"] = .string(pipelineID) }
+        if let jobName { o["jobName"] = .string(jobName) }
+        if let refProtected { o["refProtected"] = .bool(refProtected) }
+        return .object(o)
+    }
+
+    /// The job from `json`'s form; nil when a key is missing or has the wrong type.
+    public init?(json n: JSONNode) {
+        guard let jobID = n["jobID"]?.string, let projectID = n["projectID"]?.string, let projectPath = n["projectPath"]?.string,
+              let timeout = n["jobTimeoutSeconds"]?.int64 else { return nil }
+        func optional<T>(_ key: String, _ get: (JSONNode) -> T?) -> T?? {
+            guard let v = n[key], !v.isNull else { return .some(nil) }
+            return get(v).map { .some($0) }
+        }
+        guard let pipelineID = optional("pipelineID", \.string), let jobName = optional("jobName", \.string),
+              let refProtected = optional("refProtected", \.bool) else { return nil }
+        self.jobID = jobID
+        self.projectID = projectID
+        self.projectPath = projectPath
+        self.jobTimeoutSeconds = Int(timeout)
+        self.pipelineID = pipelineID
+        self.jobName = jobName
+        self.refProtected = refProtected
+    }
 }

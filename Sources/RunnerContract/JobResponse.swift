@@ -1,4 +1,3 @@
-public import Foundation
 
 /// The runner's job payload, `JOB_RESPONSE_FILE` (gitlab-runner `spec.Job`, written 0600 into the
 /// runner's temp dir before config_exec): the only source of job identity a job cannot forge.
@@ -27,29 +26,38 @@ public struct JobResponse: Sendable, Equatable {
             && a.variables.map(\.value) == b.variables.map(\.value)
     }
 
-    /// Parses the payload.
+    /// Parses the payload (with `JSONReader`: no Foundation on this path, which every stage takes).
     /// - Throws: `AirlockFailure` (system) naming the field that is missing or malformed.
-    public init(json data: Data, source: String = "response.json") throws(AirlockFailure) {
-        guard let obj = try? JSONSerialization.jsonObject(with: data), let top = obj as? [String: Any] else {
-            throw AirlockFailure(.system, "\(source) is not the runner's JSON job payload")
+    public init(json data: some Sequence<UInt8>, source: String = "response.json") throws(AirlockFailure) {
+        let top: JSONNode
+        do { top = try JSONReader.parse(data) } catch {
+            throw AirlockFailure(.system, "\(source) is not the runner's JSON job payload (\(error))")
         }
-        func id(_ value: Any?, _ name: String) throws(AirlockFailure) -> String {
-            // spec.Job has int64 ids; a string of digits is accepted too.
-            if let i = value as? Int64, i > 0 { return String(i) }
-            if let s = value as? String, !s.isEmpty, s.count <= 19, s.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) { return s }
+        guard top.isObject else { throw AirlockFailure(.system, "\(source) is not the runner's JSON job payload (not an object)") }
+        func id(_ value: JSONNode?, _ name: String) throws(AirlockFailure) -> String {
+            // spec.Job has int64 ids, which Go writes as plain digits; a string of digits is accepted too.
+            if let i = value?.int64, i > 0 { return String(i) }
+            if let s = value?.string, !s.isEmpty, s.utf8.count <= 19, s.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) { return s }
             throw AirlockFailure(.system, "\(source): \(name) is missing or not a positive integer; is this gitlab-runner's JOB_RESPONSE_FILE?")
         }
         jobID = try id(top["id"], "id")
-        let info = top["job_info"] as? [String: Any] ?? [:]
-        projectID = try id(info["project_id"], "job_info.project_id")
-        jobName = info["name"] as? String
-        let runner = top["runner_info"] as? [String: Any] ?? [:]
-        if let t = (runner["timeout"] as? NSNumber)?.intValue, t > 0 { timeoutSeconds = t } else { timeoutSeconds = nil }
-        refProtected = ((top["git_info"] as? [String: Any])?["protected"] as? NSNumber)?.boolValue
-        variables = (top["variables"] as? [[String: Any]] ?? []).compactMap { v in
-            guard let k = v["key"] as? String else { return nil }
-            return (k, v["value"] as? String ?? "")
+        let info = top["job_info"]
+        projectID = try id(info?["project_id"], "job_info.project_id")
+        jobName = info?["name"]?.string
+        let timeout = top["runner_info"]?["timeout"]
+        if let t = timeout?.int64 ?? timeout?.double.flatMap({ $0.isFinite && abs($0) < 1e15 ? Int64($0) : nil }), t > 0 {
+            timeoutSeconds = Int(t)
+        } else {
+            timeoutSeconds = nil
         }
+        let protected = top["git_info"]?["protected"]
+        refProtected = protected?.bool ?? protected?.double.map { $0 != 0 }
+        // An array of objects (anything else in it and the runner did not write it: none are read).
+        let list = top["variables"]?.array ?? []
+        variables = list.allSatisfy(\.isObject) ? list.compactMap { v in
+            guard let k = v["key"]?.string else { return nil }
+            return (k, v["value"]?.string ?? "")
+        } : []
     }
 
     /// Reads the payload the runner names in `JOB_RESPONSE_FILE`.
@@ -58,7 +66,7 @@ public struct JobResponse: Sendable, Equatable {
         guard let path, !path.isEmpty else {
             throw AirlockFailure(.system, "JOB_RESPONSE_FILE is not set: Airlock must run as a GitLab Runner custom executor (or through `airlock simulate`); it takes the job's identity from the runner's payload, never from job variables")
         }
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let data = FileContents.read(path) else {
             throw AirlockFailure(.system, "cannot read the runner's job payload \(path) (JOB_RESPONSE_FILE)")
         }
         return try JobResponse(json: data, source: path)
