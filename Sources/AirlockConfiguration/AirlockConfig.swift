@@ -304,7 +304,7 @@ extension AirlockConfig {
     /// were still at `path`; nil when prepare kept none (an Airlock before this one prepared it).
     /// - Throws: `ConfigError` when the snapshot does not parse (it did when prepare saved it).
     public static func snapshot(state: String, path: String) throws(ConfigError) -> AirlockConfig? {
-        guard let data = FileManager.default.contents(atPath: "\(state)/\(snapshotFile)") else { return nil }
+        guard let data = FileContents.read("\(state)/\(snapshotFile)") else { return nil }
         return try parse(String(decoding: data, as: UTF8.self), path: path)
     }
 
@@ -329,9 +329,9 @@ extension AirlockConfig {
     /// `[runner] state_dir` of the file at `path`, as a full load reads it; when the file is not
     /// TOML, read line by line; else the default.
     static func stateDirectory(path: String) -> String {
-        if let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8),
-           var top = try? TOMLCursor.parse(source: text, file: path), var r = (try? top.table("runner")) ?? nil {
-            guard let v = (try? r.string("state_dir")) ?? nil else { return RunnerSettings.defaultStateDir }
+        if let data = FileContents.read(path), let text = String(validating: data, as: UTF8.self),
+           let found = TOMLCursor.string(in: text, table: "runner", key: "state_dir") {
+            guard let v = found else { return RunnerSettings.defaultStateDir }
             if v.hasPrefix("/") && !v.split(separator: "/").contains("..") { return v.count > 1 && v.hasSuffix("/") ? String(v.dropLast()) : v }
         }
         return lenientStateDir(path: path) ?? RunnerSettings.defaultStateDir

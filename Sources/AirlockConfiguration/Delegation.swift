@@ -147,7 +147,7 @@ extension AirlockConfig {
             }
             _ = try c.string("description")
             try c.finish()
-            out.append(Delegation(team: team, scope: scope, profiles: granted, origin: RuleOrigin(team: nil, file: c.file, line: c.index.line(of: c.path))))
+            out.append(Delegation(team: team, scope: scope, profiles: granted, origin: RuleOrigin(team: nil, file: c.file, findLine: { [index = c.index, path = c.path] in index.line(of: path) })))
         }
         return out
     }

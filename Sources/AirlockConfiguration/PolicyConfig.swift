@@ -158,7 +158,7 @@ extension AirlockConfig {
             // A team's rule holds only inside the team's scope, whatever else it says.
             if let d = delegation { conditions.insert(d.scope.condition, at: 0) }
             rules.append(Rule(name: name, conditions: conditions, grants: grants,
-                              origin: RuleOrigin(team: delegation?.team, file: c.file, line: c.index.line(of: c.path))))
+                              origin: RuleOrigin(team: delegation?.team, file: c.file, findLine: { [index = c.index, path = c.path] in index.line(of: path) })))
         }
         return rules
     }

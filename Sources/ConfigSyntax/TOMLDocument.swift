@@ -44,9 +44,31 @@ package enum TOMLNode: Sendable {
 /// Where each key of a TOML file stands, so errors can name the line. A light scan that understands
 /// `[table]`, `[[array.of.tables]]` and `key = value` lines, which is all Airlock's files use.
 package struct TOMLLineIndex: Sendable {
-    private var lines: [String: Int] = [:]
+    private let source: String
+    /// The scan, shared by every copy of this index (each table's cursor holds one), made once.
+    private let scanned = Scanned()
 
-    package init(source: String) {
+    private final class Scanned: @unchecked Sendable {
+        let lock = NSLock()
+        var lines: [String: Int]?
+    }
+
+    /// The index of `source`, scanned when a line is first asked for (an error, or a rule's origin):
+    /// the stages that only read the runner's settings never scan it (issue 19: the scan was a
+    /// fifth of a run stage's own time with the example configuration, done twice).
+    package init(source: String) { self.source = source }
+
+    private func table() -> [String: Int] {
+        scanned.lock.withLock {
+            if let lines = scanned.lines { return lines }
+            let lines = scan()
+            scanned.lines = lines
+            return lines
+        }
+    }
+
+    private func scan() -> [String: Int] {
+        var lines: [String: Int] = [:]
         var current: [String] = []
         var arrayCounts: [String: Int] = [:]
         for (i, raw) in source.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
@@ -67,6 +89,7 @@ package struct TOMLLineIndex: Sendable {
                 lines[(current + key).joined(separator: "."), default: i + 1] = i + 1
             }
         }
+        return lines
     }
 
     /// Splits `a."b.c".d` into its keys.
@@ -104,6 +127,7 @@ package struct TOMLLineIndex: Sendable {
 
     /// The 1-based line of a dotted key path, or of its nearest enclosing table.
     package func line(of path: [String]) -> Int? {
+        let lines = table()
         var p = path
         while !p.isEmpty {
             if let l = lines[p.joined(separator: ".")] { return l }
@@ -290,6 +314,16 @@ package struct TOMLCursor {
             let known = allowed ?? used.sorted()
             throw error(k, "unknown key; allowed here: \(known.sorted().joined(separator: ", "))")
         }
+    }
+
+    /// The string `key` of the top-level table `[table]`, read without building the whole tree (the
+    /// stages after prepare need only `[runner] state_dir` of the file to find the job's own copy).
+    /// nil when `source` is not TOML or has no such table; `.some(nil)` when the key is absent or
+    /// not a string.
+    package static func string(in source: String, table: String, key: String) -> String?? {
+        guard let top = try? TOMLTable(string: source), let t = top[table], t.type == .table, let sub = t.table else { return nil }
+        guard let v = sub[key], v.type == .string else { return .some(nil) }
+        return .some(v.string)
     }
 
     /// Parses a whole file.

@@ -62,12 +62,19 @@ public struct Rule: Sendable, Equatable {
 public struct RuleOrigin: Sendable, Equatable, CustomStringConvertible {
     public let team: String?
     public let file: String
-    public let line: Int?
+    private let findLine: @Sendable () -> Int?
+    /// The rule's line in `file`, found when asked for (by the admin tools: the stages, which read
+    /// the configuration on every call, never ask; issue 19).
+    public var line: Int? { findLine() }
     public init(team: String?, file: String, line: Int?) {
+        self.init(team: team, file: file, findLine: { line })
+    }
+    public init(team: String?, file: String, findLine: @escaping @Sendable () -> Int?) {
         self.team = team
         self.file = file
-        self.line = line
+        self.findLine = findLine
     }
+    public static func == (a: RuleOrigin, b: RuleOrigin) -> Bool { a.team == b.team && a.file == b.file && a.line == b.line }
     public var description: String {
         (team.map { "team \($0), " } ?? "") + file + (line.map { ":\($0)" } ?? "")
     }
