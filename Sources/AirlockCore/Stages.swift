@@ -24,9 +24,7 @@ public enum Stages {
         let out = ConfigOutput(
             buildsDir: view.builds, cacheDir: view.cache, hostname: ProcessInfo.processInfo.hostName,
             driver: .init(name: "airlock", version: airlockVersion), jobEnv: [:])
-        let enc = JSONEncoder()
-        enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? enc.encode(out)) ?? Data()
+        return Data(out.json.utf8)
     }
 
     /// A prepare that failed before the policy decided: without this line the audit would not show

@@ -203,7 +203,7 @@ package struct TOMLCursor {
 
     package mutating func requiredString(_ key: String, hint: String) throws(ConfigError) -> String {
         guard let s = try string(key) else { throw error(key, "is required: \(hint)") }
-        guard !s.trimmingCharacters(in: .whitespaces).isEmpty else { throw error(key, "must not be empty: \(hint)") }
+        guard !TOMLLineIndex.trimmed(s[...]).isEmpty else { throw error(key, "must not be empty: \(hint)") }
         return s
     }
 

@@ -32,4 +32,15 @@ public struct ConfigOutput: Sendable, Codable, Equatable {
         self.shell = "bash"
         self.jobEnv = jobEnv
     }
+
+    /// The JSON text `config_exec` prints: what JSONEncoder writes with sorted keys and slashes left
+    /// as they are (RunnerContractTests compares the two), without its generic machinery, whose
+    /// first use cost config_exec about half a millisecond (issue 19).
+    public var json: String {
+        JSONValue.compactJSON([
+            "builds_dir": .string(buildsDir), "cache_dir": .string(cacheDir), "builds_dir_is_shared": .bool(buildsDirIsShared),
+            "hostname": .string(hostname), "driver": .object(["name": .string(driver.name), "version": .string(driver.version)]),
+            "shell": .string(shell), "job_env": .object(jobEnv.mapValues { .string($0) }),
+        ])
+    }
 }
