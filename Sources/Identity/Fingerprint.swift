@@ -18,30 +18,43 @@ public enum Fingerprint {
 
         public init(bytes: [UInt8]) {
             key = SymmetricKey(data: bytes)
-            id = "k" + SHA256.hash(data: bytes).prefix(4).map { String(format: "%02x", $0) }.joined()
+            id = "k" + Fingerprint.hex(SHA256.hash(data: bytes).prefix(4))
         }
     }
 
     /// The key file's name in `state_dir`.
     public static let keyFile = "fingerprint.key"
 
-    /// Until an executable loads the host's key: a random key of this process only (tests, tools).
-    private static let current = Mutex<Key>(Key(bytes: (0..<32).map { _ in UInt8.random(in: 0...255) }))
+    /// The key `use` set; until an executable loads the host's key, `processKey`.
+    private static let current = Mutex<Key?>(nil)
+    /// A random key of this process only (tests, tools), made when first needed: a stage that
+    /// loads the host's key makes none (issue 19).
+    private static let processKey = Key(bytes: (0..<32).map { _ in UInt8.random(in: 0...255) })
+    private static var active: Key { current.withLock { $0 } ?? processKey }
 
     /// Makes `key` the one every fingerprint of this process uses.
     public static func use(_ key: Key) { current.withLock { $0 = key } }
 
     /// The id of the key in use (for audit records).
-    public static var keyID: String { current.withLock { $0.id } }
+    public static var keyID: String { active.id }
 
     public static func of(_ secret: String) -> String {
-        of(secret, key: current.withLock { $0 })
+        of(secret, key: active)
+    }
+
+    /// Lowercase hex, two digits a byte (String(format:) went through Foundation's formatting for
+    /// each byte, in every stage that loads the host's key).
+    static func hex(_ bytes: some Sequence<UInt8>) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 0x0f)]) }
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// The fingerprint of `secret` under `key`.
     public static func of(_ secret: String, key: Key) -> String {
         let mac = HMAC<SHA256>.authenticationCode(for: Data(secret.utf8), using: key.key)
-        return "hmac:" + Data(mac).prefix(16).map { String(format: "%02x", $0) }.joined()
+        return "hmac:" + hex(Data(mac).prefix(16))
     }
 
     /// Loads the host's key from `directory/fingerprint.key`, creating it (32 random bytes, 0600,

@@ -54,7 +54,7 @@ public struct JWKSStore: Sendable {
     }
 
     var cachePath: String {
-        let h = SHA256.hash(data: Data(settings.issuer.utf8)).prefix(8).map { String(format: "%02x", $0) }.joined()
+        let h = Fingerprint.hex(SHA256.hash(data: Data(settings.issuer.utf8)).prefix(8))
         return "\(cacheDirectory)/jwks-\(h).json"
     }
 

@@ -22,6 +22,8 @@ struct FingerprintTests {
         #expect(Fingerprint.of(guess, key: a) != Fingerprint.of(guess, key: b))
         #expect(Fingerprint.of(guess, key: a) == Fingerprint.of(guess, key: a))
         #expect(a.id != b.id && a.id.count == 9 && a.id.hasPrefix("k"))
+        // "k" and the first four bytes of SHA-256 over the key, in lowercase hex (SHA-256 of 32 zero bytes: 66687aad...).
+        #expect(Fingerprint.Key(bytes: Array(repeating: 0, count: 32)).id == "k66687aad")
         #expect(Fingerprint.of(guess, key: a).count == "hmac:".count + 32)
     }
 
