@@ -8,14 +8,17 @@ let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny"), .enableU
 /// The four executables the runner starts for every job link fully statically, as position-independent
 /// executables (static-pie, so ASLR stays): no dynamic loader, no shared glibc or libstdc++ to map and
 /// relocate, no exported symbol table (issue 19: about 1 to 1.5 ms less per stage, measured side by
-/// side; README "Benchmarks"). Full RELRO (-z now). Release builds only. The linker is lld (gold
-/// cannot link static-pie) through scripts/ld-static-pie, which drops the run path SwiftPM adds
-/// (glibc's static-pie start-up asserts there is none). These executables look up no user, group or
-/// host name (glibc would load its shared NSS modules for that): key files are checked with lstat,
+/// side; README "Benchmarks"). Full RELRO (-z now). Relative relocations packed (DT_RELR, which the
+/// glibc they carry, 2.36, applies at start-up): 18 KB to read instead of 2.3 MB of RELA entries,
+/// about 0.4 ms less per stage (perf stat, 60 runs of config_exec side by side). Release builds
+/// only. The linker is lld (gold cannot link static-pie) through scripts/ld-static-pie, which drops
+/// the run path SwiftPM adds (glibc's static-pie start-up asserts there is none). These executables
+/// look up no user, group or host name (glibc would load its shared NSS modules for that): key files are checked with lstat,
 /// not FileManager.attributesOfItem. They carry their own glibc: rebuild after a glibc security
 /// update. airlock-federate and airlock-endpoint link libcurl and stay dynamic.
 let stageLinking: [LinkerSetting] = [
     .unsafeFlags(["-static-executable", "-Xclang-linker", "-static-pie", "-Xlinker", "-z", "-Xlinker", "now",
+                  "-Xlinker", "-z", "-Xlinker", "pack-relative-relocs",
                   "-Xclang-linker", "--ld-path=\(Context.packageDirectory)/scripts/ld-static-pie"],
                  .when(platforms: [.linux], configuration: .release)),
 ]
