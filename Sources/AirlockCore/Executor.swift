@@ -67,14 +67,14 @@ public enum Executor {
             guard let config, let job else { finish(0) }
             // A job left here has nothing to say to GitLab or a provider (setUp handed the others
             // over): it is prepared or cleaned up on this thread, with no concurrency runtime to
-            // start (1 to 2 ms of thread start-up). Only a cleanup whose hand-over failed, with
-            // credentials to record as not revoked, goes on in `main`.
+            // start (1 to 2 ms of thread start-up). A cleanup with credentials in its ledger goes on
+            // in `main`, which records each as not revoked, for sweep: its hand-over failed, or they
+            // appeared since setUp looked.
             if kind == .prepare {
                 try Stages.prepareWithoutToken(config: config, env: env, job: job)
                 finish(0)
             }
-            if !Stages.needsNetwork(.cleanup, config: config, env: env, job: job) {
-                try Stages.cleanupWithoutRevoking(config: config, job: job)
+            if !Stages.needsNetwork(.cleanup, config: config, env: env, job: job), try Stages.cleanupWithoutRevoking(config: config, job: job) {
                 finish(0)
             }
             return Begun(kind: kind, arguments: arguments, env: env, config: config, job: job)

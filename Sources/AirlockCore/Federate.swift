@@ -134,15 +134,13 @@ extension Revoker {
     }
 
     /// `settleJob` for a job whose ledger holds nothing to revoke (cleanup without the network, on the
-    /// main thread: no concurrency runtime to start). Should the ledger hold something unsettled after
-    /// all, nothing is removed: the job is left for `airlock sweep` and counted as not revoked.
-    package static func settleJobWithoutRevoking(config: AirlockConfig, job: JobContext, paths: JobPaths?, state: String,
-                                                report: (String) -> Void = { _ in }) -> Int {
+    /// main thread: no concurrency runtime to start). Returns nil, having removed nothing, when the
+    /// ledger holds something unsettled after all (its credential server issued it since the stage
+    /// looked): `settleJob` then settles and audits it.
+    package static func settleJobWithoutRevoking(config: AirlockConfig, job: JobContext, paths: JobPaths?, state: String) -> Int? {
         stopServer(config: config, paths: paths, state: state)
-        let ledger = JobLedger(stateDirectory: state)
-        let pending = (try? ledger.entries()).map { $0.filter { $0.state != .settled }.count } ?? 1
-        if pending > 0 { report("\(pending) credential(s) in the ledger were not revoked here; kept for `airlock sweep`") }
-        return release(config: config, job: job, paths: paths, failed: pending)
+        if JobLedger(stateDirectory: state).needsSettling { return nil }
+        return release(config: config, job: job, paths: paths, failed: 0)
     }
 
     /// The job's credential server first, so that it federates nothing more.

@@ -268,16 +268,18 @@ public enum Stages {
 
     /// cleanup_exec for a job with nothing to revoke (the job airlock-cleanup keeps; see
     /// `needsNetwork`), on the main thread without the concurrency runtime: the same removal, audit
-    /// record and output as `cleanup`.
+    /// record and output as `cleanup`. Returns false, having only stopped the job's credential server,
+    /// when the ledger holds something to settle after all: `cleanup` does that, and audits it.
     /// - Throws: `AirlockFailure` (system), as `cleanup`.
-    static func cleanupWithoutRevoking(config: AirlockConfig, job: JobContext) throws {
+    static func cleanupWithoutRevoking(config: AirlockConfig, job: JobContext) throws -> Bool {
         let state = JobPaths.state(config.runner, jobID: job.jobID)
         let existed = FileManager.default.fileExists(atPath: state)
         let record = JobRecord.load(state: state)
-        let failed = Revoker.settleJobWithoutRevoking(config: config, job: record?.job ?? job, paths: record?.paths, state: state) {
-            print("airlock-cleanup: job \(job.jobID): \($0)")
+        guard let failed = Revoker.settleJobWithoutRevoking(config: config, job: record?.job ?? job, paths: record?.paths, state: state) else {
+            return false
         }
         try finishCleanup(config: config, job: job, record: record, existed: existed, failed: failed)
+        return true
     }
 
     private static func finishCleanup(config: AirlockConfig, job: JobContext, record: JobRecord?, existed: Bool, failed: Int) throws {

@@ -5,8 +5,9 @@ import Glibc
 /// Whole small files read with open(2) and read(2): the payload and the job's state files, which
 /// every stage reads (FileManager.contents(atPath:) cost a stat and Foundation's Data on each).
 public enum FileContents {
-    /// Every byte of the regular file at `path` (symlinks followed), or nil when it cannot be opened
-    /// or read (a directory cannot).
+    /// Every byte of the file at `path` (symlinks followed), or nil when it cannot be opened or read
+    /// (a directory cannot). For Airlock's own files and the runner's payload only: a FIFO would
+    /// block.
     public static func read(_ path: String) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }

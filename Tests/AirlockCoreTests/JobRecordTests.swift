@@ -10,10 +10,9 @@ import Testing
 /// Foundation's calendars in every run stage); a record written before, by a prepare of the previous
 /// version, still reads the same.
 struct JobRecordTests {
-    @Test func aRecordReadsBackAndAnOlderISORecordStillReads() throws {
-        let dir = NSTemporaryDirectory() + "airlock-record-\(UUID().uuidString.prefix(8))"
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = try AirlockConfig.parse("""
+    /// A configuration without isolation whose directories are all under `dir`.
+    static func scratchConfig(_ dir: String) throws -> AirlockConfig {
+        try AirlockConfig.parse("""
         [runner]
         builds_root = "\(dir)/builds"
         cache_root = "\(dir)/cache"
@@ -21,6 +20,12 @@ struct JobRecordTests {
         audit_log = "\(dir)/audit.jsonl"
         isolation = "none"
         """)
+    }
+
+    @Test func aRecordReadsBackAndAnOlderISORecordStillReads() throws {
+        let dir = NSTemporaryDirectory() + "airlock-record-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = try Self.scratchConfig(dir)
         let response = try JobResponse(json: Data(#"{"id": 4711, "job_info": {"project_id": 42}}"#.utf8))
         let job = JobContext(response: response, variables: [:])
         let paths = JobPaths.unsandboxed(runner: config.runner, job: job)
@@ -47,18 +52,10 @@ struct JobRecordTests {
         struct Older: Encodable { var job: JobContext; var paths: JobPaths; var preparedAt: Date }
         let dir = NSTemporaryDirectory() + "airlock-record-\(UUID().uuidString.prefix(8))"
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let config = try AirlockConfig.parse("""
-        [runner]
-        builds_root = "\(dir)/builds"
-        cache_root = "\(dir)/cache"
-        state_dir = "\(dir)/state"
-        audit_log = "\(dir)/audit.jsonl"
-        isolation = "none"
-        """)
+        let config = try Self.scratchConfig(dir)
         let payloads = [#"{"id": 4711, "job_info": {"project_id": 42, "name": "deploy \"prod\" \\ \n 😀"}, "runner_info": {"timeout": 900}, "git_info": {"protected": true}}"#,
                         #"{"id": "4712", "job_info": {"project_id": "43"}, "git_info": {"protected": false}}"#,
                         #"{"id": 4713, "job_info": {"project_id": 44}}"#]
-        var checked = 0
         for (n, text) in payloads.enumerated() {
             let vars = n == 2 ? [:] : ["CI_PIPELINE_ID": "7001", "CI_PROJECT_PATH": "group/\"x\"\\/\u{2028}\u{0}"]
             let job = JobContext(response: try JobResponse(json: Data(text.utf8)), variables: vars)
@@ -75,9 +72,7 @@ struct JobRecordTests {
             try enc.encode(Older(job: job, paths: paths, preparedAt: prepared)).write(to: URL(fileURLWithPath: "\(paths.state)/\(JobStateStore.File.record)"))
             let older = try #require(JobRecord.load(state: paths.state))
             #expect(older.job == job && older.paths == paths && older.preparedAt == prepared)
-            checked += 1
         }
-        #expect(checked == 3)
         // A record that is not one reads as none (the stage then names the missing state).
         let state = JobPaths.unsandboxed(runner: config.runner, job: JobContext(response: try JobResponse(json: Data(payloads[2].utf8)), variables: [:])).state
         for broken in [#"{"job": {}, "paths": {}, "preparedAt": 1}"#, "not json", #"{"job": 1}"#] {

@@ -13,14 +13,7 @@ import Testing
 struct LocalCleanupTests {
     func world() throws -> (dir: String, config: AirlockConfig, job: JobContext, paths: JobPaths) {
         let dir = NSTemporaryDirectory() + "airlock-local-cleanup-\(UUID().uuidString.prefix(8))"
-        let config = try AirlockConfig.parse("""
-        [runner]
-        builds_root = "\(dir)/builds"
-        cache_root = "\(dir)/cache"
-        state_dir = "\(dir)/state"
-        audit_log = "\(dir)/audit.jsonl"
-        isolation = "none"
-        """)
+        let config = try JobRecordTests.scratchConfig(dir)
         let job = JobContext(response: try JobResponse(json: Data(#"{"id": 4711, "job_info": {"project_id": 42}}"#.utf8)), variables: [:])
         let paths = JobPaths.unsandboxed(runner: config.runner, job: job)
         for d in [paths.state, paths.buildsDir, paths.cacheDir, paths.home] {
@@ -33,32 +26,39 @@ struct LocalCleanupTests {
     @Test func aJobWithNothingToRevokeIsRemovedWhole() throws {
         let w = try world()
         defer { try? FileManager.default.removeItem(atPath: w.dir) }
-        var lines: [String] = []
-        let failed = Revoker.settleJobWithoutRevoking(config: w.config, job: w.job, paths: w.paths, state: w.paths.state) { lines.append($0) }
+        let failed = Revoker.settleJobWithoutRevoking(config: w.config, job: w.job, paths: w.paths, state: w.paths.state)
         let left = [w.paths.state, w.paths.buildsDir, w.paths.cacheDir, w.paths.home].filter { FileManager.default.fileExists(atPath: $0) }.count
-        #expect(failed == 0 && lines.isEmpty && left == 0)
+        #expect(failed == 0 && left == 0)
     }
 
-    @Test func anUnsettledCredentialKeepsTheStateForSweep() throws {
+    /// A credential in the ledger (its server issued it after the stage looked): the local path
+    /// removes nothing and leaves it to `Stages.cleanup`, which audits it as not revoked, marks it
+    /// `revoke_failed` and keeps the job's state for sweep.
+    @Test func anUnsettledCredentialIsLeftToTheCleanupThatAuditsIt() async throws {
         let w = try world()
         defer { try? FileManager.default.removeItem(atPath: w.dir) }
         let secret = "issued-secret-value-0123456789"
         let c = IssuedCredential(profile: "deploy", provider: "aws", providerType: "aws", secrets: ["token": secret], details: [:],
                                  expiresAt: Date().addingTimeInterval(600), revocationHandle: "h", delivery: DeliveryContract(), summary: "stub")
-        try JobLedger(stateDirectory: w.paths.state).record(c, at: Date())
-        var lines: [String] = []
-        let failed = Revoker.settleJobWithoutRevoking(config: w.config, job: w.job, paths: w.paths, state: w.paths.state) { lines.append($0) }
-        let stateKept = FileManager.default.fileExists(atPath: "\(w.paths.state)/\(JobStateStore.File.ledger)")
-        let unsettled = try JobLedger(stateDirectory: w.paths.state).entries().filter { $0.state != .settled }.count
-        #expect(failed == 1 && stateKept && unsettled == 1)
-        #expect(lines.count == 1 && !lines.joined().contains(secret))
-        // cleanup then fails as the host's fault and says the ledger is kept for sweep.
+        let ledger = JobLedger(stateDirectory: w.paths.state)
+        try ledger.record(c, at: Date())
+        let settled = Revoker.settleJobWithoutRevoking(config: w.config, job: w.job, paths: w.paths, state: w.paths.state)
+        let kept = [w.paths.state, w.paths.buildsDir, w.paths.cacheDir, w.paths.home].filter { FileManager.default.fileExists(atPath: $0) }.count
+        #expect(settled == nil && kept == 4)
+        let done = try Stages.cleanupWithoutRevoking(config: w.config, job: w.job)
+        let audit = AuditLog(path: w.config.runner.auditLog)
+        let before = try ledger.entries().map(\.state)
+        #expect(!done && audit.records().isEmpty && before == [.issued])
+
         do {
-            try Stages.cleanupWithoutRevoking(config: w.config, job: w.job)
+            try await Stages.cleanup(config: w.config, env: RunnerEnvironment([:]), job: w.job, transport: HTTP.none())
             Issue.record("cleanup succeeded with an unrevoked credential")
         } catch {
-            #expect("\(error)".contains("kept for `airlock sweep`"))
+            #expect("\(error)".contains("kept for `airlock sweep`") && !"\(error)".contains(secret))
         }
-        #expect(FileManager.default.fileExists(atPath: "\(w.paths.state)/\(JobStateStore.File.ledger)"))
+        let events = audit.records().compactMap { $0["event"]?.stringValue }
+        let after = try ledger.entries().map(\.state)
+        #expect(events == ["revoke_failed", "cleanup"] && after == [.revokeFailed])
+        #expect(audit.records().last?["state"] == .string("kept_for_sweep"))
     }
 }

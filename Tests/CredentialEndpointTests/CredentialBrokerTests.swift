@@ -111,11 +111,13 @@ struct CredentialBrokerTests {
 
     @Test func aCredentialAtItsEndIsReplacedAndTheOldOneRevoked() async throws {
         let w = try World()
-        let provider = ScriptedProvider(lifetimes: [1.5, 3600])
+        // 3 s, of which the last second is stale: the second request has 2 s to come (it failed
+        // once, in a loaded CI run, when the lifetime was 1.5 s and it had half a second).
+        let provider = ScriptedProvider(lifetimes: [3, 3600])
         let broker = try w.broker(provider)
         let first = try await broker.credential("deploy")
         #expect(try await broker.credential("deploy").id == first.id)  // just issued: served as it is
-        try await Task.sleep(nanoseconds: 700_000_000)  // now ≤ 1 s left: stale
+        try await Task.sleep(nanoseconds: 2_200_000_000)  // now ≤ 0.8 s left: stale
         let second = try await broker.credential("deploy")
         #expect(second.id != first.id)
         #expect(provider.state.withLock { $0.revoked } == [first.id])

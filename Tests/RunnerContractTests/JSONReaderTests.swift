@@ -83,16 +83,14 @@ struct JSONReaderTests {
 
     @Test func generatedDocumentsReadAsJSONSerializationReadsThem() throws {
         var r = Rng(state: 19)
-        var compared = 0, mismatches: [String] = []
+        var mismatches: [String] = []
         for _ in 0..<3000 {
             let text = "{\"top\":" + Self.value(&r, depth: 0) + "}"
             let data = Data(text.utf8)
             let reference = try JSONSerialization.jsonObject(with: data)
             let ours = try JSONReader.parse(data)
             if Self.canonical(reference) != Self.canonical(ours) && mismatches.count < 3 { mismatches.append(text) }
-            compared += 1
         }
-        #expect(compared == 3000)
         #expect(mismatches.isEmpty, "\(mismatches)")
     }
 
@@ -102,7 +100,7 @@ struct JSONReaderTests {
     @Test func brokenDocumentsAreRefusedWhereJSONSerializationRefusesThem() throws {
         var r = Rng(state: 7)
         let junk: [UInt8] = Array("{}[],:\"\\ 0-+.eE1tfnux\u{01}\t\n".utf8) + [0x80, 0xC3, 0xFF]
-        var tried = 0, bothRead = 0, bothRefused = 0, weRefusedOnly = 0
+        var bothRead = 0, bothRefused = 0, weRefusedOnly = 0
         var laxer: [String] = [], disagree: [String] = [], stricterUnexplained: [String] = []
         for _ in 0..<6000 {
             var bytes = Array(("{\"top\":" + Self.value(&r, depth: 0) + "}").utf8)
@@ -112,7 +110,6 @@ struct JSONReaderTests {
             case 2: bytes.insert(r.pick(junk), at: r.int(bytes.count + 1))
             default: bytes = Array(bytes.prefix(r.int(bytes.count)))
             }
-            tried += 1
             let reference = try? JSONSerialization.jsonObject(with: Data(bytes))
             let ours = try? JSONReader.parse(bytes)
             switch (reference, ours) {
@@ -129,7 +126,7 @@ struct JSONReaderTests {
                 }
             }
         }
-        #expect(tried == 6000 && bothRead > 100 && bothRefused > 3000)
+        #expect(bothRead > 100 && bothRefused > 3000, "\(bothRead) read, \(bothRefused) refused by both")
         #expect(laxer.isEmpty, "JSONReader read what JSONSerialization refuses: \(laxer)")
         #expect(disagree.isEmpty, "\(disagree)")
         #expect(stricterUnexplained.isEmpty, "refused by JSONReader only (\(weRefusedOnly) in all): \(stricterUnexplained)")

@@ -109,4 +109,13 @@ struct JobResponseTests {
             }
         }
     }
+
+    /// Where it reads less than JSONSerialization did, on purpose: an id must be an integer or a
+    /// string of digits. Through NSNumber, `true`, `1.0` and `1e3` read as jobs 1, 1 and 1000.
+    @Test(arguments: ["true", "1.0", "1e3", "4711.5", "-1", "0"])
+    func anIdThatIsNotAPositiveIntegerIsRefused(_ id: String) {
+        let asJob = (try? JobResponse(json: Data(#"{"id": \#(id), "job_info": {"project_id": 42}}"#.utf8))) == nil
+        let asProject = (try? JobResponse(json: Data(#"{"id": 42, "job_info": {"project_id": \#(id)}}"#.utf8))) == nil
+        #expect(asJob && asProject)
+    }
 }
