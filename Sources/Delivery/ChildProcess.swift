@@ -1,5 +1,6 @@
 public import CSupport
 import Foundation
+import RunnerContract
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -223,16 +224,8 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Reads `fd` to its end and closes it.
     public static func readAll(_ fd: Int32) -> [UInt8] {
-        var out: [UInt8] = []
-        var buf = [UInt8](repeating: 0, count: 16384)
-        while true {
-            let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n > 0 { out += buf[0..<n]; continue }
-            if n < 0 && errno == EINTR { continue }
-            break
-        }
-        close(fd)
-        return out
+        defer { close(fd) }
+        return FileContents.readToEnd(fd).bytes
     }
 
     /// Writes every byte to `fd`, retrying on EINTR.

@@ -12,12 +12,19 @@ public enum FileContents {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
+        let (bytes, complete) = readToEnd(fd)
+        return complete ? bytes : nil
+    }
+
+    /// Reads `fd` to its end, retrying on EINTR: what it held, and whether it ended without an error
+    /// (the bytes before an error are kept). The descriptor stays open.
+    public static func readToEnd(_ fd: Int32) -> (bytes: [UInt8], complete: Bool) {
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
             let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 { if errno == EINTR { continue }; return nil }
-            if n == 0 { return out }
+            if n < 0 { if errno == EINTR { continue }; return (out, false) }
+            if n == 0 { return (out, true) }
             out.append(contentsOf: chunk[0..<n])
         }
     }
