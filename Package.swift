@@ -68,7 +68,7 @@ let package = Package(
         // One folder per provider kind (configuration, issue, revoke, delivery contract, endpoint
         // answers); ProviderKinds.all wires each in.
         .target(name: "Federation", dependencies: [
-            "RunnerContract", "Identity", "Policy", "ConfigSyntax", "CSupport", .product(name: "JWTKit", package: "jwt-kit"),
+            "RunnerContract", "Identity", "Policy", "ConfigSyntax", .product(name: "JWTKit", package: "jwt-kit"),
         ], swiftSettings: strict),
         .target(name: "Ledger", dependencies: [
             "RunnerContract", "Federation", "Identity", "CSupport",

@@ -1,6 +1,5 @@
 import _CryptoExtras
 import Crypto
-import CSupport
 public import Foundation
 public import JWTKit
 
@@ -26,13 +25,10 @@ public struct IssuerKey: Sendable {
     /// Loads a private key file: a regular file only its owner can read (0600), holding a P-256 or an
     /// RSA (≥ 2048 bits) private key in PEM.
     public static func load(path: String) throws(Problem) -> IssuerKey {
-        // lstat(2) through CSupport, not FileManager.attributesOfItem, which also looks up the owner's
-        // and group's names: glibc's NSS, which the statically linked stage executables must not load.
-        var status = airlock_file_status()
-        guard airlock_file_status_of(path, 0, &status) == 0, let pem = FileManager.default.contents(atPath: path) else {
+        guard let file = KeyFile.read(path) else {
             throw Problem(description: "\(path) cannot be read: create it (openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out \(path); chmod 600 \(path))")
         }
-        let mode = Int(status.mode)
+        let (pem, mode) = (file.pem, file.mode)
         guard mode & 0o170000 == 0o100000 else {
             throw Problem(description: "\(path) is not a regular file")
         }

@@ -1,4 +1,3 @@
-import CSupport
 public import Foundation
 public import Identity
 public import JWTKit
@@ -63,14 +62,12 @@ public struct ClientKey: Sendable {
     /// Loads the key into a collection that signs with it.
     /// - Throws: `FederationError` (system) for a missing, unreadable, group/world-readable or unparsable key.
     public func load(profile: String, provider: String) async throws -> (JWTKeyCollection, String) {
-        // The mode through CSupport's lstat(2), not FileManager.attributesOfItem, which also looks up
-        // the owner's and group's names: glibc's NSS, which the statically linked stage executables
-        // must not load (airlock-cleanup revokes without the network when the hand-over fails).
-        var status = airlock_file_status()
-        guard airlock_file_status_of(path, 0, &status) == 0, let pem = FileManager.default.contents(atPath: path) else {
+        // KeyFile: no NSS lookup (airlock-cleanup, statically linked, revokes without the network
+        // when the hand-over fails).
+        guard let file = KeyFile.read(path) else {
             throw FederationError(fault: .system, profile: profile, provider: provider, code: "ClientKeyUnreadable", message: "cannot read private_key_file \(path)")
         }
-        let mode = Int(status.mode)
+        let (pem, mode) = (file.pem, file.mode)
         guard mode & 0o077 == 0 else {
             throw FederationError(fault: .system, profile: profile, provider: provider, code: "ClientKeyExposed",
                                   message: "private_key_file \(path) is readable by group or others (mode \(String(mode & 0o777, radix: 8))); chmod 600 it")
