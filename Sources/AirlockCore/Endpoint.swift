@@ -42,7 +42,7 @@ public struct EndpointSession: Codable, Sendable {
     /// 32 random bytes, hex.
     static func newSecret() -> String {
         var g = SystemRandomNumberGenerator()
-        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &g)) }.joined()
+        return Fingerprint.hex((0..<32).map { _ in UInt8.random(in: 0...255, using: &g) })
     }
 }
 

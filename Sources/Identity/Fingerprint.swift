@@ -44,7 +44,7 @@ public enum Fingerprint {
 
     /// Lowercase hex, two digits a byte (String(format:) went through Foundation's formatting for
     /// each byte, in every stage that loads the host's key).
-    static func hex(_ bytes: some Sequence<UInt8>) -> String {
+    package static func hex(_ bytes: some Sequence<UInt8>) -> String {
         let digits = Array("0123456789abcdef".utf8)
         var out: [UInt8] = []
         for b in bytes { out.append(digits[Int(b >> 4)]); out.append(digits[Int(b & 0x0f)]) }
