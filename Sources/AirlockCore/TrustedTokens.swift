@@ -33,8 +33,7 @@ enum TrustedTokens {
             let parts = candidate.split(separator: ".", omittingEmptySubsequences: false)
             guard parts.count == 3, let payload = base64URL(parts[1]), let claims = try? JSONReader.parse(payload),
                   claims["iss"]?.string == gitlab.issuer else { continue }
-            let list = claims["aud"]?.array?.compactMap(\.string)
-            let aud: [String] = list.flatMap { $0.count == claims["aud"]?.array?.count ? $0 : nil } ?? (claims["aud"]?.string.map { [$0] } ?? [])
+            let aud = claims["aud"]?.strings ?? claims["aud"]?.string.map { [$0] } ?? []
             if aud.contains(where: audiences.contains) { found.insert(candidate) }
         }
         return found.sorted()

@@ -31,6 +31,12 @@ public indirect enum JSONNode: Sendable, Equatable {
     public var string: String? { if case .string(let s) = self { s } else { nil } }
     public var bool: Bool? { if case .bool(let b) = self { b } else { nil } }
     public var array: [JSONNode]? { if case .array(let a) = self { a } else { nil } }
+    /// An array whose every item is a string (nil when one is not).
+    public var strings: [String]? {
+        guard case .array(let a) = self else { return nil }
+        let s = a.compactMap(\.string)
+        return s.count == a.count ? s : nil
+    }
     public var isObject: Bool { if case .object = self { true } else { false } }
     public var isNull: Bool { if case .null = self { true } else { false } }
     /// An integer written without fraction or exponent that fits in Int64.
