@@ -74,7 +74,7 @@ public enum Executor {
                 try Stages.prepareWithoutToken(config: config, env: env, job: job)
                 finish(0)
             }
-            if !Stages.needsNetwork(.cleanup, config: config, env: env, job: job), try Stages.cleanupWithoutRevoking(config: config, job: job) {
+            if try Stages.cleanupWithoutRevoking(config: config, job: job) {
                 finish(0)
             }
             return Begun(kind: kind, arguments: arguments, env: env, config: config, job: job)
