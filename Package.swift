@@ -76,7 +76,7 @@ let package = Package(
         .target(name: "Delivery", dependencies: ["RunnerContract", "Federation", "Ledger", "CSupport"], swiftSettings: strict),
         // The configuration as written (TOML, every key and line checked) and as resolved.
         .target(name: "AirlockConfiguration", dependencies: [
-            "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "ConfigSyntax",
+            "RunnerContract", "Identity", "Policy", "Federation", "Ledger", "ConfigSyntax", "CSupport",
         ], swiftSettings: strict),
         // What keeps a job in its place: its directories and uid, the bubblewrap spec, the nftables guard.
         .target(name: "JobIsolation", dependencies: [

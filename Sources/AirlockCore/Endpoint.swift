@@ -35,7 +35,7 @@ public struct EndpointSession: Codable, Sendable {
     }
 
     public static func load(state: String) -> EndpointSession? {
-        guard let d = FileManager.default.contents(atPath: "\(state)/\(file)") else { return nil }
+        guard let d = FileContents.read("\(state)/\(file)").map({ Data($0) }) else { return nil }
         return try? JSONDecoder().decode(EndpointSession.self, from: d)
     }
 
@@ -55,7 +55,7 @@ public struct EndpointServerInfo: Codable, Sendable {
         self.port = port
     }
     public static func load(state: String) -> EndpointServerInfo? {
-        guard let d = FileManager.default.contents(atPath: "\(state)/\(EndpointSession.serverFile)") else { return nil }
+        guard let d = FileContents.read("\(state)/\(EndpointSession.serverFile)").map({ Data($0) }) else { return nil }
         return try? JSONDecoder().decode(EndpointServerInfo.self, from: d)
     }
 }

@@ -147,7 +147,7 @@ public enum Stages {
             throw AirlockFailure(.system, "no state for job \(job.jobID) at \(state): prepare_exec did not run or cleanup already removed it; check that prepare_exec and run_exec use the same --config")
         }
         let paths = record.paths
-        guard let body = FileManager.default.contents(atPath: script), let text = String(data: body, encoding: .utf8) else {
+        guard let body = FileContents.read(script), let text = String(validating: body, as: UTF8.self) else {
             throw AirlockFailure(.system, "cannot read the stage script \(script)")
         }
         // No token Airlock trusts reaches the job: the configured variables, and any JWT from the

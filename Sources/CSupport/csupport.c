@@ -69,3 +69,11 @@ int airlock_file_status_of(const char *path, int follow, airlock_file_status *ou
     out->mtime_ns = (long long)st.st_mtim.tv_sec * 1000000000LL + (long long)st.st_mtim.tv_nsec;
     return 0;
 }
+
+#include <sys/vfs.h>
+
+int airlock_is_tmpfs(const char *path) {
+    struct statfs fs;
+    if (statfs(path, &fs) != 0) return -1;
+    return fs.f_type == 0x01021994 ? 1 : 0;  // TMPFS_MAGIC (linux/magic.h)
+}

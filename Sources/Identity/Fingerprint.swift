@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import RunnerContract
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -62,7 +63,7 @@ public enum Fingerprint {
     public static func hostKey(directory: String) throws -> Key {
         let path = "\(directory)/\(keyFile)"
         for _ in 0..<50 {
-            if let d = FileManager.default.contents(atPath: path) {
+            if let d = FileContents.read(path) {
                 // Published whole by link(2): any other size is not a key Airlock made.
                 guard d.count == 32 else { throw KeyError("\(path) holds \(d.count) bytes, not a 32-byte key; remove it to make a new one (fingerprints then change)") }
                 return Key(bytes: Array(d))

@@ -50,7 +50,7 @@ package enum JobSlots {
     }
 
     private static func owner(_ dir: String, _ uid: UInt32) -> String? {
-        FileManager.default.contents(atPath: "\(dir)/\(uid)").map { String(decoding: $0, as: UTF8.self) }
+        FileContents.read("\(dir)/\(uid)").map { String(decoding: $0, as: UTF8.self) }
     }
 
     private static func withLock<T>(_ dir: String, _ body: () throws(AirlockFailure) -> T) throws(AirlockFailure) -> T {

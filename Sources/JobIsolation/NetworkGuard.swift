@@ -64,7 +64,7 @@ package enum NetworkGuard {
         // Read before the check: a change after this read, even during the check, leaves the stamp behind.
         let stamp = generationStamp(runner)
         let stampFile = "\(runner.stateDir)/\(verifiedFile)"
-        if let stamp, FileManager.default.contents(atPath: stampFile) == Data(stamp.utf8) { return }
+        if let stamp, FileContents.read(stampFile) == Array(stamp.utf8) { return }
         if noteIfInPlace(runner, stamp: stamp, file: stampFile) { return }
         try withLock(runner) { () throws(AirlockFailure) in
             try nft(runner, ["-f", "-"], input: skeleton)
@@ -94,7 +94,7 @@ package enum NetworkGuard {
         var generation: UInt32 = 0
         var netns: UInt64 = 0
         guard airlock_nft_generation(&generation, &netns) == 0,
-              let boot = try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8) else { return nil }
+              let boot = FileContents.read("/proc/sys/kernel/random/boot_id").map({ String(decoding: $0, as: UTF8.self) }) else { return nil }
         return "boot \(boot.trimmingCharacters(in: .whitespacesAndNewlines)) netns \(netns) generation \(generation) \(marker(runner))\n"
     }
 

@@ -1,6 +1,7 @@
 package import AirlockConfiguration
 package import Delivery
 import Foundation
+import Ledger
 package import RunnerContract
 
 /// Builds the sandbox for a stage from the config and the job: what is hidden, what is writable,
@@ -22,9 +23,15 @@ package enum Sandboxing {
 
     /// The absolute path of `name` (a path, or a command found on PATH), if it is an executable.
     package static func resolve(_ name: String) -> String? {
-        if name.hasPrefix("/") { return FileManager.default.isExecutableFile(atPath: name) ? name : nil }
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        for dir in path.split(separator: ":") where FileManager.default.isExecutableFile(atPath: "\(dir)/\(name)") {
+        // A file (not a directory) this process may execute: stat(2) and access(2), without
+        // FileManager (4% of every run stage).
+        func executable(_ p: String) -> Bool {
+            guard let st = Files.status(p, follow: true), !st.isDirectory else { return false }
+            return access(p, X_OK) == 0
+        }
+        if name.hasPrefix("/") { return executable(name) ? name : nil }
+        let path = getenv("PATH").map { String(cString: $0) } ?? "/usr/bin:/bin"
+        for dir in path.split(separator: ":") where executable("\(dir)/\(name)") {
             return "\(dir)/\(name)"
         }
         return nil

@@ -63,7 +63,7 @@ public final class JobLedger: @unchecked Sendable {
     }
 
     private func read() throws(AirlockFailure) -> [LedgerEntry] {
-        guard let d = FileManager.default.contents(atPath: path) else { return [] }
+        guard let d = FileContents.read(path).map({ Data($0) }) else { return [] }
         let dec = JSONDecoder()
         dec.dateDecodingStrategy = .secondsSince1970
         do {

@@ -9,11 +9,22 @@ public enum FileContents {
     /// (a directory cannot). For Airlock's own files and the runner's payload only: a FIFO would
     /// block.
     public static func read(_ path: String) -> [UInt8]? {
+        try? reading(path).get()
+    }
+
+    /// Why a file could not be read: the system's reason (strerror), for messages.
+    public struct ReadError: Error, CustomStringConvertible, Sendable {
+        public let code: Int32
+        public var description: String { String(cString: strerror(code)) }
+    }
+
+    /// `read`, with the reason when the file cannot be opened or read.
+    public static func reading(_ path: String) -> Result<[UInt8], ReadError> {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else { return .failure(ReadError(code: errno)) }
         defer { close(fd) }
         let (bytes, complete) = readToEnd(fd)
-        return complete ? bytes : nil
+        return complete ? .success(bytes) : .failure(ReadError(code: errno))
     }
 
     /// Reads `fd` to its end, retrying on EINTR: what it held, and whether it ended without an error

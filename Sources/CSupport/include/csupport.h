@@ -54,6 +54,9 @@ typedef struct {
 /// lstat(2) (follow = 0) or stat(2) (follow != 0) of `path` into `out`. Returns 0, or -1 with errno set.
 int airlock_file_status_of(const char *path, int follow, airlock_file_status *out);
 
+/// Whether the file system `path` is on (symlinks followed) is a tmpfs: 1 or 0, or -1 with errno set.
+int airlock_is_tmpfs(const char *path);
+
 /// The nftables ruleset generation (NFT_MSG_GETGEN) of the calling process's network namespace, a
 /// counter the kernel moves on with every committed change to any table, and that namespace's cookie
 /// (SO_NETNS_COOKIE, unique in the boot): the same pair means the same, unchanged ruleset. Needs
