@@ -50,3 +50,48 @@ struct ChildProcessDirectoryTests {
         }
     }
 }
+
+/// The tenant spawn (airlock_spawn_tenant: clone with CLONE_VM | CLONE_VFORK since issue 19), seen
+/// from the child itself, without bubblewrap (which drops capabilities again for what it runs, and so
+/// would hide a spawn that did not): the job's uid and gid only, every capability set empty, the
+/// bounding set included, no_new_privs, no signal blocked, caught or ignored from this process, a
+/// session of its own and stdin from /dev/null. Needs root, as Airlock does.
+struct TenantSpawnTests {
+    @Test(.enabled(if: geteuid() == 0, "the tenant spawn needs root"))
+    func theChildHasTheJobsIdsAndNothingElse() throws {
+        // A handler and an ignored signal here, which the child must not keep.
+        signal(SIGUSR2, SIG_IGN)
+        defer { signal(SIGUSR2, SIG_DFL) }
+        // A supplementary group here, which the child must not keep (root may have none of its own).
+        var saved = [gid_t](repeating: 0, count: 256)
+        let count = getgroups(Int32(saved.count), &saved)
+        try #require(count >= 0 && setgroups(1, [4242]) == 0)
+        defer { _ = setgroups(Int(count), saved) }
+        let uid: UInt32 = 2_000_000_901
+        let script = #"cat /proc/self/status; echo "stdin=$(readlink /proc/self/fd/0)"; echo "session=$(cut -d' ' -f6 /proc/$$/stat) pid=$$""#
+        let child = try ChildProcess(tenant: uid, argv: ["/bin/sh", "-c", script], environment: ["PATH": "/usr/bin:/bin"], mergedOutput: true)
+        child.startReaper {}
+        var log: [UInt8] = []
+        child.pump(stdout: StreamMasker(MaskPatterns(exact: [])), stderr: StreamMasker(MaskPatterns(exact: [])), sink: { _, bytes in log += bytes })
+        let code = child.wait()
+        let text = String(decoding: log, as: UTF8.self)
+        var status: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2 { status[String(parts[0])] = parts[1].split(whereSeparator: { $0 == " " || $0 == "\t" }).joined(separator: " ") }
+        }
+        #expect(code == 0, "\(text)")
+        #expect(status["Uid"] == "\(uid) \(uid) \(uid) \(uid)" && status["Gid"] == "\(uid) \(uid) \(uid) \(uid)", "\(text)")
+        #expect(status["Groups"] == "", "\(text)")
+        let zero = "0000000000000000"
+        let sets = ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"].map { "\($0)=\(status[$0] ?? "?")" }
+        #expect(sets == ["CapInh=\(zero)", "CapPrm=\(zero)", "CapEff=\(zero)", "CapBnd=\(zero)", "CapAmb=\(zero)"], "\(text)")
+        #expect(status["NoNewPrivs"] == "1", "\(text)")
+        // sh itself catches SIGCHLD-style signals only while it waits; blocked and ignored must be empty.
+        #expect(status["SigBlk"] == zero && status["SigIgn"] == zero, "\(text)")
+        let session = text.split(separator: "\n").first { $0.hasPrefix("session=") }.map(String.init) ?? ""
+        let ids = session.split(separator: " ").map { $0.split(separator: "=").last.map(String.init) ?? "" }
+        #expect(ids.count == 2 && ids[0] == ids[1], "\(session)")
+        #expect(text.contains("stdin=/dev/null\n"), "\(text)")
+    }
+}

@@ -255,8 +255,15 @@ struct HostileJobTests {
             let uid = number(after: "ATTACK[uid]=", in: r.log)
             #expect(uid.flatMap { UInt32($0) }.map { a.world.jobUIDs.contains($0) } == true, "\(TestWorld.redacted(r.log))")
         }),
-        Attack(name: "capabilities", victim: false, script: [#"echo "ATTACK[capeff]=$(awk '/^CapEff/{print $2}' /proc/self/status)-nnp$(awk '/^NoNewPrivs/{print $2}' /proc/self/status)""#],
-               check: { r, _ in #expect(r.log.contains("ATTACK[capeff]=0000000000000000-nnp1"), "\(TestWorld.redacted(r.log))") }),
+        // Every capability set empty, the bounding set included (no capability can come back on an
+        // exec), no_new_privs, no supplementary group (root's would show as the overflow gid), and
+        // no signal blocked or caught from Airlock's process.
+        Attack(name: "capabilities", victim: false, script: [#"echo "ATTACK[capeff]=$(awk '/^CapEff/{print $2}' /proc/self/status)-nnp$(awk '/^NoNewPrivs/{print $2}' /proc/self/status)""#,
+                                                             #"echo "ATTACK[capsets]=$(awk '/^Cap(Inh|Prm|Bnd|Amb)/{printf "%s%s", $1, $2}' /proc/self/status)-groups[$(awk '/^Groups/{$1=""; print}' /proc/self/status | tr -d ' ')]-sigblk$(awk '/^SigBlk/{print $2}' /proc/self/status)""#],
+               check: { r, _ in
+                   #expect(r.log.contains("ATTACK[capeff]=0000000000000000-nnp1"), "\(TestWorld.redacted(r.log))")
+                   #expect(r.log.contains("ATTACK[capsets]=CapInh:0000000000000000CapPrm:0000000000000000CapBnd:0000000000000000CapAmb:0000000000000000-groups[]-sigblk0000000000000000"), "\(TestWorld.redacted(r.log))")
+               }),
         Attack(name: "umount-state", script: [#"umount "$STATE" 2>/dev/null || true"#, #"probe umount-state 'cat "$STATE/jobs/$VICTIM_JOB/ledger.json"'"#]),
         Attack(name: "remount-rw", victim: false, script: [#"mount -o remount,rw / 2>/dev/null || true"#, #"probe remount-rw 'touch /var/tmp/airlock-pwned-$$ && echo wrote'"#],
                check: { _, _ in

@@ -15,10 +15,11 @@ long airlock_session_keyring_id(void);
 /// terminal), with stdin from /dev/null and stdout/stderr on `out_fd`/`err_fd`, as uid and gid
 /// `uid` with no supplementary groups, an empty capability bounding set, no capabilities, and
 /// no_new_privs; signal mask cleared and the usual signals at their defaults. `close_fds` (n of them)
-/// are closed in the child. Only async-signal-safe calls run between fork and exec, so this is safe
-/// from a multi-threaded process. The caller must be root. Returns the child's pid, or -errno when
-/// fork fails; a child that cannot drop its privileges or exec exits 126 or 127 before running
-/// anything else.
+/// are closed in the child. The child shares the caller's memory until it execs (clone with
+/// CLONE_VM | CLONE_VFORK, on a stack of its own, every signal blocked until its handlers are reset)
+/// and makes system calls only, so this is safe from a multi-threaded process. The caller must be
+/// root. Returns the child's pid, or -errno when it cannot be started; a child that cannot drop its
+/// privileges or exec exits 126 or 127 before running anything else.
 pid_t airlock_spawn_tenant(unsigned int uid, const char *path, char *const argv[], char *const envp[],
                            int out_fd, int err_fd, const int *close_fds, int n);
 
