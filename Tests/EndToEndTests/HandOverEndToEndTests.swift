@@ -18,9 +18,26 @@ struct HandOverEndToEndTests {
         let dir = "\(world.root)/bin-without-federate"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         for exe in ["airlock-config", "airlock-prepare", "airlock-run", "airlock-cleanup"] {
-            try FileManager.default.copyItem(atPath: "\(world.binDir)/\(exe)", toPath: "\(dir)/\(exe)")
+            try copyExecutable("\(world.binDir)/\(exe)", to: "\(dir)/\(exe)")
         }
         return dir
+    }
+
+    /// Written through a descriptor opened with O_CLOEXEC: a server another test starts meanwhile
+    /// (moto, OpenBao) must not inherit it open for writing, or every start of the copy fails with
+    /// "Text file busy" for as long as that server runs (FileManager.copyItem's is inheritable: seen).
+    static func copyExecutable(_ from: String, to: String) throws {
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: from)))
+        let fd = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o755)
+        guard fd >= 0 else { throw CocoaError(.fileWriteUnknown) }
+        defer { close(fd) }
+        var done = 0
+        while done < bytes.count {
+            let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw CocoaError(.fileWriteUnknown) }
+            done += n
+        }
     }
 
     @Test func onlyAJobWithSomethingToSayToAProviderIsHandedToAirlockFederate() throws {
