@@ -287,10 +287,12 @@ extension AirlockConfig {
     /// The snapshot's name in the job's state directory (0600, hidden from jobs with the rest of it).
     public static let snapshotFile = JobStateStore.File.configSnapshot
 
-    /// Keeps this configuration in the job's state directory.
+    /// Keeps this configuration in the job's state directory, with its compiled view (`JobView`).
     /// - Throws: `AirlockFailure` (system) when it cannot be written.
     public func saveSnapshot(state: String) throws(AirlockFailure) {
         try Files.writeAtomically(Data(source.utf8), to: "\(state)/\(Self.snapshotFile)")
+        // Derived from the snapshot: a view lost in a crash is read from the snapshot again.
+        try Files.writeAtomically(Data(JobView(self).json.utf8), to: "\(state)/\(JobView.file)", durable: false)
     }
 
     /// The configuration the job with state directory `state` was prepared with, parsed as if it

@@ -62,21 +62,27 @@ public enum Executor {
         Termination.hold()
         let env = RunnerEnvironment.current()
         do {
-            let (_, config, job) = try setUp(kind, arguments: arguments, env: env, networked: false)
-            Termination.release()
-            guard let config, let job else { finish(0) }
-            // A job left here has nothing to say to GitLab or a provider (setUp handed the others
-            // over): it is prepared or cleaned up on this thread, with no concurrency runtime to
-            // start (1 to 2 ms of thread start-up). A cleanup with credentials in its ledger goes on
-            // in `main`, which records each as not revoked, for sweep: its hand-over failed, or they
-            // appeared since setUp looked.
+            // A job left here has nothing to say to GitLab or a provider (the set-up handed the
+            // others over): it is prepared or cleaned up on this thread, with no concurrency runtime
+            // to start (1 to 2 ms of thread start-up). A cleanup with credentials in its ledger goes
+            // on in `main`, which records each as not revoked, for sweep: its hand-over failed, or
+            // they appeared since the set-up looked.
             if kind == .prepare {
+                let (_, config, job) = try setUp(kind, arguments: arguments, env: env, networked: false)
+                Termination.release()
+                guard let config, let job else { finish(0) }
                 try Stages.prepareWithoutToken(config: config, env: env, job: job)
                 finish(0)
             }
-            if try Stages.cleanupWithoutRevoking(config: config, job: job) {
+            let (args, view, job) = try setUpAfterPrepare(kind, arguments: arguments, env: env)
+            Termination.release()
+            guard let view else { finish(0) }
+            if try Stages.cleanupWithoutRevoking(runner: view.runner, job: job) {
                 finish(0)
             }
+            // Rare (see above): `main` revokes nothing without the network, but records each
+            // credential by its provider and profile, which takes the whole configuration.
+            let config = try AirlockConfig.forJob(path: args.configPath, jobID: job.jobID)
             return Begun(kind: kind, arguments: arguments, env: env, config: config, job: job)
         } catch {
             finish(report(kind, error, env: env, arguments: arguments))
@@ -111,16 +117,19 @@ public enum Executor {
         let env = RunnerEnvironment.current()
         let code: Int32
         do {
-            let (args, config, job) = try setUp(kind, arguments: arguments, env: env, networked: false)
-            guard let config else { throw AirlockFailure(.system, "no configuration") }
             if kind == .config {
-                FileHandle.standardOutput.write(try Stages.config(config: config, env: env))
+                let (_, config, _) = try setUp(kind, arguments: arguments, env: env, networked: false)
+                guard let config else { throw AirlockFailure(.system, "no configuration") }
+                // Written as text: Data made from a String's UTF-8 view cost the stage a conformance scan.
+                print(try Stages.config(config: config, env: env), terminator: "")
                 code = 0
             } else {
-                guard args.positional.count == 2, let job else {
+                let (args, view, job) = try setUpAfterPrepare(kind, arguments: arguments, env: env)
+                guard let view else { throw AirlockFailure(.system, "no configuration") }
+                guard args.positional.count == 2 else {
                     throw AirlockFailure(.system, "airlock-run expects <script> <stage>, got \(args.positional.count) argument(s); check run_args in the runner's config.toml")
                 }
-                code = try Stages.run(config: config, env: env, job: job, script: args.positional[0], stage: args.positional[1])
+                code = try Stages.run(view: view, env: env, job: job, script: args.positional[0], stage: args.positional[1])
             }
         } catch {
             code = report(kind, error, env: env, arguments: arguments)
@@ -177,8 +186,12 @@ public enum Executor {
     /// Fingerprints in logs and audit records are keyed with the host's key in `state_dir`.
     /// - Throws: `AirlockFailure` (system) when it cannot be read or made.
     public static func useHostFingerprintKey(_ config: AirlockConfig) throws(AirlockFailure) {
+        try useHostFingerprintKey(config.runner)
+    }
+
+    static func useHostFingerprintKey(_ runner: RunnerSettings) throws(AirlockFailure) {
         do {
-            Fingerprint.use(try Fingerprint.hostKey(directory: config.runner.stateDir))
+            Fingerprint.use(try Fingerprint.hostKey(directory: runner.stateDir))
         } catch {
             throw AirlockFailure(.system, "the fingerprint key: \(error); check [runner] state_dir")
         }
@@ -195,17 +208,10 @@ public enum Executor {
         // The stages after prepare run with the configuration their job was prepared with.
         let config: AirlockConfig
         if let job, kind == .run || kind == .cleanup {
-            let loaded: Result<AirlockConfig, ConfigError>
-            do { loaded = .success(try AirlockConfig.forJob(path: args.configPath, jobID: job.jobID)) } catch { loaded = .failure(error) }
-            switch loaded {
-            case .success(let c): config = c
-            case .failure(let error):
-                // A cleanup with no job state left (a repeated one, or after a prepare that failed
-                // early) has nothing to do, whatever the file says now.
-                guard kind == .cleanup, !AirlockConfig.jobStateExists(path: args.configPath, jobID: job.jobID) else { throw error }
-                print("airlock-cleanup: job \(job.jobID): nothing left to clean up (the configuration does not load now: \(error))")
+            guard let c = try forJob(kind, args: args, job: job, { path, id throws(ConfigError) in try AirlockConfig.forJob(path: path, jobID: id) }) else {
                 return (args, nil, job)
             }
+            config = c
         } else {
             config = try AirlockConfig.load(path: args.configPath)
         }
@@ -236,6 +242,47 @@ public enum Executor {
             }
         }
         return (args, config, job)
+    }
+
+    /// airlock-run, and airlock-cleanup before any hand-over: their arguments, the runner's payload,
+    /// the view of the configuration the job was prepared with (`JobView`: its runner settings and
+    /// delivery, without every provider, profile and rule parsed again), the hand-over of a cleanup
+    /// that has credentials to revoke, and (cleanup) the host's fingerprint key. A nil view means the
+    /// stage has nothing to do.
+    /// - Throws: `BlamedError` for Airlock's own failures.
+    static func setUpAfterPrepare(_ kind: Kind, arguments: [String], env: RunnerEnvironment) throws -> (ExecutorArguments, JobView?, JobContext) {
+        precondition(kind == .run || kind == .cleanup, "config and prepare read the configuration itself")
+        let args = try ExecutorArguments(arguments)
+        let job = try JobContext(env)
+        guard let view = try forJob(kind, args: args, job: job, { path, id throws(ConfigError) in try AirlockConfig.viewForJob(path: path, jobID: id) }) else {
+            return (args, nil, job)
+        }
+        if kind == .cleanup {
+            if Stages.hasUnsettled(view.runner, job: job) {
+                do {
+                    try handOver(kind, arguments: arguments)
+                } catch {
+                    // As in setUp: cleanup goes on without the network.
+                    FileHandle.standardError.write(Data("airlock-cleanup: \(error); cleaning up without the network\n".utf8))
+                }
+            }
+            try useHostFingerprintKey(view.runner)
+        }
+        return (args, view, job)
+    }
+
+    /// What the job was prepared with, read by `load`. A cleanup with no job state left (a repeated
+    /// one, or after a prepare that failed early) has nothing to do, whatever the file says now: nil.
+    /// - Throws: `ConfigError` when it does not load.
+    private static func forJob<T>(_ kind: Kind, args: ExecutorArguments, job: JobContext,
+                                  _ load: (String, String) throws(ConfigError) -> T) throws(ConfigError) -> T? {
+        do {
+            return try load(args.configPath, job.jobID)
+        } catch {
+            guard kind == .cleanup, !AirlockConfig.jobStateExists(path: args.configPath, jobID: job.jobID) else { throw error }
+            print("airlock-cleanup: job \(job.jobID): nothing left to clean up (the configuration does not load now: \(error))")
+            return nil
+        }
     }
 
     /// Replaces this process with `airlock-federate <kind>` from the same directory, with the same

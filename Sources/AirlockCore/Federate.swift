@@ -124,49 +124,49 @@ extension Revoker {
     /// Returns how many credentials could not be revoked (their ledger is kept for sweep).
     package static func settleJob(config: AirlockConfig, job: JobContext, paths: JobPaths?, state: String, reason: String,
                           transport: any HTTPTransport, report: (String) -> Void = { _ in }) async -> Int {
-        stopServer(config: config, paths: paths, state: state)
+        stopServer(runner: config.runner, paths: paths, state: state)
         let ledger = JobLedger(stateDirectory: state)
         let (failed, lines) = await revokeAll(audit: AuditLog(path: config.runner.auditLog), ledger: ledger,
                                      providers: config.credentialProviders(transport: transport),
                                      identity: Audit.identity(job), reason: reason, now: Date())
         lines.forEach(report)
-        return release(config: config, job: job, paths: paths, failed: failed)
+        return release(runner: config.runner, job: job, paths: paths, failed: failed)
     }
 
     /// `settleJob` for a job whose ledger holds nothing to revoke (cleanup without the network, on the
     /// main thread: no concurrency runtime to start). Returns nil, having removed nothing, when the
     /// ledger holds something unsettled after all (its credential server issued it since the stage
     /// looked): `settleJob` then settles and audits it.
-    package static func settleJobWithoutRevoking(config: AirlockConfig, job: JobContext, paths: JobPaths?, state: String) -> Int? {
-        stopServer(config: config, paths: paths, state: state)
+    package static func settleJobWithoutRevoking(runner: RunnerSettings, job: JobContext, paths: JobPaths?, state: String) -> Int? {
+        stopServer(runner: runner, paths: paths, state: state)
         if JobLedger(stateDirectory: state).needsSettling { return nil }
-        return release(config: config, job: job, paths: paths, failed: 0)
+        return release(runner: runner, job: job, paths: paths, failed: 0)
     }
 
     /// The job's credential server first, so that it federates nothing more.
-    private static func stopServer(config: AirlockConfig, paths: JobPaths?, state: String) {
+    private static func stopServer(runner: RunnerSettings, paths: JobPaths?, state: String) {
         if let info = EndpointServerInfo.load(state: state), let uid = paths?.uid {
-            NetworkGuard.removeEndpoint(config.runner, port: info.port, uid: uid)
+            NetworkGuard.removeEndpoint(runner, port: info.port, uid: uid)
         }
         EndpointProcess.stop(state: state)
     }
 
     /// The job's files, directories and uid back; its state too when every credential was revoked.
-    private static func release(config: AirlockConfig, job: JobContext, paths: JobPaths?, failed: Int) -> Int {
-        try? Files.removeTree("\(config.runner.secretsRoot)/\(job.jobID)")
+    private static func release(runner: RunnerSettings, job: JobContext, paths: JobPaths?, failed: Int) -> Int {
+        try? Files.removeTree("\(runner.secretsRoot)/\(job.jobID)")
         if let paths {
             try? Files.removeTree(paths.home)
             if let uid = paths.uid {
                 // The uid's next job may be another project's: its directories are root's until then.
                 Ownership.takeBack(paths.buildsDir)
                 Ownership.takeBack(paths.cacheDir)
-                JobSlots.release(runner: config.runner, jobID: job.jobID, uid: uid)
+                JobSlots.release(runner: runner, jobID: job.jobID, uid: uid)
             } else {
                 try? Files.removeTree(paths.buildsDir)
                 try? Files.removeTree(paths.cacheDir)
             }
         }
-        if failed == 0 { try? JobStateStore(root: config.runner.stateDir).remove(jobID: job.jobID) }
+        if failed == 0 { try? JobStateStore(root: runner.stateDir).remove(jobID: job.jobID) }
         return failed
     }
 }

@@ -1,6 +1,7 @@
 import JobIsolation
 import Policy
 public import AirlockConfiguration
+import ConfigSyntax
 import CSupport
 import Delivery
 import Federation
@@ -17,14 +18,14 @@ public enum Stages {
     /// config_exec: the runner JSON. With bubblewrap every job sees the same paths (its own
     /// directories are mounted there), so nothing about the job is needed yet.
     /// - Throws: `AirlockFailure` when the runner's payload is unusable (isolation = "none").
-    public static func config(config: AirlockConfig, env: RunnerEnvironment) throws(AirlockFailure) -> Data {
+    public static func config(config: AirlockConfig, env: RunnerEnvironment) throws(AirlockFailure) -> String {
         let view = config.runner.isolation == .bubblewrap
             ? JobPaths.view(runner: config.runner, job: nil)
             : JobPaths.view(runner: config.runner, job: try JobContext(env))
         let out = ConfigOutput(
             buildsDir: view.builds, cacheDir: view.cache, hostname: ProcessInfo.processInfo.hostName,
             driver: .init(name: "airlock", version: airlockVersion), jobEnv: [:])
-        return Data(out.json.utf8)
+        return out.json
     }
 
     /// A prepare that failed before the policy decided: without this line the audit would not show
@@ -134,15 +135,21 @@ public enum Stages {
     /// (an earlier prepare attempt's, or the job's own at cleanup; an unreadable ledger counts, so that
     /// the networked stage reports it). Without either, neither stage sends a request.
     static func needsNetwork(_ kind: Executor.Kind, config: AirlockConfig, env: RunnerEnvironment, job: JobContext) -> Bool {
-        if JobLedger(stateDirectory: JobPaths.state(config.runner, jobID: job.jobID)).needsSettling { return true }
+        if hasUnsettled(config.runner, job: job) { return true }
         return kind == .prepare && Authorizer.presentedToken(config: config, env: env) != nil
+    }
+
+    /// Whether the job's ledger holds credentials not yet settled (or cannot be read): what makes a
+    /// cleanup need the network.
+    static func hasUnsettled(_ runner: RunnerSettings, job: JobContext) -> Bool {
+        JobLedger(stateDirectory: JobPaths.state(runner, jobID: job.jobID)).needsSettling
     }
 
     /// run_exec: one stage script in the sandbox, output masked.
     /// Returns 0, or the build-failure exit code after writing the script's code to BUILD_EXIT_CODE_FILE.
     /// - Throws: `BlamedError` (system) when the stage cannot be started.
-    public static func run(config: AirlockConfig, env: RunnerEnvironment, job: JobContext, script: String, stage: String) throws -> Int32 {
-        let state = JobPaths.state(config.runner, jobID: job.jobID)
+    public static func run(view: JobView, env: RunnerEnvironment, job: JobContext, script: String, stage: String) throws -> Int32 {
+        let state = JobPaths.state(view.runner, jobID: job.jobID)
         guard let record = JobRecord.load(state: state) else {
             throw AirlockFailure(.system, "no state for job \(job.jobID) at \(state): prepare_exec did not run or cleanup already removed it; check that prepare_exec and run_exec use the same --config")
         }
@@ -153,16 +160,18 @@ public enum Stages {
         // No token Airlock trusts reaches the job: the configured variables, and any JWT from the
         // configured issuer with an audience Airlock accepts, whatever variable holds it (a job can
         // ask GitLab for such a token under any name). Scrubbed from the script, masked in output.
-        let configured = config.consumedTokenVariables.compactMap { env.jobVariables[$0] }.filter { !$0.isEmpty }
-        let secrets = Array(Set(configured + TrustedTokens.find(in: text, config: config)))
+        let configured = view.tokenVariables.compactMap { env.jobVariables[$0] }.filter { !$0.isEmpty }
+        let secrets = Array(Set(configured + TrustedTokens.find(in: text, issuer: view.tokenIssuer, audiences: view.tokenAudiences)))
         let scrubbed = ScriptScrubber.scrub(text, removing: secrets).script
         let stageName = Stage.isValidName(stage) ? stage : "stage"
-        let sandboxed = config.runner.isolation == .bubblewrap
+        let sandboxed = view.runner.isolation == .bubblewrap
 
         let credentials = try JobLedger(stateDirectory: paths.state).entries().filter { $0.state == .issued }.map(\.credential)
-        let secretsHost = "\(config.runner.secretsRoot)/\(job.jobID)/\(stageName)"
+        let secretsHost = "\(view.runner.secretsRoot)/\(job.jobID)/\(stageName)"
         let secretsInside = sandboxed ? Sandboxing.secretsInside : secretsHost
-        let rules = config.profiles.mapValues { DeliveryRule(profile: $0.name, asFile: $0.deliver == .file, stages: $0.stages, viaEndpoint: $0.deliver == .endpoint) }
+        let rules = Dictionary(uniqueKeysWithValues: view.deliveries.map { name, d in
+            (name, DeliveryRule(profile: name, asFile: d.mode == .file, stages: d.stages, viaEndpoint: d.mode == .endpoint))
+        })
         let session = EndpointSession.load(state: paths.state)
         let endpoint = session.flatMap { s in EndpointServerInfo.load(state: paths.state).map {
             // A sandboxed job has a uid of its own: the server serves GCE metadata to it at the root.
@@ -178,10 +187,10 @@ public enum Stages {
         var dataFiles: [(fd: Int32, inside: String)] = []
         if sandboxed {
             try Files.makeDirectory("\(paths.state)/scripts", mode: 0o700)
-            let fd = try Files.unlinkedCopy(Data(scrubbed.utf8), in: "\(paths.state)/scripts")
+            let fd = try Files.unlinkedCopy(scrubbed, in: "\(paths.state)/scripts")
             descriptors.append(fd)
             for (name, content) in plan.files.sorted(by: { $0.key < $1.key }) {
-                let f = try Files.unlinkedCopy(Data(content.utf8), in: "\(paths.state)/scripts")
+                let f = try Files.unlinkedCopy(content, in: "\(paths.state)/scripts")
                 descriptors.append(f)
                 dataFiles.append((fd: f, inside: "\(secretsInside)/\(name)"))
             }
@@ -190,8 +199,8 @@ public enum Stages {
             scriptPath = "\(paths.state)/scripts/\(stageName).sh"
             try Files.writeAtomically(Data(scrubbed.utf8), to: scriptPath, mode: 0o600, durable: false)
             if !plan.files.isEmpty {
-                try Files.makeDirectories(config.runner.secretsRoot, mode: 0o711)
-                try Files.makeDirectory("\(config.runner.secretsRoot)/\(job.jobID)", mode: 0o700)
+                try Files.makeDirectories(view.runner.secretsRoot, mode: 0o711)
+                try Files.makeDirectory("\(view.runner.secretsRoot)/\(job.jobID)", mode: 0o700)
                 try Files.makeDirectory(secretsHost, mode: 0o700)
                 for (name, content) in plan.files {
                     try Files.writeAtomically(Data(content.utf8), to: "\(secretsHost)/\(name)", mode: 0o600, durable: false)
@@ -202,7 +211,7 @@ public enum Stages {
             if !scriptPath.isEmpty { unlink(scriptPath) }
             if !sandboxed && !plan.files.isEmpty { try? Files.removeTree(secretsHost) }
         }
-        let spec = Sandboxing.spec(config: config, env: env, paths: paths, scriptPath: scriptPath, scriptFD: descriptors.first,
+        let spec = Sandboxing.spec(view: view, env: env, paths: paths, scriptPath: scriptPath, scriptFD: descriptors.first,
                                    dataFiles: dataFiles, extraEnvironment: plan.environment)
         // A fresh session keyring for the stage: it would otherwise inherit the runner's, which every
         // job could read, add to and revoke keys in (bubblewrap leaves keyrings alone).
@@ -222,7 +231,7 @@ public enum Stages {
         }
         descriptors.forEach { close($0) }
         descriptors = []
-        let watcher = StageWatcher(child: child, bubblewrap: spec.useBubblewrap, graceful: config.runner.gracefulKill)
+        let watcher = StageWatcher(child: child, bubblewrap: spec.useBubblewrap, graceful: view.runner.gracefulKill)
         watcher.start()
         child.startReaper { watcher.finish() }
         var known = Set(secrets + credentials.flatMap { $0.secrets.values } + (session.map { [$0.secret] } ?? []))
@@ -263,7 +272,7 @@ public enum Stages {
                                              reason: "cleanup", transport: transport) {
             print("airlock-cleanup: job \(job.jobID): \($0)")
         }
-        try finishCleanup(config: config, job: job, record: record, existed: existed, failed: failed)
+        try finishCleanup(runner: config.runner, job: job, record: record, existed: existed, failed: failed)
     }
 
     /// cleanup_exec for a job with nothing to revoke (the job airlock-cleanup keeps; see
@@ -271,19 +280,19 @@ public enum Stages {
     /// record and output as `cleanup`. Returns false, having only stopped the job's credential server,
     /// when the ledger holds something to settle after all: `cleanup` does that, and audits it.
     /// - Throws: `AirlockFailure` (system), as `cleanup`.
-    static func cleanupWithoutRevoking(config: AirlockConfig, job: JobContext) throws -> Bool {
-        let state = JobPaths.state(config.runner, jobID: job.jobID)
+    static func cleanupWithoutRevoking(runner: RunnerSettings, job: JobContext) throws -> Bool {
+        let state = JobPaths.state(runner, jobID: job.jobID)
         let existed = FileManager.default.fileExists(atPath: state)
         let record = JobRecord.load(state: state)
-        guard let failed = Revoker.settleJobWithoutRevoking(config: config, job: record?.job ?? job, paths: record?.paths, state: state) else {
+        guard let failed = Revoker.settleJobWithoutRevoking(runner: runner, job: record?.job ?? job, paths: record?.paths, state: state) else {
             return false
         }
-        try finishCleanup(config: config, job: job, record: record, existed: existed, failed: failed)
+        try finishCleanup(runner: runner, job: job, record: record, existed: existed, failed: failed)
         return true
     }
 
-    private static func finishCleanup(config: AirlockConfig, job: JobContext, record: JobRecord?, existed: Bool, failed: Int) throws {
-        try AuditLog(path: config.runner.auditLog).append(CleanupRecord(subject: Audit.identity(record?.job ?? job),
+    private static func finishCleanup(runner: RunnerSettings, job: JobContext, record: JobRecord?, existed: Bool, failed: Int) throws {
+        try AuditLog(path: runner.auditLog).append(CleanupRecord(subject: Audit.identity(record?.job ?? job),
                                                                       state: existed ? (failed == 0 ? "removed" : "kept_for_sweep") : "already-clean"))
         if failed > 0 {
             throw AirlockFailure(.system, "job \(job.jobID): \(failed) credential(s) could not be revoked; the ledger is kept for `airlock sweep`")
@@ -338,9 +347,11 @@ extension Stages {
     /// CUSTOM_ENV_CI_JOB_SERVICES; Airlock runs no container. A job that names them is told, once, in
     /// its log (the values are the job's own: they are not echoed).
     static func containerNote(_ variables: [String: String]) -> String? {
-        let image = !(variables["CI_JOB_IMAGE"] ?? "").trimmingCharacters(in: .whitespaces).isEmpty
+        // Trimmed as trimmingCharacters(in: .whitespaces) would, without NSString's first use in
+        // every prepare.
+        let image = !TOMLLineIndex.trimmed(Substring(variables["CI_JOB_IMAGE"] ?? "")).isEmpty
         let services = variables["CI_JOB_SERVICES"].map { s in
-            let t = s.trimmingCharacters(in: .whitespaces)
+            let t = TOMLLineIndex.trimmed(Substring(s))
             return !t.isEmpty && t != "[]" && t != "null"
         } ?? false
         guard image || services else { return nil }

@@ -15,8 +15,14 @@ import RunnerContract
 enum TrustedTokens {
     /// The distinct trusted tokens that occur in `text`.
     static func find(in text: String, config: AirlockConfig) -> [String] {
-        guard let gitlab = config.gitlab else { return [] }
-        let audiences = Set([gitlab.audience] + config.providers.values.compactMap(\.audienceToken?.audience))
+        let view = JobView(config)
+        return find(in: text, issuer: view.tokenIssuer, audiences: view.tokenAudiences)
+    }
+
+    /// The distinct tokens in `text` from `issuer` with one of `audiences` (`JobView`'s).
+    static func find(in text: String, issuer: String?, audiences: [String]) -> [String] {
+        guard let issuer else { return [] }
+        let audiences = Set(audiences)
         var found = Set<String>()
         let bytes = Array(text.utf8)
         func isJWTByte(_ c: UInt8) -> Bool {
@@ -32,7 +38,7 @@ enum TrustedTokens {
             i = j
             let parts = candidate.split(separator: ".", omittingEmptySubsequences: false)
             guard parts.count == 3, let payload = base64URL(parts[1]), let claims = try? JSONReader.parse(payload),
-                  claims["iss"]?.string == gitlab.issuer else { continue }
+                  claims["iss"]?.string == issuer else { continue }
             let aud = claims["aud"]?.strings ?? claims["aud"]?.string.map { [$0] } ?? []
             if aud.contains(where: audiences.contains) { found.insert(candidate) }
         }

@@ -95,7 +95,8 @@ package enum NetworkGuard {
         var netns: UInt64 = 0
         guard airlock_nft_generation(&generation, &netns) == 0,
               let boot = FileContents.read("/proc/sys/kernel/random/boot_id").map({ String(decoding: $0, as: UTF8.self) }) else { return nil }
-        return "boot \(boot.trimmingCharacters(in: .whitespacesAndNewlines)) netns \(netns) generation \(generation) \(marker(runner))\n"
+        // A UUID and a newline; trimmingCharacters (NSString) cost every prepare a third of a ms.
+        return "boot \(boot.filter { !$0.isWhitespace }) netns \(netns) generation \(generation) \(marker(runner))\n"
     }
 
     /// What `airlock check` reports: empty when every rule is in place.

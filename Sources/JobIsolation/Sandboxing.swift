@@ -46,13 +46,13 @@ package enum Sandboxing {
 
     /// The job's environment: PATH, HOME, LANG, TMPDIR and what the stage is delivered. No
     /// `CUSTOM_ENV_*`, no runner variables, no Airlock variables.
-    package static func environment(config: AirlockConfig, env: RunnerEnvironment, paths: JobPaths, extra: [String: String]) -> [String: String] {
+    package static func environment(runner: RunnerSettings, env: RunnerEnvironment, paths: JobPaths, extra: [String: String]) -> [String: String] {
         var e: [String: String] = [
-            "PATH": config.runner.jobPath ?? env.raw["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
+            "PATH": runner.jobPath ?? env.raw["PATH"] ?? "/usr/local/bin:/usr/bin:/bin",
             "HOME": paths.homeView,
             "LANG": env.raw["LANG"] ?? "C.UTF-8",
         ]
-        if config.runner.isolation == .bubblewrap { e["TMPDIR"] = "/tmp" }
+        if runner.isolation == .bubblewrap { e["TMPDIR"] = "/tmp" }
         for (k, v) in extra { e[k] = v }
         return e
     }
@@ -60,14 +60,14 @@ package enum Sandboxing {
     /// The allow-listed view: the system read-only; the job's own builds dir, cache dir and HOME at
     /// the paths every job sees; a private /tmp and /run; and nothing of Airlock's, the runner's or
     /// another job's. Files it needs (script, secrets) arrive as descriptors.
-    package static func spec(config: AirlockConfig, env: RunnerEnvironment, paths: JobPaths, scriptPath: String, scriptFD: Int32?,
+    package static func spec(view: JobView, env: RunnerEnvironment, paths: JobPaths, scriptPath: String, scriptFD: Int32?,
                      dataFiles: [(fd: Int32, inside: String)], extraEnvironment: [String: String]) -> SandboxSpec {
-        let r = config.runner
+        let r = view.runner
         let bw = r.isolation == .bubblewrap
         // Roots of every job's directories are covered whole; the job's own are mounted on top.
         var hiddenDirs = [r.buildsRoot, r.cacheRoot, r.homesRoot, r.stateDir, r.secretsRoot,
                           (r.auditLog as NSString).deletingLastPathComponent] + r.hiddenPaths
-        var hiddenFiles = [config.path, r.auditLog] + config.referencedFiles.map(\.path)
+        var hiddenFiles = [view.path, r.auditLog] + view.hiddenFiles
         if let t = env.runnerTempDir {
             hiddenDirs.append(t)
             // The runner makes one temp dir per job beside the others: hide their parent too, unless
@@ -83,7 +83,7 @@ package enum Sandboxing {
         }
         // A directory that holds only Airlock's files (e.g. /etc/airlock) is hidden whole: keys and
         // JWKS files live beside the config.
-        let configDir = (config.path as NSString).deletingLastPathComponent
+        let configDir = (view.path as NSString).deletingLastPathComponent
         if (configDir as NSString).lastPathComponent.contains("airlock") { hiddenDirs.append(configDir) }
         let own = [(paths.buildsDir, paths.buildsView), (paths.cacheDir, paths.cacheView), (paths.home, paths.homeView)]
         // A hidden directory that holds one of the job's own mount points cannot be covered before
@@ -96,7 +96,7 @@ package enum Sandboxing {
             hiddenDirectories: hiddenDirs, hiddenFiles: hiddenFiles,
             dataFiles: bw ? (scriptFD.map { [(fd: $0, inside: scriptInside)] } ?? []) + dataFiles : [],
             directory: paths.buildsView,
-            environment: environment(config: config, env: env, paths: paths, extra: extraEnvironment),
+            environment: environment(runner: r, env: env, paths: paths, extra: extraEnvironment),
             command: ["bash", "--noprofile", "--norc", bw ? scriptInside : scriptPath])
     }
 }

@@ -13,6 +13,8 @@ public struct JobStateStore: Sendable {
         public static let record = "job.json"
         /// The configuration the job was prepared with.
         public static let configSnapshot = "config.toml"
+        /// What run and cleanup read of it, compiled by prepare (`JobView`).
+        public static let configView = "config-view.json"
         /// The credential endpoint's session: the job's secret, tokens, profiles.
         public static let endpointSession = "endpoint.json"
         /// The credential endpoint's pid and port.
@@ -116,26 +118,30 @@ public enum Files {
 
     /// Writes every byte of `data` to `fd`, retrying on EINTR; false on any other error.
     static func writeAll(_ fd: Int32, _ data: Data) -> Bool {
-        data.withUnsafeBytes { buf in
-            var off = 0
-            while off < buf.count {
-                let n = write(fd, buf.baseAddress! + off, buf.count - off)
-                if n < 0 { if errno == EINTR { continue }; return false }
-                off += n
-            }
-            return true
-        }
+        data.withUnsafeBytes { writeAll(fd, $0) }
     }
 
-    /// A read-only descriptor of a root-only copy of `data` whose name is already gone: handed to a
+    static func writeAll(_ fd: Int32, _ buf: UnsafeRawBufferPointer) -> Bool {
+        var off = 0
+        while off < buf.count {
+            let n = write(fd, buf.baseAddress! + off, buf.count - off)
+            if n < 0 { if errno == EINTR { continue }; return false }
+            off += n
+        }
+        return true
+    }
+
+    /// A read-only descriptor of a root-only copy of `text` whose name is already gone: handed to a
     /// sandbox, which copies it in. The descriptor is inherited by children (no close-on-exec).
     /// - Throws: `AirlockFailure` (system) naming the directory.
-    public static func unlinkedCopy(_ data: Data, in directory: String) throws(AirlockFailure) -> Int32 {
+    /// (Text, not Data: Data made from a String's UTF-8 view costs a run stage a conformance scan.)
+    public static func unlinkedCopy(_ text: String, in directory: String) throws(AirlockFailure) -> Int32 {
         let path = "\(directory)/.data-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
         let w = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard w >= 0 else { throw AirlockFailure(.system, "cannot write in \(directory): \(String(cString: strerror(errno)))") }
         defer { close(w); unlink(path) }
-        let ok = writeAll(w, data)
+        var text = text
+        let ok = text.withUTF8 { writeAll(w, UnsafeRawBufferPointer($0)) }
         let r = open(path, O_RDONLY)
         guard ok, r >= 0 else { throw AirlockFailure(.system, "cannot write in \(directory): \(String(cString: strerror(errno)))") }
         return r

@@ -26,7 +26,7 @@ struct LocalCleanupTests {
     @Test func aJobWithNothingToRevokeIsRemovedWhole() throws {
         let w = try world()
         defer { try? FileManager.default.removeItem(atPath: w.dir) }
-        let failed = Revoker.settleJobWithoutRevoking(config: w.config, job: w.job, paths: w.paths, state: w.paths.state)
+        let failed = Revoker.settleJobWithoutRevoking(runner: w.config.runner, job: w.job, paths: w.paths, state: w.paths.state)
         let left = [w.paths.state, w.paths.buildsDir, w.paths.cacheDir, w.paths.home].filter { FileManager.default.fileExists(atPath: $0) }.count
         #expect(failed == 0 && left == 0)
     }
@@ -42,10 +42,10 @@ struct LocalCleanupTests {
                                  expiresAt: Date().addingTimeInterval(600), revocationHandle: "h", delivery: DeliveryContract(), summary: "stub")
         let ledger = JobLedger(stateDirectory: w.paths.state)
         try ledger.record(c, at: Date())
-        let settled = Revoker.settleJobWithoutRevoking(config: w.config, job: w.job, paths: w.paths, state: w.paths.state)
+        let settled = Revoker.settleJobWithoutRevoking(runner: w.config.runner, job: w.job, paths: w.paths, state: w.paths.state)
         let kept = [w.paths.state, w.paths.buildsDir, w.paths.cacheDir, w.paths.home].filter { FileManager.default.fileExists(atPath: $0) }.count
         #expect(settled == nil && kept == 4)
-        let done = try Stages.cleanupWithoutRevoking(config: w.config, job: w.job)
+        let done = try Stages.cleanupWithoutRevoking(runner: w.config.runner, job: w.job)
         let audit = AuditLog(path: w.config.runner.auditLog)
         let before = try ledger.entries().map(\.state)
         #expect(!done && audit.records().isEmpty && before == [.issued])
