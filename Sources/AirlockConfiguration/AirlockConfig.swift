@@ -290,6 +290,9 @@ extension AirlockConfig {
     /// Keeps this configuration in the job's state directory, with its compiled view (`JobView`).
     /// - Throws: `AirlockFailure` (system) when it cannot be written.
     public func saveSnapshot(state: String) throws(AirlockFailure) {
+        // A repeated prepare of the job: an earlier attempt's view must not outlive a snapshot it was
+        // not made from, should writing the new one fail.
+        unlink("\(state)/\(JobView.file)")
         try Files.writeAtomically(Data(source.utf8), to: "\(state)/\(Self.snapshotFile)")
         // Derived from the snapshot: a view lost in a crash is read from the snapshot again.
         try Files.writeAtomically(Data(JobView(self).json.utf8), to: "\(state)/\(JobView.file)", durable: false)

@@ -11,7 +11,6 @@
 #include <sys/prctl.h>
 #include <sys/mman.h>
 #include <sched.h>
-#include <pthread.h>
 #include "csupport.h"
 
 // linux/keyctl.h: KEYCTL_GET_KEYRING_ID 0, KEYCTL_JOIN_SESSION_KEYRING 1, KEY_SPEC_SESSION_KEYRING -3.
@@ -47,7 +46,7 @@ struct airlock_tenant {
 static int airlock_tenant_child(void *p) {
     const struct airlock_tenant *t = p;
     unsigned int uid = t->uid;
-    // Every signal is blocked (the parent blocked them before clone): no handler of the parent's can
+    // Every signal is blocked (the parent blocked them all before clone): no handler of the parent's can
     // run here. Each one the parent catches or ignores goes back to its default before any is let in,
     // through the system call itself (glibc's sigaction will not touch the two it keeps for itself,
     // and an ignored signal stays ignored across exec).
@@ -63,7 +62,7 @@ static int airlock_tenant_child(void *p) {
     sigemptyset(&none);
     if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, NSIG / 8) < 0) _exit(126);
     if (setsid() < 0) _exit(126);
-    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int null = open("/dev/null", O_RDONLY);  // no O_CLOEXEC: it may be fd 0 itself
     if (null < 0 || dup2(null, 0) < 0 || dup2(t->out_fd, 1) < 0 || dup2(t->err_fd, 2) < 0) _exit(126);
     if (null > 2) close(null);
     for (int i = 0; i < t->n; i++) if (t->close_fds[i] > 2) close(t->close_fds[i]);
@@ -86,13 +85,16 @@ static int airlock_tenant_child(void *p) {
 
 // clone(2) with CLONE_VM | CLONE_VFORK, as posix_spawn does, instead of fork(2): fork copied the page
 // tables of a static Swift executable in every run stage (a third of a millisecond, issue 19).
+// The child's credential change marks the shared memory, and so the caller, not dumpable (with
+// fs.suid_dumpable = 0: no core dump of the run stage), as posix_spawn with POSIX_SPAWN_RESETIDS does.
 pid_t airlock_spawn_tenant(unsigned int uid, const char *path, char *const argv[], char *const envp[],
                            int out_fd, int err_fd, const int *close_fds, int n) {
     struct airlock_tenant t = { uid, path, argv, envp, out_fd, err_fd, close_fds, n };
     const size_t stack_size = 64 * 1024;
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
+    // Every signal, glibc's own two (32 and 33, which sigfillset and pthread_sigmask leave out)
+    // included: through the system call, as posix_spawn does.
+    unsigned long all = ~0UL, old = 0;
+    syscall(SYS_rt_sigprocmask, SIG_BLOCK, &all, &old, 8);
     void *stack = mmap(NULL, stack_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     pid_t pid = -1;
     int err = 0;
@@ -103,7 +105,7 @@ pid_t airlock_spawn_tenant(unsigned int uid, const char *path, char *const argv[
         if (pid < 0) err = errno;
         munmap(stack, stack_size);
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &old, NULL, 8);
     return pid < 0 ? -err : pid;
 }
 

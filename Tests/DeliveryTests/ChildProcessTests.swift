@@ -59,10 +59,12 @@ struct ChildProcessDirectoryTests {
 struct TenantSpawnTests {
     @Test(.enabled(if: geteuid() == 0, "the tenant spawn needs root"))
     func theChildHasTheJobsIdsAndNothingElse() throws {
-        // A handler and an ignored signal here, which the child must not keep.
+        // An ignored signal and a supplementary group in this process, which the child must not keep.
+        // Both are process-wide for a moment: nothing else here uses SIGUSR2, and what other tests
+        // start meanwhile only gains a group.
         signal(SIGUSR2, SIG_IGN)
         defer { signal(SIGUSR2, SIG_DFL) }
-        // A supplementary group here, which the child must not keep (root may have none of its own).
+        // (Root may have no supplementary group of its own.)
         var saved = [gid_t](repeating: 0, count: 256)
         let count = getgroups(Int32(saved.count), &saved)
         try #require(count >= 0 && setgroups(1, [4242]) == 0)

@@ -28,14 +28,19 @@ struct HandOverEndToEndTests {
     /// "Text file busy" for as long as that server runs (FileManager.copyItem's is inheritable: seen).
     static func copyExecutable(_ from: String, to: String) throws {
         let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: from)))
+        struct CopyError: Error, CustomStringConvertible { let description: String }
         let fd = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o755)
-        guard fd >= 0 else { throw CocoaError(.fileWriteUnknown) }
+        guard fd >= 0 else { throw CopyError(description: "cannot create \(to): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var done = 0
         while done < bytes.count {
             let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw CocoaError(.fileWriteUnknown) }
+            guard n > 0 else {
+                let reason = String(cString: strerror(errno))
+                unlink(to)
+                throw CopyError(description: "cannot write \(to): \(reason)")
+            }
             done += n
         }
     }
