@@ -1,3 +1,4 @@
+import AirlockTesting
 import Delivery
 import Foundation
 import Testing
@@ -30,8 +31,8 @@ struct ChildProcessDirectoryTests {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let command = "airlock-probe-\(getpid())"
-        FileManager.default.createFile(atPath: "\(dir)/\(command)", contents: Data("#!/bin/sh\necho found-on-$((6 * 7))\n".utf8),
-                                       attributes: [.posixPermissions: 0o755])
+        // O_CLOEXEC: a child another test starts meanwhile must not hold it open for writing (ETXTBSY).
+        try TestFiles.writeExecutable("\(dir)/\(command)", Array("#!/bin/sh\necho found-on-$((6 * 7))\n".utf8))
         let child = try ChildProcess(argv: [command], environment: ["PATH": "relative:\(dir)"], directory: "/")
         #expect(output(of: child) == "found-on-42\n")
         // Not on the child's PATH: not started, whatever this process's PATH holds.

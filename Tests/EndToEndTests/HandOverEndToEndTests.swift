@@ -23,26 +23,11 @@ struct HandOverEndToEndTests {
         return dir
     }
 
-    /// Written through a descriptor opened with O_CLOEXEC: a server another test starts meanwhile
-    /// (moto, OpenBao) must not inherit it open for writing, or every start of the copy fails with
-    /// "Text file busy" for as long as that server runs (FileManager.copyItem's is inheritable: seen).
+    /// Through TestFiles.writeExecutable (O_CLOEXEC): FileManager.copyItem's descriptor was inherited
+    /// by a server another test started meanwhile, and every start of the copy failed with "Text file
+    /// busy" for as long as that server ran.
     static func copyExecutable(_ from: String, to: String) throws {
-        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: from)))
-        struct CopyError: Error, CustomStringConvertible { let description: String }
-        let fd = open(to, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o755)
-        guard fd >= 0 else { throw CopyError(description: "cannot create \(to): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var done = 0
-        while done < bytes.count {
-            let n = bytes[done...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                let reason = String(cString: strerror(errno))
-                unlink(to)
-                throw CopyError(description: "cannot write \(to): \(reason)")
-            }
-            done += n
-        }
+        try TestFiles.writeExecutable(to, [UInt8](try Data(contentsOf: URL(fileURLWithPath: from))))
     }
 
     @Test func onlyAJobWithSomethingToSayToAProviderIsHandedToAirlockFederate() throws {
