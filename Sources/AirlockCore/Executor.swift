@@ -197,17 +197,19 @@ public enum Executor {
         }
     }
 
-    /// What every stage does first: its arguments, the runner's payload (read once, here), the
-    /// configuration (the job's own copy after prepare), the hand-over of a job that needs the
-    /// network, and the host's fingerprint key. A nil configuration means the stage has nothing to do.
+    /// What config, prepare and airlock-federate do first: their arguments, the runner's payload
+    /// (read once, here), the configuration (a cleanup's: the job's own copy), prepare's hand-over of
+    /// a job that needs the network, and the host's fingerprint key. A nil configuration means the
+    /// stage has nothing to do. (airlock-run and airlock-cleanup: `setUpAfterPrepare`.)
     /// - Throws: `BlamedError` for Airlock's own failures.
     static func setUp(_ kind: Kind, arguments: [String], env: RunnerEnvironment,
                       networked: Bool) throws -> (ExecutorArguments, AirlockConfig?, JobContext?) {
+        precondition(kind != .run, "airlock-run reads the job's view (setUpAfterPrepare)")
         let args = try ExecutorArguments(arguments)
         let job: JobContext? = kind == .config ? nil : try JobContext(env)
-        // The stages after prepare run with the configuration their job was prepared with.
+        // A cleanup (here: airlock-federate's) runs with the configuration its job was prepared with.
         let config: AirlockConfig
-        if let job, kind == .run || kind == .cleanup {
+        if let job, kind == .cleanup {
             guard let c = try forJob(kind, args: args, job: job, { path, id throws(ConfigError) in try AirlockConfig.forJob(path: path, jobID: id) }) else {
                 return (args, nil, job)
             }
@@ -217,23 +219,16 @@ public enum Executor {
         }
         // Only a job with something to say to GitLab or a provider needs the executable that links
         // libcurl (and its thirty libraries): the others finish here, before anything is done.
-        if !networked, let job, kind == .prepare || kind == .cleanup, Stages.needsNetwork(kind, config: config, env: env, job: job) {
+        // (airlock-cleanup hands over in setUpAfterPrepare.)
+        if !networked, let job, kind == .prepare, Stages.needsNetwork(kind, config: config, env: env, job: job) {
             do {
                 try handOver(kind, arguments: arguments)
             } catch {
-                guard kind == .cleanup else {
-                    Stages.auditPrepareFailure(job, error, config: config)
-                    throw error
-                }
-                // Cleanup still does everything it can without the network: stops the job's server,
-                // removes its files, takes its directories back, and records each credential it could
-                // not revoke as revoke_failed for `airlock sweep`; it then fails as the host's fault.
-                FileHandle.standardError.write(Data("airlock-cleanup: \(error); cleaning up without the network\n".utf8))
+                Stages.auditPrepareFailure(job, error, config: config)
+                throw error
             }
         }
-        // The run stage fingerprints nothing (what it masks was fingerprinted when issued), so it
-        // does not read the host's key.
-        if let job, kind != .run {
+        if let job {
             do {
                 try useHostFingerprintKey(config)
             } catch {
@@ -262,12 +257,17 @@ public enum Executor {
                 do {
                     try handOver(kind, arguments: arguments)
                 } catch {
-                    // As in setUp: cleanup goes on without the network.
+                    // Cleanup still does everything it can without the network: stops the job's
+                    // server, removes its files, takes its directories back, and records each
+                    // credential it could not revoke as revoke_failed for `airlock sweep`; it then
+                    // fails as the host's fault.
                     FileHandle.standardError.write(Data("airlock-cleanup: \(error); cleaning up without the network\n".utf8))
                 }
             }
             try useHostFingerprintKey(view.runner)
         }
+        // The run stage fingerprints nothing (what it masks was fingerprinted when issued), so it
+        // does not read the host's key.
         return (args, view, job)
     }
 
