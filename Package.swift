@@ -131,7 +131,7 @@ let package = Package(
         .testTarget(name: "IdentityTests", dependencies: ["Identity", .product(name: "Crypto", package: "swift-crypto")], swiftSettings: strict),
         .testTarget(name: "FederationTests", dependencies: ["Federation", "AirlockTesting", "Identity", "HTTPClient", "RunnerContract", "Delivery",
                                                            .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")], swiftSettings: strict),
-        .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "AirlockTesting", "Federation", "RunnerContract"], swiftSettings: strict),
+        .testTarget(name: "DeliveryTests", dependencies: ["Delivery", "AirlockTesting", "Federation", "RunnerContract", "CSupport"], swiftSettings: strict),
         // The credential server's routes in process (HummingbirdTesting's router framework), with a
         // stub credential source: secrets, the owner rule, rate limit, answers, failures; its broker
         // with a scripted provider.

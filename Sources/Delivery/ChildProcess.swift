@@ -152,22 +152,32 @@ public final class ChildProcess: @unchecked Sendable {
     /// merges both into one job log anyway).
     public func pump(stdout: StreamMasker, stderr: StreamMasker, idleFlush: Double = 0.2, drainAfterExit: Double = 1.0,
                      tick: () -> Void = {},
-                     sink: (Int32, [UInt8]) -> Void = { fd, bytes in ChildProcess.writeAll(fd, bytes) }) {
+                     sink: (Int32, [UInt8]) -> Void) {
+        pump(stdout: stdout, stderr: stderr, idleFlush: idleFlush, drainAfterExit: drainAfterExit, tick: tick,
+             write: { fd, bytes in sink(fd, Array(bytes)) })
+    }
+
+    /// `pump`, writing what the maskers let through to this process's stdout (and stderr, with two
+    /// maskers) straight from where it lies: output without a secret is not copied.
+    public func pump(stdout: StreamMasker, stderr: StreamMasker, idleFlush: Double = 0.2, drainAfterExit: Double = 1.0,
+                     tick: () -> Void = {},
+                     write: (Int32, UnsafeBufferPointer<UInt8>) -> Void = { fd, bytes in ChildProcess.writeAll(fd, bytes) }) {
         var fds = [pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0), pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)]
         let merged = stdout === stderr
         let maskers = [stdout, stderr]
         let sinks: [Int32] = merged ? [1, 1] : [1, 2]
         var open = [true, stderrFD >= 0]
-        var buffer = [UInt8](repeating: 0, count: 65536)
+        let buffer = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: Self.pumpBuffer)
         var lastData = [Date(), Date()]
         defer {
             for i in 0..<2 where open[i] {
-                sink(sinks[i], maskers[i].flush())
+                maskers[i].flush { write(sinks[i], $0) }
                 close(i == 0 ? stdoutFD : stderrFD)
             }
+            buffer.deallocate()
         }
         // With one masker, a stream's end flushes only when the other one has ended too.
-        func ended(_ i: Int) { if !merged || !open[1 - i] { sink(sinks[i], maskers[i].flush()) } }
+        func ended(_ i: Int) { if !merged || !open[1 - i] { maskers[i].flush { write(sinks[i], $0) } } }
         while open[0] || open[1] {
             for i in 0..<2 { fds[i].fd = open[i] ? (i == 0 ? stdoutFD : stderrFD) : -1; fds[i].revents = 0 }
             // Once the child is gone, give its output a moment to drain, then stop even if a process
@@ -177,9 +187,9 @@ public final class ChildProcess: @unchecked Sendable {
             tick()
             if r < 0 { if errno == EINTR { continue }; break }
             for i in 0..<2 where open[i] && fds[i].revents != 0 {
-                let n = buffer.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
+                let n = read(fds[i].fd, buffer.baseAddress, buffer.count)
                 if n > 0 {
-                    sink(sinks[i], maskers[i].feed(buffer[0..<n]))
+                    maskers[i].feed(UnsafeBufferPointer(rebasing: buffer[..<n])) { write(sinks[i], $0) }
                     lastData[i] = Date()
                 } else if n == 0 || (errno != EINTR && errno != EAGAIN) {
                     open[i] = false
@@ -188,10 +198,13 @@ public final class ChildProcess: @unchecked Sendable {
                 }
             }
             for i in 0..<2 where open[i] && maskers[i].hasPending && Date().timeIntervalSince(merged ? max(lastData[0], lastData[1]) : lastData[i]) >= idleFlush {
-                sink(sinks[i], maskers[i].flush())
+                maskers[i].flush { write(sinks[i], $0) }
             }
         }
     }
+
+    /// The pump's read size: a pipe's default capacity.
+    public static let pumpBuffer = 65536
 
     /// Waits for the child (reaped by `startReaper`); returns its exit code, or 128 + signal.
     public func wait() -> Int32 {
@@ -230,9 +243,14 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Writes every byte to `fd`, retrying on EINTR.
     public static func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
+        bytes.withUnsafeBufferPointer { writeAll(fd, $0) }
+    }
+
+    /// Writes every byte to `fd`, retrying on EINTR.
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeBufferPointer<UInt8>) {
         var off = 0
         while off < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + off, bytes.count - off) }
+            let n = write(fd, bytes.baseAddress! + off, bytes.count - off)
             if n < 0 { if errno == EINTR { continue }; return }
             off += n
         }

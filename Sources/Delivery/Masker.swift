@@ -329,7 +329,9 @@ public final class StreamMasker {
     /// Scratch: for each block of `blockSize` raw bytes, how many kept bytes came before it (so a
     /// view position maps back to a raw one by walking at most one block).
     private var blockStarts: UnsafeMutablePointer<Int>
-    private static let blockSize = 256
+    /// Scratch: the starts in the view that the Wu-Manber filter lets through (`airlock_wm_candidates`).
+    private var candidates: UnsafeMutablePointer<UInt32>
+    private static let blockSize = 64
     /// A prefix of a secret that was released: what follows it (after any whitespace) is masked as
     /// long as it continues one of `candidates`, each a pattern and how much of it was seen.
     private var armed: Continuation?
@@ -354,13 +356,15 @@ public final class StreamMasker {
     public init(_ table: MaskTable) {
         self.table = table
         viewCapacity = 65536
-        view = .allocate(capacity: viewCapacity + 16)
+        view = .allocate(capacity: viewCapacity)
         blockStarts = .allocate(capacity: viewCapacity / Self.blockSize + 1)
+        candidates = .allocate(capacity: viewCapacity)
     }
 
     deinit {
         view.deallocate()
         blockStarts.deallocate()
+        candidates.deallocate()
     }
 
     /// Adds patterns (new credentials issued while the stage runs).
@@ -373,37 +377,105 @@ public final class StreamMasker {
 
     /// Feeds bytes; returns what is safe to emit now.
     public func feed(_ bytes: some Collection<UInt8>) -> [UInt8] {
-        if table.patterns.isEmpty { return Array(bytes) }
-        // Nothing held back: scan the input where it is, and keep only an undecided tail.
-        if pending.isEmpty, let r = bytes.withContiguousStorageIfAvailable({ buf -> [UInt8] in
-            let (out, hold) = process(buf, final: false)
-            if hold < buf.count { pending = Array(UnsafeBufferPointer(rebasing: buf[hold...])) }
+        if let r = bytes.withContiguousStorageIfAvailable({ buf -> [UInt8] in
+            var out: [UInt8] = []
+            feed(buf) { out.append(contentsOf: $0) }
             return out
         }) {
             return r
         }
+        let copy = Array(bytes)
+        return feed(copy)
+    }
+
+    /// Feeds bytes; hands what is safe to emit now to `emit`, in order, in one or more pieces. Output
+    /// without a secret is handed over where it lies in `bytes`, not copied (the pump writes it out
+    /// from there).
+    public func feed(_ bytes: UnsafeBufferPointer<UInt8>, emit: (UnsafeBufferPointer<UInt8>) -> Void) {
+        if table.patterns.isEmpty { if !bytes.isEmpty { emit(bytes) }; return }
+        // Nothing held back: scan the input where it is, and keep only an undecided tail.
+        if pending.isEmpty {
+            let (out, hold) = process(bytes, final: false)
+            if hold < bytes.count { pending = Array(UnsafeBufferPointer(rebasing: bytes[hold...])) }
+            out.emit(from: bytes, to: emit)
+            return
+        }
         // Holding more than one secret can take (whitespace stretches it): release it as a pause would.
         let release = pending.count > table.holdCap
+        // A big read after a held tail (most reads, with many secrets: a read rarely ends where no
+        // secret could begin): decide the tail with the read's first `holdCap` bytes, then scan the
+        // rest where it lies instead of copying all of it behind the tail.
+        let head = table.holdCap
+        if !release && bytes.count > 2 * head {
+            let carried = pending.count
+            pending.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[..<head]))
+            let raw = pending
+            var decided: Int? = nil
+            raw.withUnsafeBufferPointer { buf in
+                let (out, hold) = process(buf, final: false)
+                out.emit(from: buf, to: emit)
+                if hold >= carried { decided = hold - carried } else { pending = Array(raw[hold...]) }
+            }
+            if let decided {
+                pending = []
+                feed(UnsafeBufferPointer(rebasing: bytes[decided...]), emit: emit)
+                return
+            }
+            // What is undecided still begins in the held tail: hold the rest of the read with it.
+            pending.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[head...]))
+            drain(final: false, emit: emit)
+            return
+        }
         pending.append(contentsOf: bytes)
-        return drain(final: release)
+        drain(final: release, emit: emit)
     }
 
     /// Emits everything held back (end of stream, or the stream went idle); a held prefix of a
     /// secret goes out as `[MASKED]` when long enough, and its continuation stays recognised.
     public func flush() -> [UInt8] {
-        drain(final: true)
+        var out: [UInt8] = []
+        flush { out.append(contentsOf: $0) }
+        return out
     }
 
-    private func drain(final: Bool) -> [UInt8] {
+    /// `flush()`, handing the bytes to `emit`.
+    public func flush(emit: (UnsafeBufferPointer<UInt8>) -> Void) {
+        drain(final: true, emit: emit)
+    }
+
+    private func drain(final: Bool, emit: (UnsafeBufferPointer<UInt8>) -> Void) {
         let raw = pending
-        let (out, hold) = raw.withUnsafeBufferPointer { process($0, final: final) }
-        pending = hold < raw.count ? Array(raw[hold...]) : []
-        return out
+        raw.withUnsafeBufferPointer { buf in
+            let (out, hold) = process(buf, final: final)
+            pending = hold < raw.count ? Array(raw[hold...]) : []
+            out.emit(from: buf, to: emit)
+        }
+    }
+
+    /// What a pass over the input produced: a prefix of the input unchanged (most output), or bytes
+    /// made anew (something was masked).
+    private enum Emitted {
+        case input(Int)
+        case bytes([UInt8])
+
+        func emit(from raw: UnsafeBufferPointer<UInt8>, to emit: (UnsafeBufferPointer<UInt8>) -> Void) {
+            switch self {
+            case .input(let count): if count > 0 { emit(UnsafeBufferPointer(rebasing: raw[..<count])) }
+            case .bytes(let bytes): if !bytes.isEmpty { bytes.withUnsafeBufferPointer { emit($0) } }
+            }
+        }
+
+        func bytes(from raw: UnsafeBufferPointer<UInt8>) -> [UInt8] {
+            switch self {
+            case .input(let count): Array(UnsafeBufferPointer(rebasing: raw[..<count]))
+            case .bytes(let bytes): bytes
+            }
+        }
     }
 
     /// Masks `raw`; returns the output and where the undecided tail starts. With `final`, nothing is
     /// held: a partial secret at the end is released (masked from `minimumLength` on) and armed.
-    private func process(_ raw: UnsafeBufferPointer<UInt8>, final: Bool) -> ([UInt8], Int) {
+    private func process(_ raw: UnsafeBufferPointer<UInt8>, final: Bool) -> (Emitted, Int) {
         // A backslash at the end may continue a line (`sed -n l`): it stays held until the next byte;
         // at a pause, what comes before it is released (and armed) as if the backslash were not there.
         if let last = raw.last, last == 0x5c {
@@ -417,15 +489,16 @@ public final class StreamMasker {
             next.characters += 1
             next.clear += next.confirmed ? 0 : 1
             armed = next.candidates.isEmpty ? nil : next
-            return (out + [0x5c], raw.count)
+            if case .input(raw.count - 1) = out { return (.input(raw.count), raw.count) }
+            return (.bytes(out.bytes(from: raw) + [0x5c]), raw.count)
         }
         return processKnown(raw, final: final)
     }
 
-    private func processKnown(_ raw: UnsafeBufferPointer<UInt8>, final: Bool) -> ([UInt8], Int) {
+    private func processKnown(_ raw: UnsafeBufferPointer<UInt8>, final: Bool) -> (Emitted, Int) {
         let n = raw.count
-        if n == 0 { return ([], 0) }
-        if table.patterns.isEmpty { return (Array(raw), n) }  // an empty table has no lookup structures
+        if n == 0 { return (.input(0), 0) }
+        if table.patterns.isEmpty { return (.input(n), n) }  // an empty table has no lookup structures
         // What airlock_skipped says, inlined: the mapping below asks it for every byte it walks.
         @inline(__always) func kept(_ k: Int) -> Bool {
             let b = raw[k]
@@ -435,9 +508,11 @@ public final class StreamMasker {
         if n > viewCapacity {
             view.deallocate()
             blockStarts.deallocate()
+            candidates.deallocate()
             viewCapacity = max(n, viewCapacity * 2)
-            view = .allocate(capacity: viewCapacity + 16)
+            view = .allocate(capacity: viewCapacity)
             blockStarts = .allocate(capacity: viewCapacity / Self.blockSize + 1)
+            candidates = .allocate(capacity: viewCapacity)
         }
         // The view: `raw` without whitespace, so that a pattern broken into lines or spaced out is
         // contiguous in it. Branch-free: each byte is written, and the cursor moves past kept ones.
@@ -474,7 +549,7 @@ public final class StreamMasker {
                 if l == vn && l < rest { open.append((p, offset + vn)) }
                 best = max(best, l)
             }
-            if !open.isEmpty && !final { return ([], 0) }
+            if !open.isEmpty && !final { return (.input(0), 0) }
             let span = best > 0 ? arm.clear + rawIndexFromStart(best - 1) + 1 : 0
             let mask = best > 0 && (arm.confirmed || Self.mattersEnough(characters: arm.characters + best, span: span))
             if mask {
@@ -505,14 +580,15 @@ public final class StreamMasker {
                 holdV = vn
             }
         }
-        if ranges.isEmpty && holdV == vn { return (Array(raw), n) }
+        if ranges.isEmpty && holdV == vn { return (.input(n), n) }
 
         // Back to raw positions: forward for the (rare) masked ranges, backward for the held tail.
+        var rawHold = n
+        if holdV < vn { rawHold = rawIndexFromEnd(holdV) }
+        if ranges.isEmpty { return (.input(rawHold), rawHold) }
         var out: [UInt8] = []
         out.reserveCapacity(n + 16)
-        var rawHold = n
         do {
-            if holdV < vn { rawHold = rawIndexFromEnd(holdV) }
             // Ranges are few: find the block by binary search, then walk within it.
             let blocks = (n + blockSize - 1) / blockSize
             func rawIndex(_ target: Int) -> Int {
@@ -537,7 +613,7 @@ public final class StreamMasker {
             }
             out.append(contentsOf: UnsafeBufferPointer(rebasing: raw[emitFrom..<rawHold]))
         }
-        return (out, rawHold)
+        return (.bytes(out), rawHold)
     }
 
     /// Whether a piece of a secret released at a pause goes out as `[MASKED]`: 8 characters, or 6
@@ -580,20 +656,24 @@ public final class StreamMasker {
         t.bucketItems.withUnsafeBufferPointer { items in
         t.shift.withUnsafeBufferPointer { sh1 in
             let n = buf.count
-            let m = t.window
             var i = from
             var partialAt: Int? = nil
-            // Wu-Manber: a match starting at i needs the 3-gram ending the window [i, i+m) to occur
-            // at the right place in some pattern; if it does not, no match starts in the next
-            // `shift` positions.
-            scan: while i + m <= n {
-                let g = Self.hash3(buf[i + m - 3], buf[i + m - 2], buf[i + m - 1])
-                let sh = Int(sh1[g])
-                if sh > 0 { i += sh; continue }
+            // Wu-Manber, four walks at once in C: a match (or a partial one at the end) starting at
+            // j needs the 3-gram ending the window [j, j+m) to occur at the right place in some
+            // pattern. Each start the filter lets through is checked here, in order.
+            var resume = 0
+            let candidates = self.candidates
+            let count = airlock_wm_candidates(buf.baseAddress!, n, from, t.window, sh1.baseAddress!, UInt32(Self.shiftBits), candidates, &resume)
+            var c = 0
+            scan: while c < count {
+                let j = Int(candidates[c])
+                c += 1
+                if j < i { continue }  // inside a match already found
+                i = j
                 let key = Int(buf[i]) << 8 | Int(buf[i + 1])
-                if f1[key >> 6] & (1 << UInt64(key & 63)) == 0 { i += 1; continue }
+                if f1[key >> 6] & (1 << UInt64(key & 63)) == 0 { continue }
                 let key2 = Int(buf[i + 2]) << 8 | Int(buf[i + 3])
-                if f2[key2 >> 6] & (1 << UInt64(key2 & 63)) == 0 { i += 1; continue }
+                if f2[key2 >> 6] & (1 << UInt64(key2 & 63)) == 0 { continue }
                 var matched = 0
                 var partial = false
                 let avail = n - i
@@ -612,8 +692,8 @@ public final class StreamMasker {
                     continue
                 }
                 if partial { partialAt = i; break scan }
-                i += 1
             }
+            if partialAt == nil { i = max(i, resume, from) }
             // The last m-1 positions cannot hold a whole pattern; find the first one that could
             // still be the start of one.
             if partialAt == nil {

@@ -160,13 +160,16 @@ struct Mask: ParsableCommand {
     func run() throws {
         let text = try String(contentsOfFile: secretsFile, encoding: .utf8)
         let masker = StreamMasker(MaskPatterns(secrets: text.split(separator: "\n").map(String.init)))
-        var buf = [UInt8](repeating: 0, count: 65536)
+        // As the run stage's pump reads and writes (ChildProcess.pump).
+        let buf = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: ChildProcess.pumpBuffer)
+        defer { buf.deallocate() }
         while true {
-            let n = read(0, &buf, buf.count)
+            let n = read(0, buf.baseAddress, buf.count)
+            if n < 0 && errno == EINTR { continue }
             if n <= 0 { break }
-            ChildProcess.writeAll(1, masker.feed(buf[0..<n]))
+            masker.feed(UnsafeBufferPointer(rebasing: buf[..<n])) { ChildProcess.writeAll(1, $0) }
         }
-        ChildProcess.writeAll(1, masker.flush())
+        masker.flush { ChildProcess.writeAll(1, $0) }
     }
 }
 

@@ -36,11 +36,29 @@ int airlock_spawn_addchdir(void *actions, const char *path);
 int airlock_skipped(const uint8_t *in, size_t n, size_t k);
 
 /// Copies `in` (n bytes) to `out` without what `airlock_skipped` says (whitespace, line-continuing
-/// backslashes) and returns how many
-/// bytes it wrote; `out` needs n + 16 bytes. For each block of `block_size` input bytes (a multiple
-/// of 8), `block_starts[i]` receives how many bytes were written before block i. The job-log
-/// masker's hot loop: 8 bytes at a time with SSSE3 where the CPU has it, byte by byte otherwise.
+/// backslashes) and returns how many bytes it wrote; `out` needs n bytes. For each block of
+/// `block_size` input bytes (a multiple of 64), `block_starts[i]` receives how many bytes were
+/// written before block i. The job-log masker's hot loop: 64 bytes at a time with AVX-512 VBMI2
+/// where the CPU has it, 8 with SSSE3, byte by byte otherwise.
 size_t airlock_compact_whitespace(const uint8_t *in, size_t n, uint8_t *out, size_t *block_starts, size_t block_size);
+
+/// The implementation `airlock_compact_whitespace` uses on this CPU: 2 AVX-512 VBMI2 (64 bytes at a
+/// time), 1 SSSE3 (8), 0 scalar.
+int airlock_compact_whitespace_best(void);
+
+/// `airlock_compact_whitespace` with the implementation `impl` (or the best below it the CPU has),
+/// so that tests compare every one this machine can run.
+size_t airlock_compact_whitespace_using(int impl, const uint8_t *in, size_t n, uint8_t *out, size_t *block_starts, size_t block_size);
+
+/// The job-log masker's filter: the starts in [from, n - m] that a Wu-Manber walk over `buf` with
+/// window `m` and this shift table (2^bits entries, indexed by StreamMasker.hash3 of the window's
+/// last three bytes) finds with shift 0, ascending, in `candidates` (room for n - from entries); a
+/// pattern at least `m` long can start nowhere else, and no prefix of one at least `m` long either.
+/// Four walks over consecutive parts run interleaved. `resume` receives where the last walk ended
+/// (at least n - m + 1): from there on a window no longer fits, and the caller looks at each start.
+/// Returns how many candidates it wrote.
+size_t airlock_wm_candidates(const uint8_t *buf, size_t n, size_t from, size_t m, const uint8_t *shift, unsigned bits,
+                             uint32_t *candidates, size_t *resume);
 
 /// What Airlock reads of a file's status. Swift sees this struct from this module alone: glibc's
 /// `struct stat` is owned by a different clang module in debug and static-stdlib builds, which
