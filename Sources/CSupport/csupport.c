@@ -135,3 +135,5 @@ int airlock_is_tmpfs(const char *path) {
     if (statfs(path, &fs) != 0) return -1;
     return fs.f_type == 0x01021994 ? 1 : 0;  // TMPFS_MAGIC (linux/magic.h)
 }
+
+int airlock_widen_pipe(int fd, int bytes) { return fcntl(fd, F_SETPIPE_SZ, bytes); }

@@ -42,6 +42,7 @@ public final class ChildProcess: @unchecked Sendable {
         var outPipe: [Int32] = [0, 0]
         var errPipe: [Int32] = [-1, -1]
         guard pipe(&outPipe) == 0, mergedOutput || pipe(&errPipe) == 0 else { throw SpawnError(argv0: argv[0], errno: errno) }
+        for fd in [outPipe[0], errPipe[0]] where fd >= 0 { Self.widenPipe(fd) }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -100,6 +101,7 @@ public final class ChildProcess: @unchecked Sendable {
         var outPipe: [Int32] = [0, 0]
         var errPipe: [Int32] = [-1, -1]
         guard pipe(&outPipe) == 0, mergedOutput || pipe(&errPipe) == 0 else { throw SpawnError(argv0: argv[0], errno: errno) }
+        for fd in [outPipe[0], errPipe[0]] where fd >= 0 { Self.widenPipe(fd) }
         let cArgs = argv.map { strdup($0) } + [nil]
         let cEnv = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { (cArgs + cEnv).forEach { free($0) } }
@@ -154,14 +156,14 @@ public final class ChildProcess: @unchecked Sendable {
                      tick: () -> Void = {},
                      sink: (Int32, [UInt8]) -> Void) {
         pump(stdout: stdout, stderr: stderr, idleFlush: idleFlush, drainAfterExit: drainAfterExit, tick: tick,
-             write: { fd, bytes in sink(fd, Array(bytes)) })
+             write: { fd, pieces in sink(fd, pieces.flatMap { Array($0) }) })
     }
 
     /// `pump`, writing what the maskers let through to this process's stdout (and stderr, with two
     /// maskers) straight from where it lies: output without a secret is not copied.
     public func pump(stdout: StreamMasker, stderr: StreamMasker, idleFlush: Double = 0.2, drainAfterExit: Double = 1.0,
                      tick: () -> Void = {},
-                     write: (Int32, UnsafeBufferPointer<UInt8>) -> Void = { fd, bytes in ChildProcess.writeAll(fd, bytes) }) {
+                     write: (Int32, [UnsafeBufferPointer<UInt8>]) -> Void = { fd, pieces in ChildProcess.writeAll(fd, pieces) }) {
         var fds = [pollfd(fd: stdoutFD, events: Int16(POLLIN), revents: 0), pollfd(fd: stderrFD, events: Int16(POLLIN), revents: 0)]
         let merged = stdout === stderr
         let maskers = [stdout, stderr]
@@ -203,8 +205,20 @@ public final class ChildProcess: @unchecked Sendable {
         }
     }
 
-    /// The pump's read size: a pipe's default capacity.
-    public static let pumpBuffer = 65536
+    /// The pump's read size. Reads of 64 KiB from the default 64 KiB pipe kept the pump at the
+    /// speed of `cat | cat` and no faster (issue 19's masker benchmark); 128 KiB reads from a pipe
+    /// of 256 KiB (`outputPipeCapacity`) let it run ahead with a hundred secrets to mask.
+    public static let pumpBuffer = 131072
+
+    /// The capacity of the pipes a child writes its output into. The kernel allocates a pipe's
+    /// pages as they fill, so a quiet job costs no more.
+    public static let outputPipeCapacity: Int32 = 262144
+
+    /// Gives the pipe `fd` belongs to `outputPipeCapacity`, if the kernel lets it (a failure leaves
+    /// the default, which works the same, only slower). Also used on stdin by `airlock mask`.
+    public static func widenPipe(_ fd: Int32) {
+        _ = airlock_widen_pipe(fd, outputPipeCapacity)
+    }
 
     /// Waits for the child (reaped by `startReaper`); returns its exit code, or 128 + signal.
     public func wait() -> Int32 {
@@ -248,11 +262,24 @@ public final class ChildProcess: @unchecked Sendable {
 
     /// Writes every byte to `fd`, retrying on EINTR.
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeBufferPointer<UInt8>) {
-        var off = 0
-        while off < bytes.count {
-            let n = write(fd, bytes.baseAddress! + off, bytes.count - off)
+        writeAll(fd, [bytes])
+    }
+
+    /// Writes the pieces to `fd` in order with writev(2) (as many at once as it takes), retrying on
+    /// EINTR and after a short write.
+    public static func writeAll(_ fd: Int32, _ pieces: [UnsafeBufferPointer<UInt8>]) {
+        var iov = pieces.filter { !$0.isEmpty }.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+        var first = 0
+        while first < iov.count {
+            let n = iov.withUnsafeBufferPointer { writev(fd, $0.baseAddress! + first, Int32(min(iov.count - first, 1024))) }
             if n < 0 { if errno == EINTR { continue }; return }
-            off += n
+            // Step past what was written: whole pieces, then into the piece it stopped in.
+            var left = n
+            while first < iov.count && left >= iov[first].iov_len { left -= iov[first].iov_len; first += 1 }
+            if left > 0 {
+                iov[first].iov_base += left
+                iov[first].iov_len -= left
+            }
         }
     }
 }

@@ -355,7 +355,7 @@ public final class StreamMasker {
     /// A masker over tables already built (shared between maskers of the same secrets).
     public init(_ table: MaskTable) {
         self.table = table
-        viewCapacity = 65536
+        viewCapacity = ChildProcess.pumpBuffer
         view = .allocate(capacity: viewCapacity)
         blockStarts = .allocate(capacity: viewCapacity / Self.blockSize + 1)
         candidates = .allocate(capacity: viewCapacity)
@@ -379,7 +379,7 @@ public final class StreamMasker {
     public func feed(_ bytes: some Collection<UInt8>) -> [UInt8] {
         if let r = bytes.withContiguousStorageIfAvailable({ buf -> [UInt8] in
             var out: [UInt8] = []
-            feed(buf) { out.append(contentsOf: $0) }
+            feed(buf) { for piece in $0 { out.append(contentsOf: piece) } }
             return out
         }) {
             return r
@@ -388,11 +388,12 @@ public final class StreamMasker {
         return feed(copy)
     }
 
-    /// Feeds bytes; hands what is safe to emit now to `emit`, in order, in one or more pieces. Output
-    /// without a secret is handed over where it lies in `bytes`, not copied (the pump writes it out
-    /// from there).
-    public func feed(_ bytes: UnsafeBufferPointer<UInt8>, emit: (UnsafeBufferPointer<UInt8>) -> Void) {
-        if table.patterns.isEmpty { if !bytes.isEmpty { emit(bytes) }; return }
+    /// Feeds bytes; hands what is safe to emit now to `emit`, in order, as pieces valid during the
+    /// call (`emit` may be called more than once). Output is handed over where it lies in `bytes`
+    /// with each masked stretch between the pieces, not copied: the pump writes the pieces with
+    /// one writev(2).
+    public func feed(_ bytes: UnsafeBufferPointer<UInt8>, emit: ([UnsafeBufferPointer<UInt8>]) -> Void) {
+        if table.patterns.isEmpty { if !bytes.isEmpty { emit([bytes]) }; return }
         // Nothing held back: scan the input where it is, and keep only an undecided tail.
         if pending.isEmpty {
             let (out, hold) = process(bytes, final: false)
@@ -434,16 +435,16 @@ public final class StreamMasker {
     /// secret goes out as `[MASKED]` when long enough, and its continuation stays recognised.
     public func flush() -> [UInt8] {
         var out: [UInt8] = []
-        flush { out.append(contentsOf: $0) }
+        flush { for piece in $0 { out.append(contentsOf: piece) } }
         return out
     }
 
-    /// `flush()`, handing the bytes to `emit`.
-    public func flush(emit: (UnsafeBufferPointer<UInt8>) -> Void) {
+    /// `flush()`, handing the bytes to `emit` as `feed(_:emit:)` does.
+    public func flush(emit: ([UnsafeBufferPointer<UInt8>]) -> Void) {
         drain(final: true, emit: emit)
     }
 
-    private func drain(final: Bool, emit: (UnsafeBufferPointer<UInt8>) -> Void) {
+    private func drain(final: Bool, emit: ([UnsafeBufferPointer<UInt8>]) -> Void) {
         let raw = pending
         raw.withUnsafeBufferPointer { buf in
             let (out, hold) = process(buf, final: final)
@@ -452,24 +453,35 @@ public final class StreamMasker {
         }
     }
 
-    /// What a pass over the input produced: a prefix of the input unchanged (most output), or bytes
-    /// made anew (something was masked).
+    /// What a pass over the input produced: a prefix of the input unchanged (most output); or
+    /// stretches of the input with masks between them (`kept[0]`, `masks[0]`, `kept[1]`, ...; each
+    /// mask a range of `replacements`); or bytes made anew.
     private enum Emitted {
         case input(Int)
+        case spliced(kept: [Range<Int>], masks: [Range<Int>], replacements: [UInt8])
         case bytes([UInt8])
 
-        func emit(from raw: UnsafeBufferPointer<UInt8>, to emit: (UnsafeBufferPointer<UInt8>) -> Void) {
+        func emit(from raw: UnsafeBufferPointer<UInt8>, to emit: ([UnsafeBufferPointer<UInt8>]) -> Void) {
             switch self {
-            case .input(let count): if count > 0 { emit(UnsafeBufferPointer(rebasing: raw[..<count])) }
-            case .bytes(let bytes): if !bytes.isEmpty { bytes.withUnsafeBufferPointer { emit($0) } }
+            case .input(let count): if count > 0 { emit([UnsafeBufferPointer(rebasing: raw[..<count])]) }
+            case .bytes(let bytes): if !bytes.isEmpty { bytes.withUnsafeBufferPointer { emit([$0]) } }
+            case .spliced(let kept, let masks, let replacements):
+                replacements.withUnsafeBufferPointer { r in
+                    var pieces: [UnsafeBufferPointer<UInt8>] = []
+                    pieces.reserveCapacity(kept.count + masks.count)
+                    for (k, range) in kept.enumerated() {
+                        if !range.isEmpty { pieces.append(UnsafeBufferPointer(rebasing: raw[range])) }
+                        if k < masks.count { pieces.append(UnsafeBufferPointer(rebasing: r[masks[k]])) }
+                    }
+                    emit(pieces)
+                }
             }
         }
 
         func bytes(from raw: UnsafeBufferPointer<UInt8>) -> [UInt8] {
-            switch self {
-            case .input(let count): Array(UnsafeBufferPointer(rebasing: raw[..<count]))
-            case .bytes(let bytes): bytes
-            }
+            var out: [UInt8] = []
+            emit(from: raw) { for piece in $0 { out.append(contentsOf: piece) } }
+            return out
         }
     }
 
@@ -586,8 +598,9 @@ public final class StreamMasker {
         var rawHold = n
         if holdV < vn { rawHold = rawIndexFromEnd(holdV) }
         if ranges.isEmpty { return (.input(rawHold), rawHold) }
-        var out: [UInt8] = []
-        out.reserveCapacity(n + 16)
+        var between: [Range<Int>] = [], masks: [Range<Int>] = [], replacements: [UInt8] = []
+        between.reserveCapacity(ranges.count + 1)
+        masks.reserveCapacity(ranges.count)
         do {
             // Ranges are few: find the block by binary search, then walk within it.
             let blocks = (n + blockSize - 1) / blockSize
@@ -607,13 +620,15 @@ public final class StreamMasker {
             for (a, b) in ranges {
                 let ra = rawIndex(a)
                 let rb = rawIndex(b - 1) + 1
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: raw[emitFrom..<ra]))
-                Self.appendMasked(raw, ra, rb, into: &out)
+                between.append(emitFrom..<ra)
+                let from = replacements.count
+                Self.appendMasked(raw, ra, rb, into: &replacements)
+                masks.append(from..<replacements.count)
                 emitFrom = rb
             }
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: raw[emitFrom..<rawHold]))
+            between.append(emitFrom..<rawHold)
         }
-        return (.bytes(out), rawHold)
+        return (.spliced(kept: between, masks: masks, replacements: replacements), rawHold)
     }
 
     /// Whether a piece of a secret released at a pause goes out as `[MASKED]`: 8 characters, or 6

@@ -160,7 +160,8 @@ struct Mask: ParsableCommand {
     func run() throws {
         let text = try String(contentsOfFile: secretsFile, encoding: .utf8)
         let masker = StreamMasker(MaskPatterns(secrets: text.split(separator: "\n").map(String.init)))
-        // As the run stage's pump reads and writes (ChildProcess.pump).
+        // As the run stage's pump reads and writes (ChildProcess.pump), from a pipe as wide.
+        ChildProcess.widenPipe(0)
         let buf = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: ChildProcess.pumpBuffer)
         defer { buf.deallocate() }
         while true {

@@ -98,3 +98,33 @@ struct TenantSpawnTests {
         #expect(text.contains("stdin=/dev/null\n"), "\(text)")
     }
 }
+
+/// The pump's writer: pieces go out whole and in order, more of them than one writev(2) takes,
+/// into a pipe that fills (so the writes block part-way and resume).
+struct GatherWriteTests {
+    @Test func everyPieceArrivesInOrder() throws {
+        var fds: [Int32] = [0, 0]
+        #expect(pipe(&fds) == 0)
+        let reader = ChildProcess.Drain(fds[0])
+        // 3000 pieces of 1 to 200 bytes (over 300 KB: the 64 KiB pipe fills many times).
+        var expected: [UInt8] = []
+        var pieces: [[UInt8]] = []
+        for k in 0..<3000 {
+            let piece = (0..<(1 + k * 7919 % 200)).map { UInt8(truncatingIfNeeded: $0 &+ k) }
+            pieces.append(piece)
+            expected += piece
+        }
+        let buffers = pieces.map { p -> UnsafeMutableBufferPointer<UInt8> in
+            let b = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: p.count)
+            _ = b.initialize(from: p)
+            return b
+        }
+        defer { buffers.forEach { $0.deallocate() } }
+        ChildProcess.writeAll(fds[1], buffers.map { UnsafeBufferPointer($0) })
+        close(fds[1])
+        let got = reader.finish()
+        #expect(got.count == expected.count)
+        let same = got == expected
+        #expect(same)
+    }
+}

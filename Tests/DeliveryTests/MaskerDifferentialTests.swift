@@ -106,10 +106,10 @@ struct MaskerDifferentialTests {
             var out: [UInt8] = [], i = 0
             while i < raw.count {
                 let n = min(raw.count - i, size(&rng))
-                raw[i..<(i + n)].withUnsafeBufferPointer { buf in masker.feed(buf) { out += $0 } }
+                raw[i..<(i + n)].withUnsafeBufferPointer { buf in masker.feed(buf) { for piece in $0 { out += piece } } }
                 i += n
             }
-            masker.flush { out += $0 }
+            masker.flush { for piece in $0 { out += piece } }
             let same = out == expected
             #expect(same, "\(name), seed \(seed): output differs from the reference at byte \(zip(out, expected).enumerated().first { $0.element.0 != $0.element.1 }?.offset ?? min(out.count, expected.count))")
         }

@@ -73,6 +73,11 @@ typedef struct {
 /// lstat(2) (follow = 0) or stat(2) (follow != 0) of `path` into `out`. Returns 0, or -1 with errno set.
 int airlock_file_status_of(const char *path, int follow, airlock_file_status *out);
 
+/// Sets the capacity of the pipe `fd` is an end of to at least `bytes` (F_SETPIPE_SZ). Returns the
+/// new capacity, or -1 with errno set (EPERM past /proc/sys/fs/pipe-max-size for an unprivileged
+/// caller, EBUSY below what the pipe holds, EBADF or EINVAL for something that is no pipe).
+int airlock_widen_pipe(int fd, int bytes);
+
 /// Whether the file system `path` is on (symlinks followed) is a tmpfs: 1 or 0, or -1 with errno set.
 int airlock_is_tmpfs(const char *path);
 
