@@ -44,6 +44,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", "4.5.2"..<"5.0.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", exact: "2.28.1"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        // Hummingbird's own NIO, named for NIOPosix: airlock-endpoint runs Swift concurrency on its event loop.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
     ],
     targets: [
         .target(name: "RunnerContract", swiftSettings: strict),
@@ -105,7 +107,8 @@ let package = Package(
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
-        .executableTarget(name: "airlock-endpoint", dependencies: ["CredentialEndpoint", "HTTPClient"], swiftSettings: strict),
+        .executableTarget(name: "airlock-endpoint", dependencies: ["CredentialEndpoint", "HTTPClient",
+                                                                   .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         .executableTarget(name: "airlock", dependencies: [
             "AirlockAdmin", "AirlockCore", "AirlockConfiguration", "HTTPClient", "Delivery", "Identity", "RunnerContract",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

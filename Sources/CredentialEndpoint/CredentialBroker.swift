@@ -3,6 +3,7 @@ public import AirlockCore
 public import Federation
 import Foundation
 public import Identity
+import Synchronization
 package import Ledger
 public import RunnerContract
 
@@ -18,7 +19,7 @@ public actor CredentialBroker: CredentialSource {
     let identity: [String: JSONValue]
     let minValidity: Double
     let identities: ExchangeIdentity
-    private var current: [String: IssuedCredential] = [:]
+    private var current: [String: IssuedCredential] = [:] { didSet { atHand.withLock { $0.credentials = current } } }
     private var inflight: [String: Task<IssuedCredential, any Error>] = [:]
     public private(set) var federations = 0
 
@@ -37,9 +38,12 @@ public actor CredentialBroker: CredentialSource {
         self.identity = identity
         minValidity = config.runner.endpointMinValidity
         identities = ExchangeIdentity(config: config)
+        var issued: [String: IssuedCredential] = [:]
         for e in try ledger.entries() where e.state == .issued && session.profiles.contains(e.credential.profile) {
-            current[e.credential.profile] = e.credential
+            issued[e.credential.profile] = e.credential
         }
+        current = issued
+        atHand.withLock { $0.credentials = issued }  // an initializer does not run didSet
     }
 
     /// Whether a credential should be replaced: too little validity left, unless just issued (so that
@@ -52,7 +56,19 @@ public actor CredentialBroker: CredentialSource {
         return age > min(60, minValidity / 4)
     }
 
-    private var issuedAt: [String: Date] = [:]
+    private var issuedAt: [String: Date] = [:] { didSet { atHand.withLock { $0.issuedAt = issuedAt } } }
+    /// `current` and `issuedAt` as the actor last left them, for `credentialAtHand`.
+    private nonisolated let atHand = Mutex<(credentials: [String: IssuedCredential], issuedAt: [String: Date])>(([:], [:]))
+
+    /// The profile's credential when it is fresh, read without entering the actor: a request for a
+    /// credential at hand (nearly all of them) does not wait behind a refresh or hop threads.
+    public nonisolated func credentialAtHand(_ profile: String) -> IssuedCredential? {
+        let now = Date()
+        return atHand.withLock { a in
+            guard let c = a.credentials[profile], !stale(c, issuedAt: a.issuedAt[profile], now: now) else { return nil }
+            return c
+        }
+    }
 
     /// The profile's credential, fresh.
     public func credential(_ profile: String) async throws -> IssuedCredential {

@@ -25,6 +25,8 @@ public protocol CredentialSource: Sendable {
     func spec(_ profile: String) -> ProfileSpec?
     /// The profile's credential, fresh.
     func credential(_ profile: String) async throws -> IssuedCredential
+    /// The profile's credential if it is at hand and fresh, without waiting (nil: ask `credential`).
+    func credentialAtHand(_ profile: String) -> IssuedCredential?
     /// Counts a refused request for the audit log (per reason and minute).
     func refused(_ reason: String, _ detail: String)
     func countRequest()
@@ -127,7 +129,7 @@ public struct EndpointServer: Sendable {
             source.refused("not_granted", "aws profile \(profile)")
             return Self.json(["message": "profile \(profile) is not an AWS profile served to this job"], status: .notFound)
         }
-        let credential = try await source.credential(profile)
+        let credential = try await source.fresh(profile)
         let body = answers.body(for: "aws/\(profile)", credential: credential.id) {
             (try? JSONSerialization.data(withJSONObject: AWSContainerCredentials.body(credential), options: [.sortedKeys])) ?? Data()
         }
@@ -157,7 +159,7 @@ public struct EndpointServer: Sendable {
             source.refused("client_not_granted", "azure client_id \(client ?? "")")
             return Self.json(["statusCode": 400, "message": "client_id \(client ?? "") is not the identity granted to this job"], status: .badRequest)
         }
-        return Self.json(AzureManagedIdentity.body(try await source.credential(profile), resource: wanted, profile: spec))
+        return Self.json(AzureManagedIdentity.body(try await source.fresh(profile), resource: wanted, profile: spec))
     }
 
     // MARK: Google (federation.md B3)
@@ -183,9 +185,19 @@ public struct EndpointServer: Sendable {
         switch GCEMetadata.answer(String(rest.dropFirst(base.count)), profile: spec) {
         case .text(let t): return Self.text(t, headers: flavor)
         case .json(let o): return json(o)
-        case .token: return json(GCEMetadata.tokenBody(try await source.credential(profile)))
+        case .token: return json(GCEMetadata.tokenBody(try await source.fresh(profile)))
         case .notFound: return Self.text("not found", status: .notFound, headers: flavor)
         }
+    }
+}
+
+extension CredentialSource {
+    public func credentialAtHand(_ profile: String) -> IssuedCredential? { nil }
+
+    /// The credential at hand, or the one `credential` gets.
+    func fresh(_ profile: String) async throws -> IssuedCredential {
+        if let c = credentialAtHand(profile) { return c }
+        return try await credential(profile)
     }
 }
 
@@ -245,7 +257,7 @@ struct SecretGate: RouterMiddleware {
             server.source.refused("bad_secret", kind)
             return EndpointServer.json(["message": "this endpoint serves one job; the request does not carry its secret"], status: .unauthorized)
         }
-        guard await server.limiter.allow() else {
+        guard server.limiter.allow() else {
             server.source.refused("rate_limited", kind)
             return EndpointServer.json(["message": "too many requests for this job's credential server"], status: .tooManyRequests)
         }
@@ -290,26 +302,28 @@ final class AnswerCache: @unchecked Sendable {
     }
 }
 
-/// A token bucket: `rate` requests per second, `burst` at once.
-actor RateLimiter {
+/// A token bucket: `rate` requests per second, `burst` at once. A lock, not an actor: the check is
+/// a few instructions, and an actor made every request hop threads and back (issue 19, goal 3).
+final class RateLimiter: Sendable {
     let rate: Double
     let burst: Double
-    var tokens: Double
-    var last = Date()
+    private let state: Mutex<(tokens: Double, last: Date)>
 
     init(rate: Double, burst: Double) {
         self.rate = rate
         self.burst = burst
-        tokens = burst
+        state = Mutex((burst, Date()))
     }
 
     func allow() -> Bool {
         let now = Date()
-        tokens = min(burst, tokens + now.timeIntervalSince(last) * rate)
-        last = now
-        guard tokens >= 1 else { return false }
-        tokens -= 1
-        return true
+        return state.withLock { s in
+            s.tokens = min(burst, s.tokens + now.timeIntervalSince(s.last) * rate)
+            s.last = now
+            guard s.tokens >= 1 else { return false }
+            s.tokens -= 1
+            return true
+        }
     }
 }
 

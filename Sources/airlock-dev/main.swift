@@ -286,18 +286,13 @@ struct BenchEndpoint: ParsableCommand {
         try FileManager.default.createDirectory(atPath: workdir, withIntermediateDirectories: true)
         let (config, audit) = try benchConfig(workdir: workdir, issuer: issuer, sts: sts,
                                               runnerExtra: "endpoint_requests_per_second = 100000", deliver: "endpoint")
-        // botocore's own ContainerProvider, N fetches from Airlock's server, then N from a minimal
-        // http.server thread answering the same JSON (the baseline), side by side in the same job.
+        // botocore's own ContainerProvider, N fetches from Airlock's server and N from a minimal
+        // http.server thread answering the same JSON (the baseline), interleaved fetch by fetch in the
+        // same job (ABBA order), so that a slow moment of the machine falls on both alike.
         let py = """
-        import os, time, json, threading, http.server, statistics
+        import os, time, json, threading, http.server
         from botocore.credentials import ContainerProvider
         N = \(requests)
-        def run():
-            out = []
-            for _ in range(N):
-                t = time.perf_counter(); ContainerProvider().load().get_frozen_credentials(); out.append((time.perf_counter() - t) * 1000)
-            out.sort(); return out[len(out) // 2], out[int(len(out) * 0.99) - 1]
-        airlock = run()
         body = json.dumps({'AccessKeyId': 'ASIABASELINE', 'SecretAccessKey': 'x' * 40, 'Token': 't' * 300, 'Expiration': '2099-01-01T00:00:00Z'}).encode()
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = 'HTTP/1.1'
@@ -306,9 +301,19 @@ struct BenchEndpoint: ParsableCommand {
             def log_message(self, *a): pass
         srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
-        os.environ['AWS_CONTAINER_CREDENTIALS_FULL_URI'] = 'http://127.0.0.1:%d/creds' % srv.server_address[1]
-        base = run()
-        print('endpoint: %d fetches from boto3: airlock p50 %.2f ms p99 %.2f ms | minimal python server p50 %.2f ms p99 %.2f ms | ratio p50 %.2f p99 %.2f' % (N, airlock[0], airlock[1], base[0], base[1], airlock[0] / base[0], airlock[1] / base[1]))
+        airlock_env = dict(os.environ)
+        # The same client work for both: the baseline gets the same Authorization header too.
+        base_env = dict(os.environ, AWS_CONTAINER_CREDENTIALS_FULL_URI='http://127.0.0.1:%d/creds' % srv.server_address[1])
+        def fetch(env):
+            t = time.perf_counter(); ContainerProvider(environ=env).load().get_frozen_credentials(); return (time.perf_counter() - t) * 1000
+        a, b = [], []
+        for i in range(N):
+            if i % 2 == 0: a.append(fetch(airlock_env)); b.append(fetch(base_env))
+            else: b.append(fetch(base_env)); a.append(fetch(airlock_env))
+        def pct(xs):
+            xs = sorted(xs); return xs[len(xs) // 2], xs[int(len(xs) * 0.99) - 1]
+        airlock, base = pct(a), pct(b)
+        print('endpoint: %d fetches each from boto3, interleaved: airlock p50 %.2f ms p99 %.2f ms | minimal python server p50 %.2f ms p99 %.2f ms | ratio p50 %.2f p99 %.2f' % (N, airlock[0], airlock[1], base[0], base[1], airlock[0] / base[0], airlock[1] / base[1]))
         """
         var job = SimulatedJob(script: ["cat > /tmp/bench.py <<'PY'\n\(py)\nPY", "python3 /tmp/bench.py"])
         job.jobID = 990_001

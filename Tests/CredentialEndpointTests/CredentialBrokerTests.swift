@@ -127,6 +127,27 @@ struct CredentialBrokerTests {
         #expect(w.audit.records().contains { $0["event"] == .string("revoked") && $0["reason"] == .string("refreshed") && $0["credential_id"] == .string(first.id) })
     }
 
+    /// The server's fast path (`credentialAtHand`, read without entering the actor) gives the
+    /// credential the actor would serve, and nothing once it is stale: never one being replaced or
+    /// revoked, never another profile's. A broker started on a ledger has the issued one at hand.
+    @Test func theCredentialAtHandIsOnlyEverAFreshOne() async throws {
+        let w = try World()
+        let provider = ScriptedProvider(lifetimes: [3, 3600])
+        let broker = try w.broker(provider)
+        // Ids only in what a failure prints: a credential's description would show its values.
+        #expect(broker.credentialAtHand("deploy")?.id == nil)  // nothing issued yet
+        let first = try await broker.credential("deploy")
+        #expect(broker.credentialAtHand("deploy")?.id == first.id)
+        #expect(broker.credentialAtHand("other")?.id == nil)
+        try await Task.sleep(nanoseconds: 2_200_000_000)  // ≤ 0.8 s left: stale
+        #expect(broker.credentialAtHand("deploy")?.id == nil)
+        let second = try await broker.credential("deploy")
+        #expect(second.id != first.id && broker.credentialAtHand("deploy")?.id == second.id)
+        // A new broker (the server restarted) on the same ledger: the issued one, at once.
+        let again = try w.broker(provider)
+        #expect(again.credentialAtHand("deploy")?.id == second.id)
+    }
+
     @Test func aProfileNotServedIsTheJobsFaultAndAFailedExchangeIsAudited() async throws {
         let w = try World()
         let provider = ScriptedProvider(lifetimes: [])
