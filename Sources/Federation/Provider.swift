@@ -60,7 +60,19 @@ public struct IssuedCredential: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case id, profile, provider, providerType, secrets, details, expiresAt, revocationHandle, delivery, summary
     }
+}
 
+/// A credential printed by mistake (string interpolation, a failed test's expectation, a debugger's
+/// print) shows what it is and the names of its values, never the values or the revocation handle.
+extension IssuedCredential: CustomStringConvertible, CustomDebugStringConvertible {
+    public var description: String {
+        "IssuedCredential(id: \(id), profile: \(profile), provider: \(provider) (\(providerType)), expires \(expiresAt), "
+            + "secrets: [\(secrets.keys.sorted().joined(separator: ", "))] (values not shown), \(summary))"
+    }
+    public var debugDescription: String { description }
+}
+
+extension IssuedCredential {
     /// A ledger written before the delivery contract (an upgrade mid-job) still loads, so that
     /// cleanup and sweep can revoke what it holds; the run stage refuses to deliver it.
     public init(from decoder: any Decoder) throws {
