@@ -108,6 +108,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .executableTarget(name: "airlock-endpoint", dependencies: ["CredentialEndpoint", "HTTPClient",
+                                                                   .product(name: "NIOCore", package: "swift-nio"),
                                                                    .product(name: "NIOPosix", package: "swift-nio")], swiftSettings: strict),
         .executableTarget(name: "airlock", dependencies: [
             "AirlockAdmin", "AirlockCore", "AirlockConfiguration", "HTTPClient", "Delivery", "Identity", "RunnerContract",

@@ -19,7 +19,7 @@ public actor CredentialBroker: CredentialSource {
     let identity: [String: JSONValue]
     let minValidity: Double
     let identities: ExchangeIdentity
-    private var current: [String: IssuedCredential] = [:] { didSet { atHand.withLock { $0.credentials = current } } }
+    private var current: [String: IssuedCredential] = [:]
     private var inflight: [String: Task<IssuedCredential, any Error>] = [:]
     public private(set) var federations = 0
 
@@ -43,7 +43,7 @@ public actor CredentialBroker: CredentialSource {
             issued[e.credential.profile] = e.credential
         }
         current = issued
-        atHand.withLock { $0.credentials = issued }  // an initializer does not run didSet
+        atHand.withLock { $0.credentials = issued }
     }
 
     /// Whether a credential should be replaced: too little validity left, unless just issued (so that
@@ -56,8 +56,9 @@ public actor CredentialBroker: CredentialSource {
         return age > min(60, minValidity / 4)
     }
 
-    private var issuedAt: [String: Date] = [:] { didSet { atHand.withLock { $0.issuedAt = issuedAt } } }
-    /// `current` and `issuedAt` as the actor last left them, for `credentialAtHand`.
+    private var issuedAt: [String: Date] = [:]
+    /// `current` and `issuedAt` as the actor last left them, for `credentialAtHand`; both change in
+    /// one step.
     private nonisolated let atHand = Mutex<(credentials: [String: IssuedCredential], issuedAt: [String: Date])>(([:], [:]))
 
     /// The profile's credential when it is fresh, read without entering the actor: a request for a
@@ -82,8 +83,13 @@ public actor CredentialBroker: CredentialSource {
         inflight[profile] = task
         defer { inflight[profile] = nil }
         let c = try await task.value
+        let now = Date()
         current[profile] = c
-        issuedAt[profile] = Date()
+        issuedAt[profile] = now
+        atHand.withLock { a in
+            a.credentials[profile] = c
+            a.issuedAt[profile] = now
+        }
         return c
     }
 
