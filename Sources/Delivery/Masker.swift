@@ -678,6 +678,7 @@ public final class StreamMasker {
             // pattern. Each start the filter lets through is checked here, in order.
             var resume = 0
             let candidates = self.candidates
+            precondition(n <= Int(UInt32.max), "the masker takes reads under 4 GiB (the filter's positions are 32-bit)")
             let count = airlock_wm_candidates(buf.baseAddress!, n, from, t.window, sh1.baseAddress!, UInt32(Self.shiftBits), candidates, &resume)
             var c = 0
             scan: while c < count {
